@@ -1,0 +1,190 @@
+// Command gatehouse is Gatehouse's one binary: the server, migrations and
+// the operator's commands. It only wires the packages together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+const usage = `Gatehouse: multi-tenant authentication and authorization.
+
+Usage:
+  gatehouse serve                      run the HTTP server
+  gatehouse migrate                    migrate the primary database and every silo
+  gatehouse dev                        migrate, create demo tenants, serve (local use)
+  gatehouse tenant create --slug S --name N [--placement shared|silo] [--silo-cluster URL] [--plan P]
+  gatehouse tenant list [--json]
+  gatehouse tenant show SLUG [--json]
+  gatehouse tenant suspend SLUG
+  gatehouse tenant resume SLUG
+  gatehouse tenant delete SLUG [--yes]
+  gatehouse tenant domain add SLUG DOMAIN
+  gatehouse tenant domain remove SLUG DOMAIN
+  gatehouse tenant domain list SLUG
+
+Configuration comes from flags or the environment (flags win):
+  --database-url   GATEHOUSE_DATABASE_URL      primary database, as an administrator (postgres:// URL)
+  --app-database-url GATEHOUSE_APP_DATABASE_URL the server's connection as gatehouse_app
+                                               (default: the primary URL with user gatehouse_app)
+                   GATEHOUSE_APP_PASSWORD      gatehouse_app's password (environment only)
+  --addr           GATEHOUSE_ADDR              listen address (default 127.0.0.1:8080)
+  --base-domain    GATEHOUSE_BASE_DOMAIN       tenants are served at <slug>.<base domain> (default localhost)
+  --log-level      GATEHOUSE_LOG_LEVEL         debug, info, warn or error (default info)
+`
+
+// config is the process configuration, from flags and GATEHOUSE_* variables.
+type config struct {
+	DatabaseURL    string
+	AppDatabaseURL string
+	AppPassword    string
+	Addr           string
+	BaseDomain     string
+	LogLevel       string
+}
+
+// flags registers the configuration flags on fs, defaulting to the
+// environment.
+func (c *config) flags(fs *flag.FlagSet) {
+	env := func(name, def string) string {
+		if v, ok := os.LookupEnv(name); ok {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.DatabaseURL, "database-url", env("GATEHOUSE_DATABASE_URL", ""), "primary database URL (administrator)")
+	fs.StringVar(&c.AppDatabaseURL, "app-database-url", env("GATEHOUSE_APP_DATABASE_URL", ""), "the server's database URL (gatehouse_app)")
+	fs.StringVar(&c.Addr, "addr", env("GATEHOUSE_ADDR", "127.0.0.1:8080"), "listen address")
+	fs.StringVar(&c.BaseDomain, "base-domain", env("GATEHOUSE_BASE_DOMAIN", "localhost"), "base domain of tenant hosts")
+	fs.StringVar(&c.LogLevel, "log-level", env("GATEHOUSE_LOG_LEVEL", "info"), "log level")
+	c.AppPassword = os.Getenv("GATEHOUSE_APP_PASSWORD")
+}
+
+func (c *config) requireDatabase() error {
+	if c.DatabaseURL == "" {
+		return problem.Errorf(problem.Invalid, "no database: set GATEHOUSE_DATABASE_URL or --database-url")
+	}
+	if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		return problem.Errorf(problem.Invalid, "the database URL must be a postgres:// URL")
+	}
+	return nil
+}
+
+// appDatabaseURL is the server's connection: configured, or the primary URL
+// with gatehouse_app's credentials.
+func (c *config) appDatabaseURL() (string, error) {
+	if c.AppDatabaseURL != "" {
+		return c.AppDatabaseURL, nil
+	}
+	return c.credentials().ConnString(context.Background(), c.DatabaseURL, tenancy.AppRole)
+}
+
+func (c *config) credentials() tenancy.Credentials {
+	return tenancy.Credentials{Primary: c.DatabaseURL, AppPassword: c.AppPassword}
+}
+
+func (c *config) logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type command func(ctx context.Context, args []string, stdio stdio) error
+
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+var commands = map[string]command{
+	"serve":   runServe,
+	"migrate": runMigrate,
+	"dev":     runDev,
+	"tenant":  runTenant,
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr})
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status: 0 success,
+// 1 failure, 2 usage error.
+func run(ctx context.Context, args []string, std stdio) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(std.out, usage)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		names := make([]string, 0, len(commands))
+		for n := range commands {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(std.err, "gatehouse: unknown command %q (commands: %s; see gatehouse help)\n", args[0], strings.Join(names, ", "))
+		return 2
+	}
+	err := cmd(ctx, args[1:], std)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(std.err, "gatehouse: %v\n", err)
+		return 2
+	}
+	if problem.CodeOf(err) == problem.Internal {
+		// Operators see the cause; errors carry no secrets by convention.
+		fmt.Fprintf(std.err, "gatehouse: %v\n", err)
+	} else {
+		fmt.Fprintf(std.err, "gatehouse: %s\n", problem.MessageOf(err))
+	}
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
+// parse parses a subcommand's flags, which may come before or after its
+// positional arguments, and returns the positional ones.
+func parse(fs *flag.FlagSet, args []string, std stdio) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(std.out)
+				fs.PrintDefaults()
+				return nil, err
+			}
+			return nil, usageErr("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

@@ -1,0 +1,49 @@
+-- Control plane: tenants and their domains.
+
+-- name: CreateTenant :one
+insert into control.tenants (id, slug, name, placement, silo_location, plan)
+values ($1, $2, $3, $4, $5, $6)
+returning *;
+
+-- name: GetTenantByID :one
+select * from control.tenants where id = $1;
+
+-- name: GetLiveTenantBySlug :one
+select * from control.tenants where slug = $1 and status <> 'deleted';
+
+-- name: GetLiveTenantByDomain :one
+select t.* from control.tenants t
+join control.tenant_domains d on d.tenant_id = t.id
+where d.domain = $1 and d.verified_at is not null and t.status <> 'deleted';
+
+-- name: ListLiveTenants :many
+select * from control.tenants where status <> 'deleted' order by slug;
+
+-- name: ListSiloTenants :many
+select * from control.tenants
+where placement = 'silo' and status <> 'deleted'
+order by slug;
+
+-- name: SetTenantStatus :one
+update control.tenants set status = sqlc.arg(status), updated_at = now()
+where id = sqlc.arg(id) and status = any(sqlc.arg(from_statuses)::text[])
+returning *;
+
+-- name: MarkTenantDeleted :one
+update control.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
+where id = $1 and status <> 'deleted'
+returning *;
+
+-- name: AddTenantDomain :one
+insert into control.tenant_domains (domain, tenant_id, verified_at)
+values ($1, $2, now())
+returning *;
+
+-- name: RemoveTenantDomain :execrows
+delete from control.tenant_domains where domain = $1 and tenant_id = $2;
+
+-- name: RemoveAllTenantDomains :exec
+delete from control.tenant_domains where tenant_id = $1;
+
+-- name: ListTenantDomains :many
+select * from control.tenant_domains where tenant_id = $1 order by domain;

@@ -1,0 +1,179 @@
+// Package server assembles Gatehouse's HTTP server: the middleware every
+// request passes (request id, logs, security headers, limits, recovery),
+// health endpoints, tenant resolution, and the routes each domain package
+// registers from its own http.go.
+//
+// Invariant: every route that touches tenant data is registered behind the
+// resolver's middleware, so a handler always finds its tenant in the context.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Config tunes the HTTP server. Zero values mean the defaults.
+type Config struct {
+	BodyLimit    int           // bytes; default 1 MiB
+	ReadTimeout  time.Duration // default 10s
+	WriteTimeout time.Duration // default 30s
+	IdleTimeout  time.Duration // default 120s
+}
+
+// Deps are the services the server wires into routes.
+type Deps struct {
+	Log      *slog.Logger
+	Resolver *tenancy.Resolver
+	// Ready reports whether the server can serve (databases reachable,
+	// migrations current); nil error means ready.
+	Ready func(context.Context) error
+}
+
+// Server is Gatehouse's HTTP server.
+type Server struct {
+	app *fiber.App
+	log *slog.Logger
+}
+
+// New builds the server and its routes.
+func New(cfg Config, d Deps) *Server {
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = 1 << 20
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	app := fiber.New(fiber.Config{
+		AppName:               "gatehouse",
+		BodyLimit:             cfg.BodyLimit,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		DisableStartupMessage: true,
+		ErrorHandler:          problem.Handler(d.Log, requestID),
+		// No proxy is trusted, so X-Forwarded-Host cannot pick the tenant.
+		EnableTrustedProxyCheck: true,
+	})
+	s := &Server{app: app, log: d.Log}
+
+	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
+		d.Log.Error("panic", "panic", e, "request_id", requestID(c))
+	}}))
+	app.Use(assignRequestID, securityHeaders, s.logRequests)
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		if err := d.Ready(ctx); err != nil {
+			return problem.Wrap(problem.Unavailable, err, "not ready")
+		}
+		return c.JSON(fiber.Map{"status": "ready"})
+	})
+
+	tenant := app.Group("/", d.Resolver.Middleware())
+	tenancy.Routes(tenant)
+	return s
+}
+
+// App exposes the fiber app, for tests that drive it in-process.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve answers requests on ln until ctx ends, then shuts down gracefully:
+// it stops accepting, lets requests in flight finish (up to grace), and
+// returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "grace", grace)
+	if err := s.app.ShutdownWithTimeout(grace); err != nil {
+		return err
+	}
+	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+const requestIDHeader = "X-Request-Id"
+
+// validRequestID accepts an incoming id only if it is short and plain, so a
+// caller cannot inject into logs.
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
+
+func assignRequestID(c *fiber.Ctx) error {
+	id := c.Get(requestIDHeader)
+	if !validRequestID.MatchString(id) {
+		id = uuid.NewString()
+	} else {
+		id = string([]byte(id)) // fiber reuses its buffers
+	}
+	c.Locals(requestIDHeader, id)
+	c.Set(requestIDHeader, id)
+	return c.Next()
+}
+
+func requestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(requestIDHeader).(string)
+	return id
+}
+
+// securityHeaders are set on every answer. The API serves JSON only, so the
+// content security policy forbids everything, framing included.
+func securityHeaders(c *fiber.Ctx) error {
+	c.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	c.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	c.Set("X-Content-Type-Options", "nosniff")
+	c.Set("X-Frame-Options", "DENY")
+	c.Set("Referrer-Policy", "no-referrer")
+	c.Set("Cross-Origin-Opener-Policy", "same-origin")
+	c.Set("Cache-Control", "no-store")
+	return c.Next()
+}
+
+// logRequests writes one JSON line per request with its tenant and id.
+func (s *Server) logRequests(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		// The error handler has not run yet; this is the status it will set.
+		if fe, ok := errors.AsType[*fiber.Error](err); ok {
+			status = fe.Code
+		} else {
+			status = problem.Status(problem.CodeOf(err))
+		}
+	}
+	attrs := []any{
+		"method", c.Method(), "path", c.Path(), "status", status,
+		"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+		"request_id", requestID(c),
+	}
+	if t, ok := tenancy.FromContext(c.UserContext()); ok {
+		attrs = append(attrs, "tenant_id", t.ID.String())
+	}
+	s.log.InfoContext(c.UserContext(), "request", attrs...)
+	return err
+}

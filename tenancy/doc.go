@@ -1,0 +1,14 @@
+// Package tenancy is the ground every other Gatehouse package stands on:
+// tenants and their placement (shared database or silo), the control plane
+// that records them, the Resolver that maps a request's Host to a tenant,
+// migrations of both kinds of database, and DB, the only way to reach tenant
+// data.
+//
+// Invariants a reader must keep:
+//   - Tenant data is touched only inside DB.Tx (or DB.RawTx), which sets
+//     gatehouse.tenant_id for that transaction alone; row level security in
+//     schema app does the rest, and fails closed when no tenant is set.
+//   - The server connects as gatehouse_app, which owns nothing and cannot
+//     bypass row level security. Only migrations and operator commands use
+//     the owner connection.
+package tenancy

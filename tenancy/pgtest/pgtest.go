@@ -1,0 +1,358 @@
+// Package pgtest starts throwaway Postgres clusters for tests, the way
+// net/http/httptest starts servers: initdb into a temporary folder, a
+// postmaster on a free loopback port with wal_level=logical, and one
+// migrated database per test, cloned from a template in milliseconds.
+//
+// A test package that uses it runs its tests through Main, which stops the
+// clusters and removes their folders afterwards, failed tests or not:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//
+// Postgres refuses to run as root; under root the clusters run as the
+// postgres system user.
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Cluster is a running throwaway Postgres cluster. Its superuser is
+// postgres, trusted on loopback.
+type Cluster struct {
+	Port int
+	dir  string
+	stop chan struct{}
+	done chan error
+
+	seq       atomic.Int64
+	templates sync.Map // name -> *templateOnce
+}
+
+type templateOnce struct {
+	once sync.Once
+	err  error
+}
+
+var (
+	mu       sync.Mutex
+	clusters []*Cluster // clusters[0] is the primary, [1] the second
+)
+
+// Main runs the package's tests and then stops every cluster they started.
+func Main(m *testing.M) int {
+	defer stopAll()
+	return m.Run()
+}
+
+func stopAll() {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, c := range clusters {
+		c.Stop()
+	}
+	clusters = nil
+}
+
+// Primary returns the package's shared cluster, starting it on first use.
+func Primary(t testing.TB) *Cluster { return nth(t, 0) }
+
+// Second returns a second cluster, for tests that need two (a shared
+// database and a silo on another cluster).
+func Second(t testing.TB) *Cluster { return nth(t, 1) }
+
+func nth(t testing.TB, i int) *Cluster {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	for len(clusters) <= i {
+		c, err := Start()
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		clusters = append(clusters, c)
+	}
+	return clusters[i]
+}
+
+// Start starts a new cluster. The caller stops it.
+func Start() (*Cluster, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := runAs()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "gatehouse-pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		"--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	// A port can be taken between choosing and binding it: try a few.
+	var lastErr error
+	for range 5 {
+		c := &Cluster{Port: freePort(), dir: dir, stop: make(chan struct{}), done: make(chan error, 1)}
+		if lastErr = c.start(bin, data, cred); lastErr == nil {
+			return c, nil
+		}
+	}
+	os.RemoveAll(dir)
+	return nil, lastErr
+}
+
+func (c *Cluster) start(bin, data string, cred *syscall.Credential) error {
+	var logs bytes.Buffer
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child exits; pin
+		// this goroutine to its thread for the cluster's lifetime so that
+		// the postmaster dies with the test binary, and only then.
+		runtime.LockOSThread()
+		cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data,
+			"-p", strconv.Itoa(c.Port), "-k", c.dir,
+			"-c", "listen_addresses=127.0.0.1",
+			"-c", "wal_level=logical",
+			"-c", "max_replication_slots=32", "-c", "max_wal_senders=32",
+			"-c", "max_connections=400",
+			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+			"-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic",
+		)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case <-c.stop:
+			_ = cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
+			c.done <- <-exited
+		case err := <-exited:
+			c.done <- fmt.Errorf("postgres exited: %v\n%s", err, logs.String())
+		}
+	}()
+	if err := <-started; err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		select {
+		case exitErr := <-c.done:
+			return exitErr
+		default:
+		}
+		if time.Now().After(deadline) {
+			close(c.stop)
+			<-c.done
+			return fmt.Errorf("postgres did not accept connections in 30s: %v\n%s", err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop shuts the cluster down and removes its folder.
+func (c *Cluster) Stop() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+		<-c.done
+	}
+	os.RemoveAll(c.dir)
+}
+
+// URL returns the superuser's URL for database db.
+func (c *Cluster) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, url.PathEscape(db))
+}
+
+// AppURL returns gatehouse_app's URL for database db.
+func (c *Cluster) AppURL(db string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", tenancy.AppRoleName, c.Port, url.PathEscape(db))
+}
+
+// Exec runs statements as superuser in database db.
+func (c *Cluster) Exec(t testing.TB, db string, sql ...string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL(db))
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range sql {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("pgtest: %s: %v", s, err)
+		}
+	}
+}
+
+// NewDatabase creates a database for this test, cloned from template (""
+// for an empty one), and drops it when the test ends.
+func (c *Cluster) NewDatabase(t testing.TB, template string) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d_%s", c.seq.Add(1), sanitize(t.Name()))
+	stmt := "create database " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		stmt += " template " + pgx.Identifier{template}.Sanitize()
+	}
+	c.Exec(t, "postgres", stmt)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if conn, err := pgx.Connect(ctx, c.URL("postgres")); err == nil {
+			_, _ = conn.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)")
+			conn.Close(ctx)
+		}
+	})
+	return name
+}
+
+// Template makes sure database name exists, built once per cluster by build
+// (given the database's superuser URL), for NewDatabase to clone.
+func (c *Cluster) Template(t testing.TB, name string, build func(url string) error) {
+	t.Helper()
+	v, _ := c.templates.LoadOrStore(name, &templateOnce{})
+	o := v.(*templateOnce)
+	o.once.Do(func() {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err != nil {
+			o.err = err
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+			o.err = err
+			return
+		}
+		o.err = build(c.URL(name))
+	})
+	if o.err != nil {
+		t.Fatalf("pgtest: template %s: %v", name, o.err)
+	}
+}
+
+// Pool opens a pool on url for the test and closes it at cleanup.
+func Pool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	out := b.String()
+	if len(out) > 40 {
+		out = out[:40]
+	}
+	return out
+}
+
+// binDir finds Postgres's server binaries: on PATH, or the newest
+// /usr/lib/postgresql/*/bin.
+func binDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("no Postgres server binaries (initdb) found; install postgresql")
+}
+
+// runAs returns the credentials to run Postgres with: nil normally, the
+// postgres user's when running as root.
+func runAs() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a postgres system user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,385 @@
+package tenancy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+)
+
+// Registry is the control plane's service for platform operators: it
+// creates, lists, suspends, resumes and deletes tenants and their custom
+// domains. It works as an administrator on the primary database and on silo
+// clusters; the server never holds one.
+type Registry struct {
+	admin      *pgxpool.Pool
+	primaryDSN string
+	baseDomain string
+	locator    SiloLocator
+	migrator   *Migrator
+}
+
+// NewRegistry returns a Registry over the primary database (admin pool and
+// its URL, the default silo cluster). baseDomain is where <slug>. hosts live;
+// custom domains may not fall under it.
+func NewRegistry(admin *pgxpool.Pool, primaryDSN, baseDomain string, locator SiloLocator, m *Migrator) *Registry {
+	return &Registry{admin: admin, primaryDSN: primaryDSN, baseDomain: baseDomain, locator: locator, migrator: m}
+}
+
+// CreateParams describes a new tenant.
+type CreateParams struct {
+	Slug      string
+	Name      string
+	Placement Placement // default Shared
+	// SiloCluster is the admin URL of the cluster for a silo tenant's
+	// database; empty means the primary cluster.
+	SiloCluster string
+	Plan        string // default "free"
+}
+
+// Create registers a tenant. A silo tenant gets its own database, created
+// and migrated before the tenant is recorded, and dropped again if anything
+// later fails, so a failed Create changes nothing.
+//
+// Returns Invalid for a bad slug, name, placement or cluster URL, Conflict if
+// the slug is taken, Unavailable if the silo cluster cannot be reached.
+func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) {
+	if err := ValidateSlug(p.Slug); err != nil {
+		return nil, err
+	}
+	p.Name = strings.TrimSpace(p.Name)
+	if err := ValidateName(p.Name); err != nil {
+		return nil, err
+	}
+	if p.Placement == "" {
+		p.Placement = Shared
+	}
+	if p.Placement != Shared && p.Placement != Silo {
+		return nil, problem.InvalidField("placement", "must be shared or silo")
+	}
+	if p.SiloCluster != "" && p.Placement != Silo {
+		return nil, problem.InvalidField("silo-cluster", "only applies to --placement silo")
+	}
+	if p.Plan == "" {
+		p.Plan = "free"
+	}
+	q := queries.New(r.admin)
+	if _, err := q.GetLiveTenantBySlug(ctx, p.Slug); err == nil {
+		return nil, problem.Errorf(problem.Conflict, "tenant %q already exists", p.Slug)
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, err
+	}
+
+	id := ID(uuid.New())
+	var location *string
+	var dropSilo func()
+	if p.Placement == Silo {
+		loc, drop, err := r.createSiloDatabase(ctx, id, p.SiloCluster)
+		if err != nil {
+			return nil, err
+		}
+		location, dropSilo = &loc, drop
+	}
+	row, err := q.CreateTenant(ctx, queries.CreateTenantParams{
+		ID: id.UUID(), Slug: p.Slug, Name: p.Name, Placement: string(p.Placement),
+		SiloLocation: location, Plan: p.Plan,
+	})
+	if err != nil {
+		if dropSilo != nil {
+			dropSilo()
+		}
+		if isUniqueViolation(err) {
+			return nil, problem.Errorf(problem.Conflict, "tenant %q already exists", p.Slug)
+		}
+		return nil, fmt.Errorf("create tenant %s: %w", p.Slug, err)
+	}
+	return tenantFromRow(row), nil
+}
+
+// siloDatabaseName derives a silo's database name from the tenant id, so it
+// never depends on a slug that may later be reused.
+func siloDatabaseName(id ID) string {
+	u := id.UUID()
+	return "gatehouse_" + hex.EncodeToString(u[:])
+}
+
+// createSiloDatabase creates and migrates tenant id's database on cluster
+// (admin URL; empty for the primary's). It returns the password-free
+// location to record and a function that drops the database again.
+func (r *Registry) createSiloDatabase(ctx context.Context, id ID, cluster string) (string, func(), error) {
+	if cluster == "" {
+		cluster = r.primaryDSN
+	}
+	cu, err := url.Parse(cluster)
+	if err != nil || (cu.Scheme != "postgres" && cu.Scheme != "postgresql") || cu.Host == "" {
+		return "", nil, problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(connectCtx, cluster)
+	if err != nil {
+		return "", nil, problem.Wrap(problem.Unavailable, err,
+			fmt.Sprintf("silo cluster %s is unreachable", cu.Host))
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if err := r.migrator.EnsureRoles(ctx, admin); err != nil {
+		return "", nil, err
+	}
+	name := siloDatabaseName(id)
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := admin.Exec(ctx, "create database "+ident+" owner "+OwnerRoleName); err != nil {
+		return "", nil, fmt.Errorf("create silo database: %w", err)
+	}
+	drop := func() {
+		dropCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(dropCtx, cluster); err == nil {
+			_, _ = c.Exec(dropCtx, "drop database if exists "+ident+" with (force)")
+			c.Close(dropCtx)
+		}
+	}
+	siloURL := *cu
+	siloURL.Path = "/" + name
+	adminDSN := siloURL.String()
+	siloURL.User = url.User(cu.User.Username())
+	location := siloURL.String()
+	if err := r.migrator.Silo(ctx, adminDSN, "silo "+name); err != nil {
+		drop()
+		return "", nil, err
+	}
+	return location, drop, nil
+}
+
+// Get returns the live tenant with the given slug. Returns NotFound if there
+// is none.
+func (r *Registry) Get(ctx context.Context, slug string) (*Tenant, error) {
+	row, err := queries.New(r.admin).GetLiveTenantBySlug(ctx, slug)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, problem.Errorf(problem.NotFound, "no tenant %q", slug)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get tenant %s: %w", slug, err)
+	}
+	return tenantFromRow(row), nil
+}
+
+// List returns every live tenant, ordered by slug.
+func (r *Registry) List(ctx context.Context) ([]*Tenant, error) {
+	rows, err := queries.New(r.admin).ListLiveTenants(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	ts := make([]*Tenant, len(rows))
+	for i, row := range rows {
+		ts[i] = tenantFromRow(row)
+	}
+	return ts, nil
+}
+
+// Suspend stops a tenant from being served: every request to it is refused
+// with 403 until Resume. Suspending a suspended tenant changes nothing.
+// Returns NotFound for an unknown slug, Conflict while the tenant is moving.
+func (r *Registry) Suspend(ctx context.Context, slug string) (*Tenant, error) {
+	return r.setStatus(ctx, slug, Suspended, Active, Suspended)
+}
+
+// Resume serves a suspended tenant again. Returns NotFound for an unknown
+// slug, Conflict while the tenant is moving.
+func (r *Registry) Resume(ctx context.Context, slug string) (*Tenant, error) {
+	return r.setStatus(ctx, slug, Active, Suspended, Active)
+}
+
+func (r *Registry) setStatus(ctx context.Context, slug string, to Status, from ...Status) (*Tenant, error) {
+	t, err := r.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	fromText := make([]string, len(from))
+	for i, s := range from {
+		fromText[i] = string(s)
+	}
+	row, err := queries.New(r.admin).SetTenantStatus(ctx, queries.SetTenantStatusParams{
+		ID: t.ID.UUID(), Status: string(to), FromStatuses: fromText,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, problem.Errorf(problem.Conflict, "tenant %q is %s", slug, t.Status)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set tenant %s %s: %w", slug, to, err)
+	}
+	return tenantFromRow(row), nil
+}
+
+// Delete removes a tenant's data for good: its rows in the shared database,
+// or its whole silo database. The control plane keeps a tombstone, which
+// frees the slug. Returns NotFound for an unknown slug, Conflict while the
+// tenant is moving.
+//
+// A shared tenant's rows and its tombstone change in one transaction. A silo
+// is first suspended, then dropped, then tombstoned: if the drop fails the
+// tenant stays suspended and Delete can simply be run again.
+func (r *Registry) Delete(ctx context.Context, slug string) error {
+	t, err := r.Get(ctx, slug)
+	if err != nil {
+		return err
+	}
+	if t.Status == Moving {
+		return problem.Errorf(problem.Conflict, "tenant %q is moving; finish or abort the move first", slug)
+	}
+	if t.Placement == Silo {
+		if t.Status != Suspended {
+			if _, err := r.Suspend(ctx, slug); err != nil {
+				return err
+			}
+		}
+		if err := r.dropSilo(ctx, t); err != nil {
+			return err
+		}
+	}
+	conn, err := r.admin.Acquire(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Release()
+	return scopedTx(ctx, conn, t.ID, func(tx queries.DBTX) error {
+		if t.Placement == Shared {
+			if err := deleteTenantRows(ctx, tx, t.ID); err != nil {
+				return err
+			}
+		}
+		q := queries.New(tx)
+		if err := q.RemoveAllTenantDomains(ctx, t.ID.UUID()); err != nil {
+			return err
+		}
+		_, err := q.MarkTenantDeleted(ctx, t.ID.UUID())
+		return err
+	})
+}
+
+func (r *Registry) dropSilo(ctx context.Context, t *Tenant) error {
+	dsn, err := r.locator.ConnString(ctx, t.SiloLocation, AdminRole)
+	if err != nil {
+		return err
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return fmt.Errorf("silo location: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	u.Path = "/postgres" // any database but the one being dropped
+	c, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		return problem.Wrap(problem.Unavailable, err, fmt.Sprintf("silo cluster %s is unreachable", u.Host))
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if _, err := c.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)"); err != nil {
+		return fmt.Errorf("drop silo database: %w", err)
+	}
+	return nil
+}
+
+// deleteTenantRows deletes tenant id's rows from every table of schema app,
+// children before parents. The table list comes from the catalog, so a new
+// table is covered without touching this code; that is why it is not sqlc.
+func deleteTenantRows(ctx context.Context, tx queries.DBTX, id ID) error {
+	tables, err := AppTables(ctx, tx)
+	if err != nil {
+		return err
+	}
+	for i := len(tables) - 1; i >= 0; i-- {
+		stmt := "delete from " + pgx.Identifier{"app", tables[i]}.Sanitize() + " where tenant_id = $1"
+		if _, err := tx.Exec(ctx, stmt, id.UUID()); err != nil {
+			return fmt.Errorf("delete tenant rows from %s: %w", tables[i], err)
+		}
+	}
+	return nil
+}
+
+// Domain is a custom domain a tenant is served on.
+type Domain struct {
+	Name     string
+	Verified bool
+	Created  time.Time
+}
+
+// AddDomain registers a custom domain for the tenant. Domains added by an
+// operator count as verified. Returns Invalid for a malformed domain or one
+// under the base domain, NotFound for an unknown slug, Conflict if the
+// domain is already registered.
+func (r *Registry) AddDomain(ctx context.Context, slug, domain string) (*Domain, error) {
+	d, err := ValidateDomain(domain)
+	if err != nil {
+		return nil, err
+	}
+	if d == r.baseDomain || strings.HasSuffix(d, "."+r.baseDomain) {
+		return nil, problem.InvalidField("domain", "must not be under the base domain "+r.baseDomain)
+	}
+	t, err := r.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	row, err := queries.New(r.admin).AddTenantDomain(ctx, queries.AddTenantDomainParams{Domain: d, TenantID: t.ID.UUID()})
+	if isUniqueViolation(err) {
+		return nil, problem.Errorf(problem.Conflict, "domain %s is already registered", d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("add domain %s: %w", d, err)
+	}
+	return domainFromRow(row), nil
+}
+
+// RemoveDomain unregisters a tenant's custom domain. Returns NotFound if the
+// tenant or the domain (for that tenant) is unknown.
+func (r *Registry) RemoveDomain(ctx context.Context, slug, domain string) error {
+	t, err := r.Get(ctx, slug)
+	if err != nil {
+		return err
+	}
+	d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(domain)), ".")
+	n, err := queries.New(r.admin).RemoveTenantDomain(ctx, queries.RemoveTenantDomainParams{Domain: d, TenantID: t.ID.UUID()})
+	if err != nil {
+		return fmt.Errorf("remove domain %s: %w", d, err)
+	}
+	if n == 0 {
+		return problem.Errorf(problem.NotFound, "tenant %q has no domain %s", slug, d)
+	}
+	return nil
+}
+
+// Domains lists a tenant's custom domains. Returns NotFound for an unknown
+// slug.
+func (r *Registry) Domains(ctx context.Context, slug string) ([]*Domain, error) {
+	t, err := r.Get(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := queries.New(r.admin).ListTenantDomains(ctx, t.ID.UUID())
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	ds := make([]*Domain, len(rows))
+	for i, row := range rows {
+		ds[i] = domainFromRow(row)
+	}
+	return ds, nil
+}
+
+func domainFromRow(r queries.ControlTenantDomain) *Domain {
+	return &Domain{Name: r.Domain, Verified: r.VerifiedAt != nil, Created: r.CreatedAt}
+}
+
+func isUniqueViolation(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pgErr.Code == "23505"
+}

@@ -1,0 +1,227 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+)
+
+// notifyChannel carries the id of every tenant whose row or domains
+// changed; control.notify_tenant_change sends it.
+const notifyChannel = "gatehouse_tenants"
+
+// Resolver maps a request's Host to its tenant: <slug>.<base domain>, or a
+// verified custom domain. Answers are cached in memory; a Postgres
+// LISTEN/NOTIFY subscription drops a tenant's entries the moment any
+// instance changes it. While the subscription is down the cache is not
+// used, so a missed notification can never serve a stale answer.
+type Resolver struct {
+	pool *pgxpool.Pool
+	base string
+	log  *slog.Logger
+
+	// OnChange, if set before Run, is called with the id of every tenant
+	// that changed (after its cache entries are gone).
+	OnChange func(ID)
+
+	ttl, negativeTTL time.Duration
+	maxEntries       int
+
+	mu        sync.RWMutex
+	cache     map[string]cacheEntry
+	gen       uint64 // bumped on every invalidation; see lookup
+	listening atomic.Bool
+	flight    singleflight.Group
+}
+
+type cacheEntry struct {
+	tenant  *Tenant // nil: no such tenant
+	expires time.Time
+}
+
+// NewResolver returns a resolver reading the control plane through pool
+// (gatehouse_app suffices) for hosts under baseDomain. Call Run to start
+// its change subscription; until then it resolves without caching.
+func NewResolver(pool *pgxpool.Pool, baseDomain string, log *slog.Logger) *Resolver {
+	return &Resolver{
+		pool: pool, base: strings.ToLower(baseDomain), log: log,
+		ttl: 5 * time.Minute, negativeTTL: 5 * time.Second, maxEntries: 100_000,
+		cache: map[string]cacheEntry{},
+	}
+}
+
+// BaseDomain returns the domain under which <slug>. hosts resolve.
+func (r *Resolver) BaseDomain() string { return r.base }
+
+// Resolve returns the tenant serving host (a Host header value). Returns
+// Invalid for a malformed host, NotFound for an unknown or deleted tenant,
+// Forbidden for a suspended one, Unavailable if the control plane cannot be
+// read.
+func (r *Resolver) Resolve(ctx context.Context, host string) (*Tenant, error) {
+	h, err := NormalizeHost(host)
+	if err != nil {
+		return nil, err
+	}
+	t, err := r.cached(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, problem.Errorf(problem.NotFound, "no tenant is served at %s", h)
+	}
+	if t.Status == Suspended {
+		return nil, problem.Errorf(problem.Forbidden, "tenant %s is suspended", t.Slug)
+	}
+	return t, nil
+}
+
+func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
+	useCache := r.listening.Load()
+	r.mu.RLock()
+	e, ok := r.cache[h]
+	gen := r.gen
+	r.mu.RUnlock()
+	if useCache && ok && time.Now().Before(e.expires) {
+		return e.tenant, nil
+	}
+	v, err, _ := r.flight.Do(h, func() (any, error) {
+		t, err := r.lookup(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		ttl := r.ttl
+		if t == nil {
+			ttl = r.negativeTTL
+		}
+		r.mu.Lock()
+		// Store only if nothing was invalidated since before the read:
+		// otherwise this answer may predate the change.
+		if useCache && r.listening.Load() && r.gen == gen {
+			if len(r.cache) >= r.maxEntries {
+				clear(r.cache)
+			}
+			r.cache[h] = cacheEntry{tenant: t, expires: time.Now().Add(ttl)}
+		}
+		r.mu.Unlock()
+		return t, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Tenant), nil
+}
+
+// lookup reads host h's tenant from the control plane; nil if none.
+func (r *Resolver) lookup(ctx context.Context, h string) (*Tenant, error) {
+	q := queries.New(r.pool)
+	var row queries.ControlTenant
+	var err error
+	switch {
+	case h == r.base:
+		return nil, nil
+	case strings.HasSuffix(h, "."+r.base):
+		slug := strings.TrimSuffix(h, "."+r.base)
+		if strings.Contains(slug, ".") || ValidateSlug(slug) != nil {
+			return nil, nil
+		}
+		row, err = q.GetLiveTenantBySlug(ctx, slug)
+	default:
+		row, err = q.GetLiveTenantByDomain(ctx, h)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, problem.Wrap(problem.Unavailable, err, "tenant directory unavailable, try again later")
+	}
+	return tenantFromRow(row), nil
+}
+
+// Invalidate drops cached answers for tenant id, and every cached "no such
+// tenant" (the change may have created the tenant or domain they denied).
+func (r *Resolver) Invalidate(id ID) {
+	r.mu.Lock()
+	r.gen++
+	for h, e := range r.cache {
+		if e.tenant == nil || e.tenant.ID == id {
+			delete(r.cache, h)
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (r *Resolver) invalidateAll() {
+	r.mu.Lock()
+	r.gen++
+	clear(r.cache)
+	r.mu.Unlock()
+}
+
+// Listening reports whether the change subscription is up (and so whether
+// the cache is in use).
+func (r *Resolver) Listening() bool { return r.listening.Load() }
+
+// Run keeps the change subscription up until ctx ends, reconnecting with
+// backoff. It holds one connection of the pool for itself.
+func (r *Resolver) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := r.listen(ctx)
+		r.listening.Store(false)
+		r.invalidateAll()
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("tenant change subscription lost; resolving without cache", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (r *Resolver) listen(ctx context.Context) error {
+	pc, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pc.Hijack() // a listening connection must not go back to the pool
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "listen "+notifyChannel); err != nil {
+		return err
+	}
+	// Anything cached before now may have missed a notification.
+	r.invalidateAll()
+	r.listening.Store(true)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		id, err := ParseID(n.Payload)
+		if err != nil {
+			r.log.Warn("ignoring malformed tenant change notification", "payload", n.Payload)
+			continue
+		}
+		r.Invalidate(id)
+		if r.OnChange != nil {
+			r.OnChange(id)
+		}
+	}
+}

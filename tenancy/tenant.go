@@ -1,0 +1,88 @@
+package tenancy
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/queries"
+)
+
+// ID identifies a tenant. It is a distinct type so that a user id or any
+// other uuid cannot be passed where a tenant is meant.
+type ID uuid.UUID
+
+// ParseID parses a tenant id in its canonical text form.
+func ParseID(s string) (ID, error) {
+	u, err := uuid.Parse(s)
+	return ID(u), err
+}
+
+// UUID returns id as a plain uuid, for queries.
+func (id ID) UUID() uuid.UUID { return uuid.UUID(id) }
+
+func (id ID) String() string { return uuid.UUID(id).String() }
+
+// Status is a tenant's lifecycle state.
+type Status string
+
+// Tenant statuses.
+const (
+	Active    Status = "active"    // serving
+	Suspended Status = "suspended" // known, but every request is refused with 403
+	Moving    Status = "moving"    // serving while its data moves between placements
+	Deleted   Status = "deleted"   // data gone; the row remains as a tombstone
+)
+
+// Placement says where a tenant's data lives.
+type Placement string
+
+// Placements.
+const (
+	Shared Placement = "shared" // schema app of the primary database, under RLS
+	Silo   Placement = "silo"   // a dedicated database, also under RLS
+)
+
+// Tenant is a customer organisation as the control plane records it.
+type Tenant struct {
+	ID        ID
+	Slug      string
+	Name      string
+	Status    Status
+	Placement Placement
+	// SiloLocation is where a silo tenant's database is: a connection URL
+	// without credentials. Empty for shared tenants.
+	SiloLocation string
+	Plan         string
+	CreatedAt    time.Time
+}
+
+func tenantFromRow(r queries.ControlTenant) *Tenant {
+	t := &Tenant{
+		ID:        ID(r.ID),
+		Slug:      r.Slug,
+		Name:      r.Name,
+		Status:    Status(r.Status),
+		Placement: Placement(r.Placement),
+		Plan:      r.Plan,
+		CreatedAt: r.CreatedAt,
+	}
+	if r.SiloLocation != nil {
+		t.SiloLocation = *r.SiloLocation
+	}
+	return t
+}
+
+type ctxKey struct{}
+
+// WithTenant returns a context carrying the resolved tenant.
+func WithTenant(ctx context.Context, t *Tenant) context.Context {
+	return context.WithValue(ctx, ctxKey{}, t)
+}
+
+// FromContext returns the tenant the resolver put in ctx, if any.
+func FromContext(ctx context.Context) (*Tenant, bool) {
+	t, ok := ctx.Value(ctxKey{}).(*Tenant)
+	return t, ok && t != nil
+}
