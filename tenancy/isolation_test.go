@@ -1,0 +1,338 @@
+package tenancy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+// fixtures insert one row into an app table for a tenant. Every table of
+// schema app needs one: TestIsolation fails for a table without, so a new
+// table cannot skip the suite. Both tenants get identical values apart from
+// tenant_id, which also shows that unique constraints do not reveal
+// another tenant's rows.
+var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error{
+	"users": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.users (tenant_id, id, email, display_name)
+			values ($1, '00000000-0000-4000-8000-000000000001', 'same@example.com', 'Same Name')`, tenant)
+		return err
+	},
+}
+
+func TestIsolation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	t.Run("shared", func(t *testing.T) {
+		t.Parallel()
+		a := e.tenant(t, "tenant-a", tenancy.Shared)
+		b := e.tenant(t, "tenant-b", tenancy.Shared)
+		isolationSuite(t, e.data, e.app, a, b)
+	})
+	t.Run("silo", func(t *testing.T) {
+		t.Parallel()
+		a := e.tenant(t, "silo-a", tenancy.Silo)
+		// A silo normally holds one tenant. Put a second tenant's rows into
+		// it (as a botched copy might) and check RLS still keeps them apart.
+		b := &tenancy.Tenant{ID: tenancy.ID(uuid.New()), Slug: "silo-b", Status: tenancy.Active,
+			Placement: tenancy.Silo, SiloLocation: a.SiloLocation}
+		appDSN, err := tenancy.Credentials{}.ConnString(ctx, a.SiloLocation, tenancy.AppRole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		isolationSuite(t, e.data, pgtest.Pool(t, appDSN, 2), a, b)
+	})
+}
+
+// isolationSuite checks, for every table of schema app, that gatehouse_app
+// sees, changes and learns nothing across tenants. raw is a gatehouse_app
+// pool on the same database as a's data, used without any tenant set.
+func isolationSuite(t *testing.T, db *tenancy.DB, raw queries.DBTX, a, b *tenancy.Tenant) {
+	ctx := context.Background()
+	var tables []string
+	err := db.RawTx(ctx, a, func(tx queries.DBTX) (err error) {
+		tables, err = tenancy.AppTables(ctx, tx)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) == 0 {
+		t.Fatal("no app tables visible")
+	}
+	for _, table := range tables {
+		if fixtures[table] == nil {
+			t.Errorf("table app.%s has no fixture: add one to fixtures so the isolation suite covers it", table)
+		}
+	}
+	// Seed both tenants, each through its own scoped transaction.
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		err := db.RawTx(ctx, tn, func(tx queries.DBTX) error {
+			for _, table := range tables {
+				if err := fixtures[table](ctx, tx, tn.ID.UUID()); err != nil {
+					return fmt.Errorf("seed %s for %s: %w", table, tn.Slug, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, table := range tables {
+		ident := pgx.Identifier{"app", table}.Sanitize()
+		t.Run(table, func(t *testing.T) {
+			t.Run("no tenant set: reads nothing, writes fail", func(t *testing.T) {
+				if n := count(t, raw, "select count(*) from "+ident); n != 0 {
+					t.Errorf("without a tenant, count = %d, want 0", n)
+				}
+				// What a pooled connection reads after an earlier scoped
+				// transaction: the setting exists but is empty.
+				err := pgx.BeginFunc(ctx, raw.(interface {
+					Begin(context.Context) (pgx.Tx, error)
+				}), func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, "select set_config('gatehouse.tenant_id', '', true)"); err != nil {
+						return err
+					}
+					if n := count(t, tx, "select count(*) from "+ident); n != 0 {
+						t.Errorf("with an empty tenant setting, count = %d, want 0", n)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := raw.Exec(ctx, "update "+ident+" set tenant_id = tenant_id"); err != nil {
+					t.Fatal(err)
+				}
+				wantRLSError(t, fixtures[table](ctx, raw, a.ID.UUID()), "insert without a tenant")
+			})
+
+			err := db.RawTx(ctx, a, func(tx queries.DBTX) error {
+				if n := count(t, tx, "select count(*) from "+ident); n != 1 {
+					t.Errorf("tenant A counts %d rows, want its own 1", n)
+				}
+				if n := count(t, tx, "select count(*) from "+ident+" where tenant_id = $1", b.ID.UUID()); n != 0 {
+					t.Errorf("tenant A reads %d of B's rows", n)
+				}
+				if n := count(t, tx, "select count(*) from "+ident+" where tenant_id <> $1", a.ID.UUID()); n != 0 {
+					t.Errorf("tenant A reads %d rows of other tenants", n)
+				}
+				tag, err := tx.Exec(ctx, "update "+ident+" set tenant_id = tenant_id where tenant_id = $1", b.ID.UUID())
+				if err != nil || tag.RowsAffected() != 0 {
+					t.Errorf("tenant A updated B's rows: %v rows, err %v", tag.RowsAffected(), err)
+				}
+				tag, err = tx.Exec(ctx, "delete from "+ident+" where tenant_id = $1", b.ID.UUID())
+				if err != nil || tag.RowsAffected() != 0 {
+					t.Errorf("tenant A deleted B's rows: %v rows, err %v", tag.RowsAffected(), err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each of these must fail, and in its own transaction (a failed
+			// statement aborts the rest).
+			err = db.RawTx(ctx, a, func(tx queries.DBTX) error { return fixtures[table](ctx, tx, b.ID.UUID()) })
+			wantRLSError(t, err, "tenant A inserting a row with B's tenant_id")
+			err = db.RawTx(ctx, a, func(tx queries.DBTX) error {
+				_, err := tx.Exec(ctx, "update "+ident+" set tenant_id = $1", b.ID.UUID())
+				return err
+			})
+			wantRLSError(t, err, "tenant A handing its row to B")
+
+			// B's rows are all still there, untouched.
+			err = db.RawTx(ctx, b, func(tx queries.DBTX) error {
+				if n := count(t, tx, "select count(*) from "+ident+" where tenant_id = $1", b.ID.UUID()); n != 1 {
+					t.Errorf("tenant B has %d rows after A's attempts, want 1", n)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func count(t *testing.T, q queries.DBTX, sql string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// wantRLSError asserts err is Postgres refusing a row by its security policy.
+func wantRLSError(t *testing.T, err error, what string) {
+	t.Helper()
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	if !ok || pgErr.Code != "42501" {
+		t.Errorf("%s: err = %v, want a row level security violation (42501)", what, err)
+	}
+}
+
+// TestTxPoolReuseKeepsTenantsApart runs many concurrent transactions that
+// alternate tenants on a pool far smaller than the number of goroutines, so
+// every connection serves both tenants over and over.
+func TestTxPoolReuseKeepsTenantsApart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.tenant(t, "pool-a", tenancy.Shared)
+	b := e.tenant(t, "pool-b", tenancy.Shared)
+	small := pgtest.Pool(t, e.db.AppURL, 3)
+	db := tenancy.NewDB(small, nil)
+	seed := map[tenancy.ID]int{a.ID: 7, b.ID: 3}
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		err := db.Tx(ctx, tn, func(q *queries.Queries) error {
+			for i := range seed[tn.ID] {
+				if _, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: fmt.Sprintf("u%d@%s.test", i, tn.Slug)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 24 {
+		wg.Go(func() {
+			for i := range 40 {
+				tn := a
+				if (g+i)%2 == 1 {
+					tn = b
+				}
+				err := db.RawTx(ctx, tn, func(tx queries.DBTX) error {
+					// No tenant predicate: only RLS limits what is seen.
+					rows, err := tx.Query(ctx, "select tenant_id from app.users")
+					if err != nil {
+						return err
+					}
+					ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+					if err != nil {
+						return err
+					}
+					if len(ids) != seed[tn.ID] {
+						return fmt.Errorf("%s saw %d rows, want %d", tn.Slug, len(ids), seed[tn.ID])
+					}
+					if i := slices.IndexFunc(ids, func(u uuid.UUID) bool { return u != tn.ID.UUID() }); i >= 0 {
+						return fmt.Errorf("%s saw a row of tenant %s", tn.Slug, ids[i])
+					}
+					return nil
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// After all that, a connection used outside a transaction has no tenant.
+	for range 3 {
+		if n := count(t, small, "select count(*) from app.users"); n != 0 {
+			t.Fatalf("a pooled connection outside Tx sees %d rows", n)
+		}
+	}
+}
+
+func TestTxRollsBackOnErrorAndPanic(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.tenant(t, "rollback", tenancy.Shared)
+	create := func(q *queries.Queries, email string) error {
+		_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: a.ID.UUID(), Email: email})
+		return err
+	}
+	boom := errors.New("boom")
+	if err := e.data.Tx(ctx, a, func(q *queries.Queries) error {
+		if err := create(q, "kept-not@example.com"); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("Tx returned %v, want fn's error", err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Tx swallowed fn's panic")
+			}
+		}()
+		_ = e.data.Tx(ctx, a, func(q *queries.Queries) error {
+			_ = create(q, "panicked@example.com")
+			panic("boom")
+		})
+	}()
+	// fn ignores a failed statement: the commit must not pretend success.
+	err := e.data.Tx(ctx, a, func(q *queries.Queries) error {
+		_ = create(q, "dup@example.com")
+		_ = create(q, "dup@example.com") // unique violation aborts the transaction
+		return nil
+	})
+	if !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("commit after a failed statement = %v, want ErrTxCommitRollback", err)
+	}
+	if n := count(t, e.admin, "select count(*) from app.users where tenant_id = $1", a.ID.UUID()); n != 0 {
+		t.Fatalf("%d users survived rolled-back transactions", n)
+	}
+	if err := e.data.Tx(ctx, nil, func(*queries.Queries) error { return nil }); err == nil {
+		t.Fatal("Tx without a tenant succeeded")
+	}
+}
+
+// TestPolicyUsesTenantIndex checks the plan of a query limited by RLS alone
+// uses the (tenant_id, ...) index: the policy must stay inlinable.
+func TestPolicyUsesTenantIndex(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.tenant(t, "plan-a", tenancy.Shared)
+	b := e.tenant(t, "plan-b", tenancy.Shared)
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		e.db.Cluster.Exec(t, e.db.Name, fmt.Sprintf(`insert into app.users (tenant_id, email)
+			select '%s', 'user' || i || '@example.com' from generate_series(1, 3000) i`, tn.ID))
+	}
+	e.db.Cluster.Exec(t, e.db.Name, "analyze app.users")
+	var plan []string
+	err := e.data.RawTx(ctx, a, func(tx queries.DBTX) error {
+		rows, err := tx.Query(ctx, "explain select * from app.users where email = 'user42@example.com'")
+		if err != nil {
+			return err
+		}
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	if !strings.Contains(text, "Index Cond: ((tenant_id = (NULLIF(current_setting('gatehouse.tenant_id'") {
+		t.Fatalf("plan does not use the tenant index:\n%s", text)
+	}
+}
