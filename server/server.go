@@ -135,8 +135,15 @@ func assignRequestID(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// requestID returns the request's id. Requests refused before any
+// middleware ran (a body over the limit) get one here.
 func requestID(c *fiber.Ctx) string {
 	id, _ := c.Locals(requestIDHeader).(string)
+	if id == "" {
+		id = uuid.NewString()
+		c.Locals(requestIDHeader, id)
+		c.Set(requestIDHeader, id)
+	}
 	return id
 }
 
