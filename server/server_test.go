@@ -314,4 +314,3 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 		t.Fatal("server still accepts connections after shutdown")
 	}
 }
-
