@@ -149,12 +149,13 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 			return nil
 		})
 	case "domain":
-		return runDomain(ctx, cfg, fs, args, std)
+		return runDomain(ctx, &cfg, fs, args, std)
 	}
 	return usageErr("tenant: unknown subcommand %q", sub)
 }
 
-func runDomain(ctx context.Context, cfg config, fs *flag.FlagSet, args []string, std stdio) error {
+// runDomain runs "tenant domain ..."; cfg is filled when fs parses.
+func runDomain(ctx context.Context, cfg *config, fs *flag.FlagSet, args []string, std stdio) error {
 	if len(args) == 0 {
 		return usageErr("tenant domain: want add, remove or list")
 	}
@@ -172,7 +173,7 @@ func runDomain(ctx context.Context, cfg config, fs *flag.FlagSet, args []string,
 	default:
 		return usageErr("tenant domain: unknown subcommand %q", sub)
 	}
-	return withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
+	return withRegistry(ctx, *cfg, std, func(r *tenancy.Registry) error {
 		switch sub {
 		case "add":
 			d, err := r.AddDomain(ctx, slug, domain)

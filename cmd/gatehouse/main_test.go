@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// cli runs gatehouse command lines against one database.
+type cli struct {
+	t   *testing.T
+	url string
+}
+
+func newCLI(t *testing.T) *cli {
+	c := pgtest.Primary(t)
+	return &cli{t: t, url: c.URL(c.NewDatabase(t, ""))}
+}
+
+// run executes a command line with stdin and returns exit code and output.
+func (c *cli) run(stdin string, args ...string) (int, string, string) {
+	c.t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--database-url", c.url)
+	code := run(context.Background(), args, stdio{strings.NewReader(stdin), &out, &errOut})
+	return code, out.String(), errOut.String()
+}
+
+// must runs a command line that must succeed and returns its output.
+func (c *cli) must(args ...string) string {
+	c.t.Helper()
+	code, out, errOut := c.run("", args...)
+	if code != 0 {
+		c.t.Fatalf("gatehouse %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// fails runs a command line that must fail with code and say msg.
+func (c *cli) fails(code int, msg string, args ...string) {
+	c.t.Helper()
+	got, out, errOut := c.run("", args...)
+	if got != code || !strings.Contains(errOut, msg) {
+		c.t.Fatalf("gatehouse %s: exit %d, stderr %q (stdout %q); want exit %d saying %q",
+			strings.Join(args, " "), got, errOut, out, code, msg)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, stdio{nil, &out, &errOut}); code != 0 || !strings.Contains(out.String(), "gatehouse tenant create") {
+		t.Fatalf("help: %d %q", code, out.String())
+	}
+	if code := run(context.Background(), []string{"frobnicate"}, stdio{nil, &out, &errOut}); code != 2 || !strings.Contains(errOut.String(), "unknown command") {
+		t.Fatalf("unknown command: %d %q", code, errOut.String())
+	}
+	t.Setenv("GATEHOUSE_DATABASE_URL", "")
+	errOut.Reset()
+	if code := run(context.Background(), []string{"migrate"}, stdio{nil, &out, &errOut}); code != 1 || !strings.Contains(errOut.String(), "GATEHOUSE_DATABASE_URL") {
+		t.Fatalf("migrate without a database: %d %q", code, errOut.String())
+	}
+}
+
+func TestTenantCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	if out := c.must("migrate"); !strings.Contains(out, "applied control migration") {
+		t.Fatalf("first migrate:\n%s", out)
+	}
+	if out := c.must("migrate"); strings.Contains(out, "applied") || !strings.Contains(out, "up to date") {
+		t.Fatalf("second migrate:\n%s", out)
+	}
+	c.must("tenant", "create", "--slug", "acme", "--name", "Acme Inc")
+	if out := c.must("tenant", "create", "--slug", "globex", "--name", "Globex", "--placement", "silo"); !strings.Contains(out, "placement:  silo") {
+		t.Fatalf("silo create output:\n%s", out)
+	}
+
+	// Bad input: a clear message, exit 1, nothing changed.
+	c.fails(1, "slug: is reserved", "tenant", "create", "--slug", "admin", "--name", "X")
+	c.fails(1, "slug: may contain only lowercase", "tenant", "create", "--slug", "Bad!", "--name", "X")
+	c.fails(1, `tenant "acme" already exists`, "tenant", "create", "--slug", "acme", "--name", "Again")
+	c.fails(1, "silo cluster 127.0.0.1:1 is unreachable", "tenant", "create", "--slug", "faraway", "--name", "X",
+		"--placement", "silo", "--silo-cluster", "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+	c.fails(1, `no tenant "nobody"`, "tenant", "show", "nobody")
+	c.fails(2, "want 1 argument", "tenant", "show")
+	c.fails(2, "flag provided but not defined", "tenant", "list", "--bogus")
+
+	var list []struct{ Slug, Placement, Status string }
+	if err := json.Unmarshal([]byte(c.must("tenant", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Slug != "acme" || list[1].Slug != "globex" || list[1].Placement != "silo" {
+		t.Fatalf("tenant list after the failures: %+v", list)
+	}
+
+	// Migrate now covers the silo too.
+	if out := c.must("migrate"); !strings.Contains(out, "silo globex: tenant migrations up to date") {
+		t.Fatalf("migrate does not cover the silo:\n%s", out)
+	}
+
+	if out := c.must("tenant", "suspend", "acme"); !strings.Contains(out, "status:     suspended") {
+		t.Fatalf("suspend:\n%s", out)
+	}
+	c.must("tenant", "resume", "acme")
+	c.must("tenant", "domain", "add", "acme", "login.acme.test")
+	c.fails(1, "already registered", "tenant", "domain", "add", "globex", "login.acme.test")
+	if out := c.must("tenant", "show", "acme"); !strings.Contains(out, "domain:     login.acme.test") || !strings.Contains(out, "status:     active") {
+		t.Fatalf("show:\n%s", out)
+	}
+	if out := c.must("tenant", "domain", "list", "acme"); out != "login.acme.test\n" {
+		t.Fatalf("domain list: %q", out)
+	}
+	c.must("tenant", "domain", "remove", "acme", "login.acme.test")
+
+	// Deletion wants the slug typed back, or --yes.
+	if code, _, errOut := c.run("acm\n", "tenant", "delete", "acme"); code != 1 || !strings.Contains(errOut, "not confirmed") {
+		t.Fatalf("delete with a wrong confirmation: %d %q", code, errOut)
+	}
+	c.must("tenant", "show", "acme")
+	if code, out, errOut := c.run("acme\n", "tenant", "delete", "acme"); code != 0 || !strings.Contains(out, "deleted tenant acme") {
+		t.Fatalf("confirmed delete: %d %q %q", code, out, errOut)
+	}
+	c.must("tenant", "delete", "globex", "--yes")
+	if out := c.must("tenant", "list"); strings.Contains(out, "acme") || strings.Contains(out, "globex") {
+		t.Fatalf("list after deleting both:\n%s", out)
+	}
+}
+
+// syncBuffer collects output written while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDevServesDemoTenants runs what the README's first command runs, on an
+// empty database: migrate, demo tenants, serve; then stops it as SIGTERM
+// would.
+func TestDevServesDemoTenants(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	for round := range 2 { // the second run finds everything in place
+		ctx, cancel := context.WithCancel(context.Background())
+		out := &syncBuffer{}
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn"},
+				stdio{nil, out, io.Discard})
+		}()
+		urlRE := regexp.MustCompile(`http://(acme|globex)\.localhost:\d+/v1/tenant`)
+		deadline := time.Now().Add(30 * time.Second)
+		for len(urlRE.FindAllString(out.String(), -1)) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("dev printed no URLs:\n%s", out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if round == 0 && !strings.Contains(out.String(), "created demo tenant globex (silo)") {
+			t.Fatalf("first dev run did not create the demo tenants:\n%s", out.String())
+		}
+		if round == 1 && strings.Contains(out.String(), "created demo tenant") {
+			t.Fatalf("second dev run created tenants again:\n%s", out.String())
+		}
+		for _, m := range urlRE.FindAllStringSubmatch(out.String(), -1) {
+			// Resolve *.localhost to loopback, as browsers do.
+			req, _ := http.NewRequest("GET", strings.Replace(m[0], m[1]+".localhost", "127.0.0.1", 1), nil)
+			req.Host = m[1] + ".localhost"
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info struct{ Slug string }
+			err = json.NewDecoder(res.Body).Decode(&info)
+			res.Body.Close()
+			if err != nil || res.StatusCode != 200 || info.Slug != m[1] {
+				t.Fatalf("%s: %d %+v %v", m[0], res.StatusCode, info, err)
+			}
+		}
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("dev exited %d:\n%s", code, out.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("dev did not stop")
+		}
+	}
+}
