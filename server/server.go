@@ -107,7 +107,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		return err
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down", "grace", grace)
+	s.log.Info("shutting down", "grace", grace.String())
 	if err := s.app.ShutdownWithTimeout(grace); err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ type env struct {
 	data  *tenancy.DB
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	db := pgtest.NewPrimary(t)
 	e := &env{db: db, admin: pgtest.Pool(t, db.AdminURL, 4), app: pgtest.Pool(t, db.AppURL, 4)}
@@ -37,7 +37,7 @@ func newEnv(t *testing.T) *env {
 
 // tenant creates a tenant; silo tenants get a database on the second
 // cluster, so that tests cover a silo on another cluster than the primary.
-func (e *env) tenant(t *testing.T, slug string, placement tenancy.Placement) *tenancy.Tenant {
+func (e *env) tenant(t testing.TB, slug string, placement tenancy.Placement) *tenancy.Tenant {
 	t.Helper()
 	p := tenancy.CreateParams{Slug: slug, Name: "Tenant " + slug, Placement: placement}
 	if placement == tenancy.Silo {

@@ -1,0 +1,56 @@
+# Shared by tools/test.sh and tools/dev.sh: install what is missing, build
+# pinned tools once. Source it from the repository root.
+
+# ensure_apt PKG...: install Debian packages that are not installed yet.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# pg_bindir prints the directory of Postgres's server binaries, installing
+# Postgres if there are none.
+pg_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -rn); do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  ensure_apt postgresql >&2
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -rn); do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  echo "no Postgres server binaries after installing postgresql" >&2
+  return 1
+}
+
+# ensure_go checks the Go toolchain the project needs is there.
+ensure_go() {
+  command -v go >/dev/null || { echo "Go is not installed (need go 1.26+)" >&2; return 1; }
+}
+
+# tool NAME prints the path of a pinned tool binary, building it once into
+# .cache/tools/NAME-VERSION (versions come from tools/go.mod).
+tool() {
+  local name=$1 pkg
+  case "$name" in
+    sqlc)  pkg=github.com/sqlc-dev/sqlc/cmd/sqlc ;;
+    goose) pkg=github.com/pressly/goose/v3/cmd/goose ;;
+    *) echo "unknown tool $name" >&2; return 1 ;;
+  esac
+  local version bin
+  version=$(cd tools && go list -f '{{.Module.Version}}' "$pkg")
+  bin="$PWD/.cache/tools/$name-$version"
+  if [ ! -x "$bin" ]; then
+    echo "building $name $version (once; cached in .cache/tools)" >&2
+    mkdir -p .cache/tools
+    (cd tools && go build -o "$bin.tmp" "$pkg") && mv "$bin.tmp" "$bin"
+  fi
+  echo "$bin"
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and test of Gatehouse, installing what is missing first.
+# Extra arguments go to `go test` (e.g. -run TestIsolation, -bench .).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/lib.sh
+
+ensure_go
+pg_bindir >/dev/null  # the tests start their own throwaway clusters
+
+echo "== generated code is current (sqlc diff)"
+"$(tool sqlc)" diff
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.cache/*' -not -path './.local/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test"
+go test -race -count=1 "$@" ./...
