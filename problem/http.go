@@ -48,7 +48,7 @@ func fromFiber(fe *fiber.Error) *Error {
 	case fiber.StatusNotFound:
 		return Errorf(NotFound, "no such endpoint")
 	case fiber.StatusMethodNotAllowed:
-		return Errorf(Invalid, "method not allowed")
+		return Errorf(NotAllowed, "method not allowed")
 	case fiber.StatusRequestEntityTooLarge:
 		return Errorf(TooLarge, "request body too large")
 	case fiber.StatusRequestTimeout:

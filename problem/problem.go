@@ -24,6 +24,7 @@ const (
 	Unauthorized Code = "unauthorized" // no or bad credentials: 401
 	Forbidden    Code = "forbidden"    // the caller may not do this: 403
 	NotFound     Code = "not_found"    // no such thing, or the caller may not know it exists: 404
+	NotAllowed   Code = "not_allowed"  // the method is not supported on this resource: 405
 	Conflict     Code = "conflict"     // clashes with the current state: 409
 	TooLarge     Code = "too_large"    // the request body is over the limit: 413
 	TooMany      Code = "too_many"     // rate limited: 429
@@ -107,6 +108,8 @@ func Status(c Code) int {
 		return http.StatusForbidden
 	case NotFound:
 		return http.StatusNotFound
+	case NotAllowed:
+		return http.StatusMethodNotAllowed
 	case Conflict:
 		return http.StatusConflict
 	case TooLarge:

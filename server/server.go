@@ -10,9 +10,11 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime/debug"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -60,6 +62,7 @@ func New(cfg Config, d Deps) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 120 * time.Second
 	}
+	problems := problem.Handler(d.Log, requestID)
 	app := fiber.New(fiber.Config{
 		AppName:               "gatehouse",
 		BodyLimit:             cfg.BodyLimit,
@@ -67,16 +70,26 @@ func New(cfg Config, d Deps) *Server {
 		WriteTimeout:          cfg.WriteTimeout,
 		IdleTimeout:           cfg.IdleTimeout,
 		DisableStartupMessage: true,
-		ErrorHandler:          problem.Handler(d.Log, requestID),
+		// Requests refused before any middleware ran (a body over the
+		// limit) still get the security headers.
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			setSecurityHeaders(c)
+			return problems(c, err)
+		},
 		// No proxy is trusted, so X-Forwarded-Host cannot pick the tenant.
 		EnableTrustedProxyCheck: true,
 	})
 	s := &Server{app: app, log: d.Log}
+	if d.Ready == nil {
+		d.Ready = func(context.Context) error { return nil }
+	}
 
-	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
-		d.Log.Error("panic", "panic", e, "request_id", requestID(c))
-	}}))
+	// Recovery sits inside the access log, so a panic is logged as the 500
+	// it becomes.
 	app.Use(assignRequestID, securityHeaders, s.logRequests)
+	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
+		d.Log.Error("panic", "panic", fmt.Sprint(e), "request_id", requestID(c), "stack", string(debug.Stack()))
+	}}))
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", func(c *fiber.Ctx) error {
@@ -150,6 +163,11 @@ func requestID(c *fiber.Ctx) string {
 // securityHeaders are set on every answer. The API serves JSON only, so the
 // content security policy forbids everything, framing included.
 func securityHeaders(c *fiber.Ctx) error {
+	setSecurityHeaders(c)
+	return c.Next()
+}
+
+func setSecurityHeaders(c *fiber.Ctx) {
 	c.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 	c.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	c.Set("X-Content-Type-Options", "nosniff")
@@ -157,7 +175,6 @@ func securityHeaders(c *fiber.Ctx) error {
 	c.Set("Referrer-Policy", "no-referrer")
 	c.Set("Cross-Origin-Opener-Policy", "same-origin")
 	c.Set("Cache-Control", "no-store")
-	return c.Next()
 }
 
 // logRequests writes one JSON line per request with its tenant and id.

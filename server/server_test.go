@@ -176,7 +176,12 @@ func TestTenantEndpoint(t *testing.T) {
 	wantProblem(t, in.do(t, "GET", "bad_host!.localhost", "/v1/tenant", nil), 400, "host")
 	wantProblem(t, in.do(t, "GET", "acme.localhost", "/v1/nothing-here", nil), 404, "no such endpoint")
 	wantProblem(t, in.do(t, "GET", "nobody.localhost", "/v1/nothing-here", nil), 404, "no tenant")
-	wantProblem(t, in.do(t, "POST", "acme.localhost", "/v1/tenant", strings.NewReader(strings.Repeat("x", 8192))), 413, "too large")
+	r = in.do(t, "POST", "acme.localhost", "/v1/tenant", strings.NewReader(strings.Repeat("x", 8192)))
+	wantProblem(t, r, 413, "too large")
+	if r.header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatal("a request refused before routing lacks the security headers")
+	}
+	wantProblem(t, in.do(t, "POST", "acme.localhost", "/v1/tenant", strings.NewReader("{}")), 405, "method not allowed")
 }
 
 func TestHealthAndReadiness(t *testing.T) {
@@ -251,6 +256,10 @@ func TestPanicIsAnInternalProblemWithoutDetails(t *testing.T) {
 	}
 	if r := in.do(t, "GET", "acme.localhost", "/v1/tenant", nil); r.status != 200 {
 		t.Fatalf("server unhealthy after a panic: %d", r.status)
+	}
+	logs := in.logs.String()
+	if !strings.Contains(logs, `"msg":"panic"`) || !strings.Contains(logs, `"path":"/v1/boom","status":500`) {
+		t.Fatalf("the panic is not logged as a 500:\n%s", logs)
 	}
 }
 

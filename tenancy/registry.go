@@ -85,7 +85,7 @@ func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) 
 	var location *string
 	var dropSilo func()
 	if p.Placement == Silo {
-		loc, drop, err := r.createSiloDatabase(ctx, id, p.SiloCluster)
+		loc, drop, err := r.createSiloDatabase(ctx, id, p.Slug, p.SiloCluster)
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +117,7 @@ func siloDatabaseName(id ID) string {
 // createSiloDatabase creates and migrates tenant id's database on cluster
 // (admin URL; empty for the primary's). It returns the password-free
 // location to record and a function that drops the database again.
-func (r *Registry) createSiloDatabase(ctx context.Context, id ID, cluster string) (string, func(), error) {
+func (r *Registry) createSiloDatabase(ctx context.Context, id ID, slug, cluster string) (string, func(), error) {
 	if cluster == "" {
 		cluster = r.primaryDSN
 	}
@@ -154,7 +154,7 @@ func (r *Registry) createSiloDatabase(ctx context.Context, id ID, cluster string
 	adminDSN := siloURL.String()
 	siloURL.User = url.User(cu.User.Username())
 	location := siloURL.String()
-	if err := r.migrator.Silo(ctx, adminDSN, "silo "+name); err != nil {
+	if err := r.migrator.Silo(ctx, adminDSN, "silo "+slug); err != nil {
 		drop()
 		return "", nil, err
 	}

@@ -44,7 +44,9 @@ const (
 	Silo   Placement = "silo"   // a dedicated database, also under RLS
 )
 
-// Tenant is a customer organisation as the control plane records it.
+// Tenant is a customer organisation as the control plane records it. The
+// resolver shares one *Tenant among concurrent requests: treat it as
+// read-only.
 type Tenant struct {
 	ID        ID
 	Slug      string
