@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 
@@ -19,20 +18,14 @@ var demoTenants = []tenancy.CreateParams{
 // runDev is for a local machine: migrate, create the demo tenants if they
 // are missing, and serve, printing where to look.
 func runDev(ctx context.Context, args []string, std stdio) error {
-	var cfg config
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	cfg.flags(fs)
-	if _, err := parse(fs, args, std); err != nil {
+	cfg, err := configFrom("dev", args, std)
+	if err != nil {
 		return err
 	}
-	if err := cfg.requireDatabase(); err != nil {
+	if err := cfg.migrate(ctx, std.out); err != nil {
 		return err
 	}
-	m := &tenancy.Migrator{Out: std.out, AppPassword: cfg.AppPassword}
-	if err := m.All(ctx, cfg.DatabaseURL, cfg.credentials()); err != nil {
-		return err
-	}
-	err := withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
+	err = withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
 		for _, p := range demoTenants {
 			_, err := r.Get(ctx, p.Slug)
 			if problem.CodeOf(err) == problem.NotFound {

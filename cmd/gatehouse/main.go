@@ -72,6 +72,32 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.AppPassword = os.Getenv("GATEHOUSE_APP_PASSWORD")
 }
 
+// configFrom parses the flags of a command that takes no arguments.
+func configFrom(name string, args []string, std stdio) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cfg.flags(fs)
+	err := positional(fs, args, std, 0)
+	return cfg, err
+}
+
+func runMigrate(ctx context.Context, args []string, std stdio) error {
+	cfg, err := configFrom("migrate", args, std)
+	if err != nil {
+		return err
+	}
+	return cfg.migrate(ctx, std.out)
+}
+
+// migrate migrates the primary database and every silo, reporting to out.
+func (c *config) migrate(ctx context.Context, out io.Writer) error {
+	if err := c.requireDatabase(); err != nil {
+		return err
+	}
+	m := &tenancy.Migrator{Out: out, AppPassword: c.AppPassword}
+	return m.All(ctx, c.DatabaseURL, c.credentials())
+}
+
 func (c *config) requireDatabase() error {
 	if c.DatabaseURL == "" {
 		return problem.Errorf(problem.Invalid, "no database: set GATEHOUSE_DATABASE_URL or --database-url")

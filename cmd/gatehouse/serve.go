@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"time"
@@ -14,10 +13,8 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, std stdio) error {
-	var cfg config
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfg.flags(fs)
-	if _, err := parse(fs, args, std); err != nil {
+	cfg, err := configFrom("serve", args, std)
+	if err != nil {
 		return err
 	}
 	return serve(ctx, cfg, std, nil)

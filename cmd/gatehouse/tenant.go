@@ -15,20 +15,6 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-func runMigrate(ctx context.Context, args []string, std stdio) error {
-	var cfg config
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	cfg.flags(fs)
-	if _, err := parse(fs, args, std); err != nil {
-		return err
-	}
-	if err := cfg.requireDatabase(); err != nil {
-		return err
-	}
-	m := &tenancy.Migrator{Out: std.out, AppPassword: cfg.AppPassword}
-	return m.All(ctx, cfg.DatabaseURL, cfg.credentials())
-}
-
 // registry opens the control plane as an administrator.
 func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, func(), error) {
 	if err := c.requireDatabase(); err != nil {
