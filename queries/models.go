@@ -21,16 +21,17 @@ type AppUser struct {
 }
 
 type ControlTenant struct {
-	ID           uuid.UUID
-	Slug         string
-	Name         string
-	Status       string
-	Placement    string
-	SiloLocation *string
-	Plan         string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	DeletedAt    *time.Time
+	ID            uuid.UUID
+	Slug          string
+	Name          string
+	Status        string
+	Placement     string
+	Plan          string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	DeletedAt     *time.Time
+	SiloRef       *string
+	KeyGeneration int16
 }
 
 type ControlTenantDomain struct {

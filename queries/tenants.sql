@@ -1,12 +1,15 @@
 -- Control plane: tenants and their domains.
 
 -- name: CreateTenant :one
-insert into control.tenants (id, slug, name, placement, silo_location, plan)
+insert into control.tenants (id, slug, name, placement, silo_ref, plan)
 values ($1, $2, $3, $4, $5, $6)
 returning *;
 
 -- name: GetTenantByID :one
 select * from control.tenants where id = $1;
+
+-- name: GetTenantKeyGeneration :one
+select key_generation from control.tenants where id = $1 and status <> 'deleted';
 
 -- name: GetLiveTenantBySlug :one
 select * from control.tenants where slug = $1 and status <> 'deleted';
@@ -47,3 +50,7 @@ delete from control.tenant_domains where tenant_id = $1;
 
 -- name: ListTenantDomains :many
 select * from control.tenant_domains where tenant_id = $1 order by domain;
+
+-- name: SetTenantKeyGeneration :execrows
+update control.tenants set key_generation = sqlc.arg(key_generation), updated_at = now()
+where id = sqlc.arg(id) and key_generation = sqlc.arg(previous) and status <> 'deleted';

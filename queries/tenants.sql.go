@@ -36,18 +36,18 @@ func (q *Queries) AddTenantDomain(ctx context.Context, arg AddTenantDomainParams
 
 const createTenant = `-- name: CreateTenant :one
 
-insert into control.tenants (id, slug, name, placement, silo_location, plan)
+insert into control.tenants (id, slug, name, placement, silo_ref, plan)
 values ($1, $2, $3, $4, $5, $6)
-returning id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
 `
 
 type CreateTenantParams struct {
-	ID           uuid.UUID
-	Slug         string
-	Name         string
-	Placement    string
-	SiloLocation *string
-	Plan         string
+	ID        uuid.UUID
+	Slug      string
+	Name      string
+	Placement string
+	SiloRef   *string
+	Plan      string
 }
 
 // Control plane: tenants and their domains.
@@ -57,7 +57,7 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		arg.Slug,
 		arg.Name,
 		arg.Placement,
-		arg.SiloLocation,
+		arg.SiloRef,
 		arg.Plan,
 	)
 	var i ControlTenant
@@ -67,17 +67,18 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }
 
 const getLiveTenantByDomain = `-- name: GetLiveTenantByDomain :one
-select t.id, t.slug, t.name, t.status, t.placement, t.silo_location, t.plan, t.created_at, t.updated_at, t.deleted_at from control.tenants t
+select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation from control.tenants t
 join control.tenant_domains d on d.tenant_id = t.id
 where d.domain = $1 and d.verified_at is not null and t.status <> 'deleted'
 `
@@ -91,17 +92,18 @@ func (q *Queries) GetLiveTenantByDomain(ctx context.Context, domain string) (Con
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }
 
 const getLiveTenantBySlug = `-- name: GetLiveTenantBySlug :one
-select id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at from control.tenants where slug = $1 and status <> 'deleted'
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where slug = $1 and status <> 'deleted'
 `
 
 func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (ControlTenant, error) {
@@ -113,17 +115,18 @@ func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (Control
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }
 
 const getTenantByID = `-- name: GetTenantByID :one
-select id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at from control.tenants where id = $1
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where id = $1
 `
 
 func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -135,17 +138,29 @@ func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenan
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }
 
+const getTenantKeyGeneration = `-- name: GetTenantKeyGeneration :one
+select key_generation from control.tenants where id = $1 and status <> 'deleted'
+`
+
+func (q *Queries) GetTenantKeyGeneration(ctx context.Context, id uuid.UUID) (int16, error) {
+	row := q.db.QueryRow(ctx, getTenantKeyGeneration, id)
+	var key_generation int16
+	err := row.Scan(&key_generation)
+	return key_generation, err
+}
+
 const listLiveTenants = `-- name: ListLiveTenants :many
-select id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at from control.tenants where status <> 'deleted' order by slug
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where status <> 'deleted' order by slug
 `
 
 func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) {
@@ -163,11 +178,12 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.Name,
 			&i.Status,
 			&i.Placement,
-			&i.SiloLocation,
 			&i.Plan,
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.DeletedAt,
+			&i.SiloRef,
+			&i.KeyGeneration,
 		); err != nil {
 			return nil, err
 		}
@@ -180,7 +196,7 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 }
 
 const listSiloTenants = `-- name: ListSiloTenants :many
-select id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at from control.tenants
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants
 where placement = 'silo' and status <> 'deleted'
 order by slug
 `
@@ -200,11 +216,12 @@ func (q *Queries) ListSiloTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.Name,
 			&i.Status,
 			&i.Placement,
-			&i.SiloLocation,
 			&i.Plan,
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.DeletedAt,
+			&i.SiloRef,
+			&i.KeyGeneration,
 		); err != nil {
 			return nil, err
 		}
@@ -248,7 +265,7 @@ func (q *Queries) ListTenantDomains(ctx context.Context, tenantID uuid.UUID) ([]
 const markTenantDeleted = `-- name: MarkTenantDeleted :one
 update control.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
 where id = $1 and status <> 'deleted'
-returning id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
 `
 
 func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -260,11 +277,12 @@ func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlT
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }
@@ -295,10 +313,29 @@ func (q *Queries) RemoveTenantDomain(ctx context.Context, arg RemoveTenantDomain
 	return result.RowsAffected(), nil
 }
 
+const setTenantKeyGeneration = `-- name: SetTenantKeyGeneration :execrows
+update control.tenants set key_generation = $1, updated_at = now()
+where id = $2 and key_generation = $3 and status <> 'deleted'
+`
+
+type SetTenantKeyGenerationParams struct {
+	KeyGeneration int16
+	ID            uuid.UUID
+	Previous      int16
+}
+
+func (q *Queries) SetTenantKeyGeneration(ctx context.Context, arg SetTenantKeyGenerationParams) (int64, error) {
+	result, err := q.db.Exec(ctx, setTenantKeyGeneration, arg.KeyGeneration, arg.ID, arg.Previous)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setTenantStatus = `-- name: SetTenantStatus :one
 update control.tenants set status = $1, updated_at = now()
 where id = $2 and status = any($3::text[])
-returning id, slug, name, status, placement, silo_location, plan, created_at, updated_at, deleted_at
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
 `
 
 type SetTenantStatusParams struct {
@@ -316,11 +353,12 @@ func (q *Queries) SetTenantStatus(ctx context.Context, arg SetTenantStatusParams
 		&i.Name,
 		&i.Status,
 		&i.Placement,
-		&i.SiloLocation,
 		&i.Plan,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
 	)
 	return i, err
 }

@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"regexp"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -37,9 +40,9 @@ type Config struct {
 type Deps struct {
 	Log      *slog.Logger
 	Resolver *tenancy.Resolver
-	// Ready reports whether the server can serve (databases reachable,
-	// migrations current); nil error means ready.
-	Ready func(context.Context) error
+	// Ready holds the checks /readyz runs, by component name (database,
+	// vault…); all must return nil for the server to be ready.
+	Ready map[string]func(context.Context) error
 }
 
 // Server is Gatehouse's HTTP server.
@@ -80,9 +83,6 @@ func New(cfg Config, d Deps) *Server {
 		EnableTrustedProxyCheck: true,
 	})
 	s := &Server{app: app, log: d.Log}
-	if d.Ready == nil {
-		d.Ready = func(context.Context) error { return nil }
-	}
 
 	// Recovery sits inside the access log, so a panic is logged as the 500
 	// it becomes.
@@ -95,8 +95,18 @@ func New(cfg Config, d Deps) *Server {
 	app.Get("/readyz", func(c *fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
-		if err := d.Ready(ctx); err != nil {
-			return problem.Wrap(problem.Unavailable, err, "not ready")
+		var failed []string
+		var errs []error
+		for _, name := range slices.Sorted(maps.Keys(d.Ready)) {
+			if err := d.Ready[name](ctx); err != nil {
+				// Internal causes stay in the log; the probe sees which
+				// component failed and, for known conditions, why.
+				failed = append(failed, name+": "+strings.ToLower(problem.MessageOf(err)))
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+		if len(failed) > 0 {
+			return problem.Wrap(problem.Unavailable, errors.Join(errs...), "not ready: "+strings.Join(failed, "; "))
 		}
 		return c.JSON(fiber.Map{"status": "ready"})
 	})

@@ -18,12 +18,17 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	vaulttest.StopShared()
+	os.Exit(code)
+}
 
 // syncBuffer collects log lines from concurrent handlers.
 type syncBuffer struct {
@@ -59,7 +64,9 @@ func start(t *testing.T, db *pgtest.DB, routes ...func(*fiber.App)) *instance {
 	srv := server.New(server.Config{BodyLimit: 4096}, server.Deps{
 		Log:      log,
 		Resolver: resolver,
-		Ready:    func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
+		Ready: map[string]func(context.Context) error{
+			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
+		},
 	})
 	for _, add := range routes {
 		add(srv.App())
@@ -137,8 +144,7 @@ func wantProblem(t *testing.T, r response, status int, detail string) problem.De
 func newTenants(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.NewPrimary(t)
-	admin := pgtest.Pool(t, db.AdminURL, 2)
-	reg := tenancy.NewRegistry(admin, db.AdminURL, "localhost", tenancy.Credentials{Primary: db.AdminURL}, &tenancy.Migrator{})
+	reg := registry(t, db)
 	ctx := context.Background()
 	for _, slug := range []string{"acme", "sleepy"} {
 		if _, err := reg.Create(ctx, tenancy.CreateParams{Slug: slug, Name: "Tenant " + slug}); err != nil {
@@ -153,7 +159,8 @@ func newTenants(t *testing.T) *pgtest.DB {
 
 func registry(t *testing.T, db *pgtest.DB) *tenancy.Registry {
 	admin := pgtest.Pool(t, db.AdminURL, 2)
-	return tenancy.NewRegistry(admin, db.AdminURL, "localhost", tenancy.Credentials{Primary: db.AdminURL}, &tenancy.Migrator{})
+	v := vaulttest.Shared(t).Connect(t)
+	return tenancy.NewRegistry(admin, db.AdminURL, "localhost", v, &tenancy.Migrator{})
 }
 
 func TestTenantEndpoint(t *testing.T) {
@@ -296,7 +303,7 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 	pool := pgtest.Pool(t, db.AppURL, 2)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	srv := server.New(server.Config{}, server.Deps{Log: log, Resolver: tenancy.NewResolver(pool, "localhost", log),
-		Ready: func(context.Context) error { return nil }})
+		Ready: map[string]func(context.Context) error{}})
 	release := make(chan struct{})
 	srv.App().Get("/v1/slow", func(c *fiber.Ctx) error { <-release; return c.SendString("done") })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

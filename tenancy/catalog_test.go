@@ -114,10 +114,7 @@ func TestCatalogEveryAppTableIsTenantScoped(t *testing.T) {
 	e := newEnv(t)
 	silo := e.tenant(t, "silo-tenant", tenancy.Silo)
 	ctx := context.Background()
-	siloDSN, err := tenancy.Credentials{}.ConnString(ctx, silo.SiloLocation, tenancy.AdminRole)
-	if err != nil {
-		t.Fatal(err)
-	}
+	siloDSN := e.siloDSN(t, silo, tenancy.AdminRole)
 	for name, url := range map[string]string{"shared": e.db.AdminURL, "silo": siloDSN} {
 		t.Run(name, func(t *testing.T) {
 			pool := pgtest.Pool(t, url, 1)

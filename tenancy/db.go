@@ -45,7 +45,7 @@ func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) err
 			return fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
 		}
 		var err error
-		if pool, err = db.silos.Pool(t); err != nil {
+		if pool, err = db.silos.Pool(ctx, t); err != nil {
 			return err
 		}
 	}

@@ -11,4 +11,7 @@
 //   - The server connects as gatehouse_app, which owns nothing and cannot
 //     bypass row level security. Only migrations and operator commands use
 //     the owner connection.
+//   - No password reaches the control plane: a silo's connection strings
+//     live in the secret store (SiloLocator), and the control plane keeps
+//     only a reference, which must lie under the tenant's own path.
 package tenancy

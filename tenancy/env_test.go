@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/secrets"
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -18,6 +20,7 @@ type env struct {
 	db    *pgtest.DB
 	admin *pgxpool.Pool // superuser
 	app   *pgxpool.Pool // gatehouse_app
+	vault *secrets.Vault
 	reg   *tenancy.Registry
 	silos *tenancy.SiloPools
 	data  *tenancy.DB
@@ -27,9 +30,9 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	db := pgtest.NewPrimary(t)
 	e := &env{db: db, admin: pgtest.Pool(t, db.AdminURL, 4), app: pgtest.Pool(t, db.AppURL, 4)}
-	creds := tenancy.Credentials{Primary: db.AdminURL}
-	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", creds, &tenancy.Migrator{})
-	e.silos = tenancy.NewSiloPools(creds, tenancy.SiloPoolOptions{})
+	e.vault = vaulttest.Shared(t).Connect(t)
+	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", e.vault, &tenancy.Migrator{})
+	e.silos = tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{})
 	t.Cleanup(e.silos.Close)
 	e.data = tenancy.NewDB(e.app, e.silos)
 	return e
@@ -48,6 +51,17 @@ func (e *env) tenant(t testing.TB, slug string, placement tenancy.Placement) *te
 		t.Fatalf("create tenant %s: %v", slug, err)
 	}
 	return tn
+}
+
+// siloDSN returns the connection string of silo tenant tn's database for
+// role, from Vault.
+func (e *env) siloDSN(t testing.TB, tn *tenancy.Tenant, role tenancy.Role) string {
+	t.Helper()
+	dsn, err := e.vault.SiloDSN(context.Background(), tn.ID, tn.SiloRef, role)
+	if err != nil {
+		t.Fatalf("silo dsn of %s: %v", tn.Slug, err)
+	}
+	return dsn
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -34,7 +34,6 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 func TestIsolation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ctx := context.Background()
 
 	t.Run("shared", func(t *testing.T) {
 		t.Parallel()
@@ -47,13 +46,15 @@ func TestIsolation(t *testing.T) {
 		a := e.tenant(t, "silo-a", tenancy.Silo)
 		// A silo normally holds one tenant. Put a second tenant's rows into
 		// it (as a botched copy might) and check RLS still keeps them apart.
-		b := &tenancy.Tenant{ID: tenancy.ID(uuid.New()), Slug: "silo-b", Status: tenancy.Active,
-			Placement: tenancy.Silo, SiloLocation: a.SiloLocation}
-		appDSN, err := tenancy.Credentials{}.ConnString(ctx, a.SiloLocation, tenancy.AppRole)
+		b := &tenancy.Tenant{ID: tenancy.ID(uuid.New()), Slug: "silo-b", Status: tenancy.Active, Placement: tenancy.Silo}
+		ref, err := e.vault.StoreSilo(context.Background(), b.ID, tenancy.SiloDSNs{
+			Admin: e.siloDSN(t, a, tenancy.AdminRole), App: e.siloDSN(t, a, tenancy.AppRole),
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		isolationSuite(t, e.data, pgtest.Pool(t, appDSN, 2), a, b)
+		b.SiloRef = ref
+		isolationSuite(t, e.data, pgtest.Pool(t, e.siloDSN(t, a, tenancy.AppRole), 2), a, b)
 	})
 }
 

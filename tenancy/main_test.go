@@ -4,7 +4,12 @@ import (
 	"os"
 	"testing"
 
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	vaulttest.StopShared()
+	os.Exit(code)
+}

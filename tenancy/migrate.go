@@ -19,6 +19,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/gatehouse/gatehouse/migrations"
+	"github.com/gatehouse/gatehouse/queries"
 )
 
 // Role names. Migrations grant to AppRoleName by name.
@@ -84,26 +85,18 @@ func (m *Migrator) All(ctx context.Context, dsn string, locator SiloLocator) err
 	if err != nil {
 		return fmt.Errorf("connect to primary: %w", err)
 	}
-	rows, err := conn.Query(ctx, "select id, slug, silo_location from control.tenants where placement = 'silo' and status <> 'deleted' order by slug")
-	if err != nil {
-		conn.Close(ctx)
-		return fmt.Errorf("list silos: %w", err)
-	}
-	type silo struct{ id, slug, location string }
-	silos, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (silo, error) {
-		var s silo
-		return s, r.Scan(&s.id, &s.slug, &s.location)
-	})
+	silos, err := queries.New(conn).ListSiloTenants(ctx)
 	conn.Close(ctx)
 	if err != nil {
 		return fmt.Errorf("list silos: %w", err)
 	}
-	for _, s := range silos {
-		siloDSN, err := locator.ConnString(ctx, s.location, AdminRole)
+	for _, row := range silos {
+		t := tenantFromRow(row)
+		siloDSN, err := locator.SiloDSN(ctx, t.ID, t.SiloRef, AdminRole)
 		if err != nil {
-			return fmt.Errorf("silo %s: %w", s.slug, err)
+			return fmt.Errorf("silo %s: %w", t.Slug, err)
 		}
-		if err := m.Silo(ctx, siloDSN, "silo "+s.slug); err != nil {
+		if err := m.Silo(ctx, siloDSN, "silo "+t.Slug); err != nil {
 			return err
 		}
 	}

@@ -26,15 +26,16 @@ type Registry struct {
 	admin      *pgxpool.Pool
 	primaryDSN string
 	baseDomain string
-	locator    SiloLocator
+	secrets    Secrets
 	migrator   *Migrator
 }
 
 // NewRegistry returns a Registry over the primary database (admin pool and
 // its URL, the default silo cluster). baseDomain is where <slug>. hosts live;
-// custom domains may not fall under it.
-func NewRegistry(admin *pgxpool.Pool, primaryDSN, baseDomain string, locator SiloLocator, m *Migrator) *Registry {
-	return &Registry{admin: admin, primaryDSN: primaryDSN, baseDomain: baseDomain, locator: locator, migrator: m}
+// custom domains may not fall under it. Tenants' keys and silo credentials
+// go to secrets.
+func NewRegistry(admin *pgxpool.Pool, primaryDSN, baseDomain string, secrets Secrets, m *Migrator) *Registry {
+	return &Registry{admin: admin, primaryDSN: primaryDSN, baseDomain: baseDomain, secrets: secrets, migrator: m}
 }
 
 // CreateParams describes a new tenant.
@@ -48,12 +49,15 @@ type CreateParams struct {
 	Plan        string // default "free"
 }
 
-// Create registers a tenant. A silo tenant gets its own database, created
-// and migrated before the tenant is recorded, and dropped again if anything
-// later fails, so a failed Create changes nothing.
+// Create registers a tenant. Its Transit key is created first; a silo
+// tenant also gets its own database, created and migrated, with its
+// credentials stored in the secret store, all before the tenant is
+// recorded. If anything fails, the database is dropped and the tenant's
+// secrets shredded, so a failed Create changes nothing.
 //
 // Returns Invalid for a bad slug, name, placement or cluster URL, Conflict if
-// the slug is taken, Unavailable if the silo cluster cannot be reached.
+// the slug is taken, Unavailable if the silo cluster or the secret store
+// cannot be reached.
 func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) {
 	if err := ValidateSlug(p.Slug); err != nil {
 		return nil, err
@@ -82,23 +86,37 @@ func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) 
 	}
 
 	id := ID(uuid.New())
-	var location *string
-	var dropSilo func()
+	undo := func() {
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = r.secrets.Shred(cleanupCtx, id)
+	}
+	if err := r.secrets.CreateTenantKey(ctx, id); err != nil {
+		undo()
+		return nil, err
+	}
+	var ref *string
 	if p.Placement == Silo {
-		loc, drop, err := r.createSiloDatabase(ctx, id, p.Slug, p.SiloCluster)
+		dsns, drop, err := r.createSiloDatabase(ctx, id, p.Slug, p.SiloCluster)
 		if err != nil {
+			undo()
 			return nil, err
 		}
-		location, dropSilo = &loc, drop
+		undoKey := undo
+		undo = func() { drop(); undoKey() }
+		siloRef, err := r.secrets.StoreSilo(ctx, id, dsns)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		ref = &siloRef
 	}
 	row, err := q.CreateTenant(ctx, queries.CreateTenantParams{
 		ID: id.UUID(), Slug: p.Slug, Name: p.Name, Placement: string(p.Placement),
-		SiloLocation: location, Plan: p.Plan,
+		SiloRef: ref, Plan: p.Plan,
 	})
 	if err != nil {
-		if dropSilo != nil {
-			dropSilo()
-		}
+		undo()
 		if isUniqueViolation(err) {
 			return nil, problem.Errorf(problem.Conflict, "tenant %q already exists", p.Slug)
 		}
@@ -115,31 +133,31 @@ func siloDatabaseName(id ID) string {
 }
 
 // createSiloDatabase creates and migrates tenant id's database on cluster
-// (admin URL; empty for the primary's). It returns the password-free
-// location to record and a function that drops the database again.
-func (r *Registry) createSiloDatabase(ctx context.Context, id ID, slug, cluster string) (string, func(), error) {
+// (admin URL; empty for the primary's). It returns the database's
+// connection strings and a function that drops the database again.
+func (r *Registry) createSiloDatabase(ctx context.Context, id ID, slug, cluster string) (SiloDSNs, func(), error) {
 	if cluster == "" {
 		cluster = r.primaryDSN
 	}
 	cu, err := url.Parse(cluster)
 	if err != nil || (cu.Scheme != "postgres" && cu.Scheme != "postgresql") || cu.Host == "" {
-		return "", nil, problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
+		return SiloDSNs{}, nil, problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
 	}
 	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(connectCtx, cluster)
 	if err != nil {
-		return "", nil, problem.Wrap(problem.Unavailable, err,
+		return SiloDSNs{}, nil, problem.Wrap(problem.Unavailable, err,
 			fmt.Sprintf("silo cluster %s is unreachable", cu.Host))
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 	if err := r.migrator.EnsureRoles(ctx, admin); err != nil {
-		return "", nil, err
+		return SiloDSNs{}, nil, err
 	}
 	name := siloDatabaseName(id)
 	ident := pgx.Identifier{name}.Sanitize()
 	if _, err := admin.Exec(ctx, "create database "+ident+" owner "+OwnerRoleName); err != nil {
-		return "", nil, fmt.Errorf("create silo database: %w", err)
+		return SiloDSNs{}, nil, fmt.Errorf("create silo database: %w", err)
 	}
 	drop := func() {
 		dropCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -151,14 +169,16 @@ func (r *Registry) createSiloDatabase(ctx context.Context, id ID, slug, cluster 
 	}
 	siloURL := *cu
 	siloURL.Path = "/" + name
-	adminDSN := siloURL.String()
-	siloURL.User = url.User(cu.User.Username())
-	location := siloURL.String()
-	if err := r.migrator.Silo(ctx, adminDSN, "silo "+slug); err != nil {
+	dsns := SiloDSNs{Admin: siloURL.String()}
+	if dsns.App, err = AppURL(dsns.Admin, r.migrator.AppPassword); err != nil {
 		drop()
-		return "", nil, err
+		return SiloDSNs{}, nil, err
 	}
-	return location, drop, nil
+	if err := r.migrator.Silo(ctx, dsns.Admin, "silo "+slug); err != nil {
+		drop()
+		return SiloDSNs{}, nil, err
+	}
+	return dsns, drop, nil
 }
 
 // Get returns the live tenant with the given slug. Returns NotFound if there
@@ -222,13 +242,16 @@ func (r *Registry) setStatus(ctx context.Context, slug string, to Status, from .
 }
 
 // Delete removes a tenant's data for good: its rows in the shared database,
-// or its whole silo database. The control plane keeps a tombstone, which
-// frees the slug. Returns NotFound for an unknown slug, Conflict while the
-// tenant is moving.
+// or its whole silo database, and every secret it has: its Transit keys
+// are destroyed, so anything sealed under them, backups included, can never
+// be opened again. The control plane keeps a tombstone, which frees the
+// slug. Returns NotFound for an unknown slug, Conflict while the tenant is
+// moving, Unavailable if the secret store or the silo cannot be reached.
 //
-// A shared tenant's rows and its tombstone change in one transaction. A silo
-// is first suspended, then dropped, then tombstoned: if the drop fails the
-// tenant stays suspended and Delete can simply be run again.
+// The tenant is suspended first, then its silo dropped and its secrets
+// shredded, then its shared rows and tombstone written in one transaction:
+// if any step fails the tenant stays suspended and Delete can simply be run
+// again.
 func (r *Registry) Delete(ctx context.Context, slug string) error {
 	t, err := r.Get(ctx, slug)
 	if err != nil {
@@ -237,15 +260,18 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 	if t.Status == Moving {
 		return problem.Errorf(problem.Conflict, "tenant %q is moving; finish or abort the move first", slug)
 	}
-	if t.Placement == Silo {
-		if t.Status != Suspended {
-			if _, err := r.Suspend(ctx, slug); err != nil {
-				return err
-			}
+	if t.Status != Suspended {
+		if _, err := r.Suspend(ctx, slug); err != nil {
+			return err
 		}
+	}
+	if t.Placement == Silo {
 		if err := r.dropSilo(ctx, t); err != nil {
 			return err
 		}
+	}
+	if err := r.secrets.Shred(ctx, t.ID); err != nil {
+		return err
 	}
 	conn, err := r.admin.Acquire(ctx)
 	if err != nil {
@@ -268,13 +294,13 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 }
 
 func (r *Registry) dropSilo(ctx context.Context, t *Tenant) error {
-	dsn, err := r.locator.ConnString(ctx, t.SiloLocation, AdminRole)
+	dsn, err := r.secrets.SiloDSN(ctx, t.ID, t.SiloRef, AdminRole)
 	if err != nil {
 		return err
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return fmt.Errorf("silo location: %w", err)
+		return fmt.Errorf("silo connection string is malformed")
 	}
 	name := strings.TrimPrefix(u.Path, "/")
 	u.Path = "/postgres" // any database but the one being dropped

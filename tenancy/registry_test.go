@@ -9,6 +9,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -48,7 +49,7 @@ func TestCreateRefusesBadInputAndChangesNothing(t *testing.T) {
 	}
 }
 
-func TestCreateSiloBuildsAMigratedDatabaseWithoutStoringCredentials(t *testing.T) {
+func TestCreateSiloKeepsItsCredentialsInVaultOnly(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
@@ -58,11 +59,14 @@ func TestCreateSiloBuildsAMigratedDatabaseWithoutStoringCredentials(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(tn.SiloLocation, "s3cret") {
-		t.Fatalf("silo location %q keeps the password", tn.SiloLocation)
+	if want := "vault:kv/tenants/" + tn.ID.String() + "/silo#app"; tn.SiloRef != want {
+		t.Fatalf("silo ref %q, want %q", tn.SiloRef, want)
 	}
-	if n := count(t, e.admin, "select count(*) from control.tenants where silo_location like '%s3cret%'"); n != 0 {
-		t.Fatal("the control plane stores the silo cluster's password")
+	if n := count(t, e.admin, "select count(*) from control.tenants t where t::text like '%s3cret%' or t::text like '%127.0.0.1%'"); n != 0 {
+		t.Fatal("the control plane stores the silo's location or password")
+	}
+	if dsn := e.siloDSN(t, tn, tenancy.AdminRole); !strings.Contains(dsn, "s3cret") {
+		t.Fatal("Vault lost the silo cluster's password")
 	}
 	err = e.data.Tx(ctx, tn, func(q *queries.Queries) error {
 		_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: "hiro@globex.test"})
@@ -74,7 +78,7 @@ func TestCreateSiloBuildsAMigratedDatabaseWithoutStoringCredentials(t *testing.T
 	if n := count(t, e.admin, "select count(*) from app.users"); n != 0 {
 		t.Fatalf("the silo tenant's user landed in the shared database (%d rows)", n)
 	}
-	siloDB := pgtest.Pool(t, tn.SiloLocation, 1)
+	siloDB := pgtest.Pool(t, e.siloDSN(t, tn, tenancy.AdminRole), 1)
 	if n := count(t, siloDB, "select count(*) from app.users where email = 'hiro@globex.test'"); n != 1 {
 		t.Fatalf("silo has %d matching users, want 1", n)
 	}
@@ -201,7 +205,7 @@ func TestDeleteSiloTenantDropsItsDatabase(t *testing.T) {
 	ctx := context.Background()
 	tn := e.tenant(t, "siloed", tenancy.Silo)
 	admin := pgtest.Pool(t, pgtest.Second(t).URL("postgres"), 1)
-	u, err := url.Parse(tn.SiloLocation)
+	u, err := url.Parse(e.siloDSN(t, tn, tenancy.AdminRole))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +222,47 @@ func TestDeleteSiloTenantDropsItsDatabase(t *testing.T) {
 	}
 	if n := count(t, e.admin, "select count(*) from control.tenants where id = $1 and status = 'deleted'", tn.ID.UUID()); n != 1 {
 		t.Fatal("no tombstone for the deleted silo tenant")
+	}
+	if _, err := e.vault.SiloDSN(ctx, tn.ID, tn.SiloRef, tenancy.AdminRole); problem.CodeOf(err) != problem.NotFound {
+		t.Fatalf("silo credentials after delete: %v, want NotFound", err)
+	}
+}
+
+func TestTenantKeyLivesAndDiesWithTheTenant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, placement := range []tenancy.Placement{tenancy.Shared, tenancy.Silo} {
+		slug := "keyed-" + string(placement)
+		tn := e.tenant(t, slug, placement)
+		sealer := secrets.NewSealer(e.vault, secrets.ControlPlane(e.admin), secrets.SealerOptions{})
+		aad := secrets.AAD("t", "c", "r")
+		sealed, err := sealer.Seal(ctx, tn.ID, aad, []byte("tenant data"))
+		if err != nil {
+			t.Fatalf("%s: seal with the tenant's new key: %v", slug, err)
+		}
+		if err := e.reg.Delete(ctx, slug); err != nil {
+			t.Fatal(err)
+		}
+		sealer.Forget(tn.ID) // in a server, the resolver's change notification does this
+		fresh := secrets.NewSealer(e.vault, secrets.GenerationsFunc(func(context.Context, tenancy.ID) (uint16, error) { return 1, nil }), secrets.SealerOptions{})
+		if _, err := fresh.Open(ctx, tn.ID, aad, sealed); problem.CodeOf(err) != problem.NotFound {
+			t.Fatalf("%s: open after delete: %v, want NotFound (key destroyed)", slug, err)
+		}
+		if _, err := sealer.Seal(ctx, tn.ID, aad, []byte("more")); err == nil {
+			t.Fatalf("%s: sealing for a deleted tenant succeeded", slug)
+		}
+	}
+}
+
+func TestControlPlaneRefusesSiloRefOutsideTheTenant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.tenant(t, "silo-a", tenancy.Silo)
+	b := e.tenant(t, "silo-b", tenancy.Silo)
+	_, err := e.admin.Exec(context.Background(), "update control.tenants set silo_ref = $1 where id = $2", a.SiloRef, b.ID.UUID())
+	if err == nil || !strings.Contains(err.Error(), "check constraint") {
+		t.Fatalf("pointing b's silo ref at a's secrets: %v, want a check violation", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 )
 
 // Role is a database role Gatehouse connects as.
@@ -22,43 +23,44 @@ const (
 	AdminRole
 )
 
-// SiloLocator turns a silo tenant's stored location into a connection string
-// for a role. The control plane stores only a password-free location;
-// credentials come from here, so moving them into a secret store changes
-// this one implementation.
+// SiloDSNs are the connection strings of a silo database, one per role.
+// They hold passwords, so they live in the secret store only.
+type SiloDSNs struct {
+	Admin string // the operator's role, which migrates and drops the database
+	App   string // gatehouse_app, which the server uses
+}
+
+// SiloLocator keeps silo tenants' connection strings in a secret store; the
+// control plane records only the reference StoreSilo returns.
 type SiloLocator interface {
-	ConnString(ctx context.Context, location string, role Role) (string, error)
+	StoreSilo(ctx context.Context, t ID, dsns SiloDSNs) (ref string, err error)
+	SiloDSN(ctx context.Context, t ID, ref string, role Role) (string, error)
 }
 
-// Credentials is the SiloLocator that takes credentials from configuration:
-// the app role's password for server connections, and for admin connections
-// the primary database's password when the silo is on the same cluster with
-// the same user (otherwise the standard PGPASSFILE applies).
-type Credentials struct {
-	Primary     string // the primary database URL (admin)
-	AppPassword string // gatehouse_app's password; empty for trust or pgpass
+// Keyring creates a tenant's key material with the tenant and destroys it,
+// with every secret of the tenant, when the tenant is deleted.
+type Keyring interface {
+	CreateTenantKey(ctx context.Context, t ID) error
+	Shred(ctx context.Context, t ID) error
 }
 
-// ConnString implements SiloLocator.
-func (c Credentials) ConnString(_ context.Context, location string, role Role) (string, error) {
-	u, err := url.Parse(location)
+// Secrets is what the registry needs of the secret store.
+type Secrets interface {
+	SiloLocator
+	Keyring
+}
+
+// AppURL returns adminURL with gatehouse_app's credentials in place of the
+// administrator's: the server's connection to the same database.
+func AppURL(adminURL, appPassword string) (string, error) {
+	u, err := url.Parse(adminURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return "", fmt.Errorf("silo location is not a postgres URL")
+		return "", fmt.Errorf("not a postgres URL")
 	}
-	switch role {
-	case AppRole:
-		if c.AppPassword != "" {
-			u.User = url.UserPassword(AppRoleName, c.AppPassword)
-		} else {
-			u.User = url.User(AppRoleName)
-		}
-	case AdminRole:
-		p, err := url.Parse(c.Primary)
-		if err == nil && p.Host == u.Host && p.User.Username() == u.User.Username() {
-			if pw, ok := p.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), pw)
-			}
-		}
+	if appPassword != "" {
+		u.User = url.UserPassword(AppRoleName, appPassword)
+	} else {
+		u.User = url.User(AppRoleName)
 	}
 	return u.String(), nil
 }
@@ -72,15 +74,16 @@ type SiloPools struct {
 	maxPools int
 	idle     time.Duration
 
-	mu    sync.Mutex
-	pools map[ID]*siloPool
-	stop  chan struct{}
-	done  chan struct{}
+	mu     sync.Mutex
+	pools  map[ID]*siloPool
+	flight singleflight.Group
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 type siloPool struct {
 	pool     *pgxpool.Pool
-	location string
+	ref      string
 	lastUsed time.Time
 }
 
@@ -111,41 +114,66 @@ func NewSiloPools(locator SiloLocator, o SiloPoolOptions) *SiloPools {
 	return s
 }
 
-// Pool returns the pool of silo tenant t, opening it if needed. Opening does
-// not connect: the first transaction does.
-func (s *SiloPools) Pool(t *Tenant) (*pgxpool.Pool, error) {
-	now := time.Now()
+// Pool returns the pool of silo tenant t, opening it if needed: its
+// connection string comes from the secret store (one lookup per pool, not
+// per transaction). Opening does not connect: the first transaction does.
+// Returns Unavailable if the secret store cannot be read.
+func (s *SiloPools) Pool(ctx context.Context, t *Tenant) (*pgxpool.Pool, error) {
+	if p := s.lookup(t); p != nil {
+		return p, nil
+	}
+	// Fetch and open outside the lock: the secret store is a network hop,
+	// and other silos' requests must not wait on it.
+	v, err, _ := s.flight.Do(t.ID.String()+"\x00"+t.SiloRef, func() (any, error) {
+		if p := s.lookup(t); p != nil {
+			return p, nil
+		}
+		dsn, err := s.locator.SiloDSN(ctx, t.ID, t.SiloRef, AppRole)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %s: %w", t.ID, err)
+		}
+		cfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			// The parse error would quote the connection string.
+			return nil, fmt.Errorf("tenant %s: silo connection settings are malformed", t.ID)
+		}
+		cfg.MaxConns = s.maxConns
+		cfg.MinConns = 0
+		cfg.MaxConnIdleTime = s.idle / 2
+		pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %s: open silo pool: %w", t.ID, err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.pools) >= s.maxPools {
+			s.evictOldestLocked()
+		}
+		s.pools[t.ID] = &siloPool{pool: pool, ref: t.SiloRef, lastUsed: time.Now()}
+		return pool, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*pgxpool.Pool), nil
+}
+
+// lookup returns t's open pool if it points where t now lives, and retires
+// a pool left from before the tenant moved.
+func (s *SiloPools) lookup(t *Tenant) *pgxpool.Pool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.pools[t.ID]; ok {
-		if p.location == t.SiloLocation {
-			p.lastUsed = now
-			return p.pool, nil
-		}
-		// The tenant moved: retire the old pool.
+	p, ok := s.pools[t.ID]
+	if !ok {
+		return nil
+	}
+	if p.ref != t.SiloRef {
 		delete(s.pools, t.ID)
 		go p.pool.Close()
+		return nil
 	}
-	dsn, err := s.locator.ConnString(context.Background(), t.SiloLocation, AppRole)
-	if err != nil {
-		return nil, fmt.Errorf("tenant %s: %w", t.ID, err)
-	}
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("tenant %s: silo connection settings: %w", t.ID, err)
-	}
-	cfg.MaxConns = s.maxConns
-	cfg.MinConns = 0
-	cfg.MaxConnIdleTime = s.idle / 2
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		return nil, fmt.Errorf("tenant %s: open silo pool: %w", t.ID, err)
-	}
-	if len(s.pools) >= s.maxPools {
-		s.evictOldestLocked()
-	}
-	s.pools[t.ID] = &siloPool{pool: pool, location: t.SiloLocation, lastUsed: now}
-	return pool, nil
+	p.lastUsed = time.Now()
+	return p.pool
 }
 
 // Forget closes tenant id's pool, if open (after it was deleted or moved).

@@ -19,7 +19,7 @@ func TestSiloPoolsOpenLazilyAndCloseWhenIdle(t *testing.T) {
 	a := e.tenant(t, "silo-one", tenancy.Silo)
 	b := e.tenant(t, "silo-two", tenancy.Silo)
 	c := e.tenant(t, "silo-three", tenancy.Silo)
-	pools := tenancy.NewSiloPools(tenancy.Credentials{Primary: e.db.AdminURL},
+	pools := tenancy.NewSiloPools(e.vault,
 		tenancy.SiloPoolOptions{MaxConns: 2, MaxPools: 2, Idle: 200 * time.Millisecond})
 	t.Cleanup(pools.Close)
 	db := tenancy.NewDB(e.app, pools)
@@ -53,9 +53,14 @@ func TestSiloPoolsOpenLazilyAndCloseWhenIdle(t *testing.T) {
 func TestUnreachableSiloIsUnavailable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gone := &tenancy.Tenant{ID: tenancy.ID(uuid.New()), Slug: "gone", Status: tenancy.Active, Placement: tenancy.Silo,
-		SiloLocation: "postgres://postgres@127.0.0.1:1/gatehouse_gone?connect_timeout=2"}
-	err := e.data.Tx(context.Background(), gone, func(*queries.Queries) error {
+	id := tenancy.ID(uuid.New())
+	gone := "postgres://postgres@127.0.0.1:1/gatehouse_gone?connect_timeout=2"
+	ref, err := e.vault.StoreSilo(context.Background(), id, tenancy.SiloDSNs{Admin: gone, App: gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := &tenancy.Tenant{ID: id, Slug: "gone", Status: tenancy.Active, Placement: tenancy.Silo, SiloRef: ref}
+	err = e.data.Tx(context.Background(), tn, func(*queries.Queries) error {
 		t.Fatal("fn ran without a connection")
 		return nil
 	})

@@ -53,11 +53,11 @@ type Tenant struct {
 	Name      string
 	Status    Status
 	Placement Placement
-	// SiloLocation is where a silo tenant's database is: a connection URL
-	// without credentials. Empty for shared tenants.
-	SiloLocation string
-	Plan         string
-	CreatedAt    time.Time
+	// SiloRef references, in the secret store, how to reach a silo
+	// tenant's database (see SiloLocator). Empty for shared tenants.
+	SiloRef   string
+	Plan      string
+	CreatedAt time.Time
 }
 
 func tenantFromRow(r queries.ControlTenant) *Tenant {
@@ -70,8 +70,8 @@ func tenantFromRow(r queries.ControlTenant) *Tenant {
 		Plan:      r.Plan,
 		CreatedAt: r.CreatedAt,
 	}
-	if r.SiloLocation != nil {
-		t.SiloLocation = *r.SiloLocation
+	if r.SiloRef != nil {
+		t.SiloRef = *r.SiloRef
 	}
 	return t
 }

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Starts Gatehouse locally with demo tenants: a Postgres cluster in .local/,
-# migrations, tenants acme (shared) and globex (silo), and the server on
-# GATEHOUSE_ADDR (default 127.0.0.1:8080). Ctrl-C stops everything.
+# Starts Gatehouse locally with demo tenants: a Postgres cluster and a Vault
+# server in .local/, migrations, tenants acme (shared) and globex (silo), and
+# the server on GATEHOUSE_ADDR (default 127.0.0.1:8080). Ctrl-C stops
+# everything; data stays in .local/ for the next start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
 
 ensure_go
 bin=$(pg_bindir)
+vault_bin=$(tool vault)
 port=${GATEHOUSE_DEV_PG_PORT:-54329}
 root="$PWD/.local"
 data="$root/pg"
 mkdir -p "$root"
+on_exit=()
+trap 'for c in "${on_exit[@]}"; do eval "$c" || true; done' EXIT
 
 # Postgres refuses to run as root: run the cluster as the postgres user.
 as_pg=()
@@ -31,14 +35,52 @@ fi
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   "${as_pg[@]}" "$bin/pg_ctl" start -w -D "$data" -l "$root/postgres.log" \
     -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c wal_level=logical" >/dev/null
-  trap '"${as_pg[@]}" "$bin/pg_ctl" stop -D "$data" -m fast >/dev/null' EXIT
+  on_exit+=('"${as_pg[@]}" "$bin/pg_ctl" stop -D "$data" -m fast >/dev/null')
 fi
 export GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:$port/gatehouse?sslmode=disable"
 "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
   "select 1 from pg_database where datname = 'gatehouse'" | grep -q 1 ||
   "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "create database gatehouse"
 
+# Vault with file storage, so tenants' keys survive a restart like the
+# database does. Initialised once; the unseal key and root token of this
+# local Vault stay in .local/vault/init.json (readable by you only).
+vdir="$root/vault"
+vport=${GATEHOUSE_DEV_VAULT_PORT:-8209}
+mkdir -p "$vdir"
+cat >"$vdir/vault.hcl" <<EOF
+storage "file" { path = "$vdir/data" }
+listener "tcp" {
+  address         = "127.0.0.1:$vport"
+  cluster_address = "127.0.0.1:$((vport + 1))"
+  tls_disable     = true
+}
+api_addr      = "http://127.0.0.1:$vport"
+disable_mlock = true
+log_level     = "warn"
+EOF
+export VAULT_ADDR="http://127.0.0.1:$vport"
+"$vault_bin" server -config "$vdir/vault.hcl" >>"$vdir/vault.log" 2>&1 &
+vault_pid=$!
+on_exit+=("kill $vault_pid; wait $vault_pid 2>/dev/null")
+for _ in $(seq 600); do
+  rc=0; "$vault_bin" status >/dev/null 2>&1 || rc=$?
+  [ "$rc" -ne 1 ] && break  # 0 unsealed, 2 sealed: it answers
+  kill -0 "$vault_pid" 2>/dev/null || { echo "vault exited; see $vdir/vault.log" >&2; exit 1; }
+  sleep 0.1
+done
+if [ ! -s "$vdir/init.json" ]; then
+  (umask 077; "$vault_bin" operator init -key-shares=1 -key-threshold=1 -format=json >"$vdir/init.json")
+fi
+json=$(tr -d ' \n' <"$vdir/init.json")
+unseal_key=$(sed -n 's/.*"unseal_keys_b64":\["\([^"]*\)".*/\1/p' <<<"$json")
+export GATEHOUSE_VAULT_ADDR="$VAULT_ADDR"
+GATEHOUSE_VAULT_TOKEN=$(sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$json")
+export GATEHOUSE_VAULT_TOKEN
+"$vault_bin" operator unseal "$unseal_key" >/dev/null
+
 mkdir -p .cache/bin
 go build -o .cache/bin/gatehouse ./cmd/gatehouse
 echo "GATEHOUSE_DATABASE_URL=$GATEHOUSE_DATABASE_URL"
+echo "GATEHOUSE_VAULT_ADDR=$GATEHOUSE_VAULT_ADDR (token in $vdir/init.json)"
 .cache/bin/gatehouse dev

@@ -36,21 +36,24 @@ ensure_go() {
 }
 
 # tool NAME prints the path of a pinned tool binary, building it once into
-# .cache/tools/NAME-VERSION (versions come from tools/go.mod).
+# .cache/tools/NAME-VERSION. Versions come from the tool's module: tools/
+# for the small ones; heavy ones (vault) have a module of their own under
+# tools/NAME so that their dependency graphs never meet.
 tool() {
-  local name=$1 pkg
+  local name=$1 pkg dir=tools
   case "$name" in
     sqlc)  pkg=github.com/sqlc-dev/sqlc/cmd/sqlc ;;
     goose) pkg=github.com/pressly/goose/v3/cmd/goose ;;
+    vault) pkg=github.com/hashicorp/vault dir=tools/vault ;;
     *) echo "unknown tool $name" >&2; return 1 ;;
   esac
   local version bin
-  version=$(cd tools && go list -f '{{.Module.Version}}' "$pkg")
+  version=$(cd "$dir" && go list -f '{{.Module.Version}}' "$pkg")
   bin="$PWD/.cache/tools/$name-$version"
   if [ ! -x "$bin" ]; then
     echo "building $name $version (once; cached in .cache/tools)" >&2
     mkdir -p .cache/tools
-    (cd tools && go build -o "$bin.tmp" "$pkg") && mv "$bin.tmp" "$bin"
+    (cd "$dir" && go build -o "$bin.tmp" "$pkg") && mv "$bin.tmp" "$bin"
   fi
   echo "$bin"
 }

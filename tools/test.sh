@@ -7,6 +7,9 @@ source tools/lib.sh
 
 ensure_go
 pg_bindir >/dev/null  # the tests start their own throwaway clusters
+# ... and their own Vault servers, from the cached binary.
+GATEHOUSE_VAULT_BIN=$(tool vault)
+export GATEHOUSE_VAULT_BIN
 
 echo "== generated code is current (sqlc diff)"
 "$(tool sqlc)" diff

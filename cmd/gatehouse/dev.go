@@ -22,6 +22,16 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
+	// A fresh Vault gets its engines before anything needs them.
+	v, err := cfg.vault(ctx, nil)
+	if err != nil {
+		return err
+	}
+	err = v.EnsureMounts(ctx)
+	v.Close()
+	if err != nil {
+		return err
+	}
 	if err := cfg.migrate(ctx, std.out); err != nil {
 		return err
 	}

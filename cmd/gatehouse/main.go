@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -34,6 +35,8 @@ Usage:
   gatehouse tenant domain add SLUG DOMAIN
   gatehouse tenant domain remove SLUG DOMAIN
   gatehouse tenant domain list SLUG
+  gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
+  gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys, re-wrap stored data keys
 
 Configuration comes from flags or the environment (flags win):
   --database-url   GATEHOUSE_DATABASE_URL      primary database, as an administrator (postgres:// URL)
@@ -43,6 +46,13 @@ Configuration comes from flags or the environment (flags win):
   --addr           GATEHOUSE_ADDR              listen address (default 127.0.0.1:8080)
   --base-domain    GATEHOUSE_BASE_DOMAIN       tenants are served at <slug>.<base domain> (default localhost)
   --log-level      GATEHOUSE_LOG_LEVEL         debug, info, warn or error (default info)
+  --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
+                   GATEHOUSE_VAULT_ROLE_ID     AppRole login for servers (environment only) …
+                   GATEHOUSE_VAULT_SECRET_ID   … with its secret id (environment only)
+                   GATEHOUSE_VAULT_TOKEN       or a Vault token, for local use and operators' commands
+  --vault-token-file GATEHOUSE_VAULT_TOKEN_FILE or a file holding the token (e.g. a Vault Agent sink)
+  --vault-kv-mount GATEHOUSE_VAULT_KV_MOUNT    KV v2 mount for tenant secrets (default kv)
+  --vault-transit-mount GATEHOUSE_VAULT_TRANSIT_MOUNT  Transit mount for tenant keys (default transit)
 `
 
 // config is the process configuration, from flags and GATEHOUSE_* variables.
@@ -53,6 +63,8 @@ type config struct {
 	Addr           string
 	BaseDomain     string
 	LogLevel       string
+	Vault          secrets.Config
+	VaultTokenFile string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -69,7 +81,15 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", env("GATEHOUSE_ADDR", "127.0.0.1:8080"), "listen address")
 	fs.StringVar(&c.BaseDomain, "base-domain", env("GATEHOUSE_BASE_DOMAIN", "localhost"), "base domain of tenant hosts")
 	fs.StringVar(&c.LogLevel, "log-level", env("GATEHOUSE_LOG_LEVEL", "info"), "log level")
+	fs.StringVar(&c.Vault.Addr, "vault-addr", env("GATEHOUSE_VAULT_ADDR", ""), "Vault address")
+	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("GATEHOUSE_VAULT_TOKEN_FILE", ""), "file holding a Vault token")
+	fs.StringVar(&c.Vault.KVMount, "vault-kv-mount", env("GATEHOUSE_VAULT_KV_MOUNT", "kv"), "Vault KV v2 mount")
+	fs.StringVar(&c.Vault.TransitMount, "vault-transit-mount", env("GATEHOUSE_VAULT_TRANSIT_MOUNT", "transit"), "Vault Transit mount")
+	// Credentials come from the environment only: flags show in ps.
 	c.AppPassword = os.Getenv("GATEHOUSE_APP_PASSWORD")
+	c.Vault.Token = os.Getenv("GATEHOUSE_VAULT_TOKEN")
+	c.Vault.RoleID = os.Getenv("GATEHOUSE_VAULT_ROLE_ID")
+	c.Vault.SecretID = os.Getenv("GATEHOUSE_VAULT_SECRET_ID")
 }
 
 // configFrom parses the flags of a command that takes no arguments.
@@ -94,8 +114,26 @@ func (c *config) migrate(ctx context.Context, out io.Writer) error {
 	if err := c.requireDatabase(); err != nil {
 		return err
 	}
+	v, err := c.vault(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
 	m := &tenancy.Migrator{Out: out, AppPassword: c.AppPassword}
-	return m.All(ctx, c.DatabaseURL, c.credentials())
+	return m.All(ctx, c.DatabaseURL, v)
+}
+
+// vault connects to Vault as configured.
+func (c *config) vault(ctx context.Context, log *slog.Logger) (*secrets.Vault, error) {
+	vc := c.Vault
+	if c.VaultTokenFile != "" {
+		b, err := os.ReadFile(c.VaultTokenFile)
+		if err != nil {
+			return nil, problem.Errorf(problem.Invalid, "cannot read the Vault token file %s", c.VaultTokenFile)
+		}
+		vc.Token = strings.TrimSpace(string(b))
+	}
+	return secrets.Connect(ctx, vc, log)
 }
 
 func (c *config) requireDatabase() error {
@@ -114,11 +152,7 @@ func (c *config) appDatabaseURL() (string, error) {
 	if c.AppDatabaseURL != "" {
 		return c.AppDatabaseURL, nil
 	}
-	return c.credentials().ConnString(context.Background(), c.DatabaseURL, tenancy.AppRole)
-}
-
-func (c *config) credentials() tenancy.Credentials {
-	return tenancy.Credentials{Primary: c.DatabaseURL, AppPassword: c.AppPassword}
+	return tenancy.AppURL(c.DatabaseURL, c.AppPassword)
 }
 
 func (c *config) logger(w io.Writer) *slog.Logger {
@@ -141,6 +175,7 @@ var commands = map[string]command{
 	"migrate": runMigrate,
 	"dev":     runDev,
 	"tenant":  runTenant,
+	"keys":    runKeys,
 }
 
 func main() {

@@ -7,33 +7,50 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	vaulttest.StopShared()
+	os.Exit(code)
+}
 
-// cli runs gatehouse command lines against one database.
+// cli runs gatehouse command lines against one database and Vault.
 type cli struct {
-	t   *testing.T
-	url string
+	t     *testing.T
+	url   string
+	vault []string // flags that reach Vault
 }
 
 func newCLI(t *testing.T) *cli {
 	c := pgtest.Primary(t)
-	return &cli{t: t, url: c.URL(c.NewDatabase(t, ""))}
+	return &cli{t: t, url: c.URL(c.NewDatabase(t, "")), vault: vaultFlags(t, vaulttest.Shared(t))}
+}
+
+// vaultFlags returns the flags that log a command in to v.
+func vaultFlags(t *testing.T, v *vaulttest.Server) []string {
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(tokenFile, []byte(v.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--vault-addr", v.Addr, "--vault-token-file", tokenFile}
 }
 
 // run executes a command line with stdin and returns exit code and output.
 func (c *cli) run(stdin string, args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errOut bytes.Buffer
-	args = append(args, "--database-url", c.url)
+	args = append(append(args, "--database-url", c.url), c.vault...)
 	code := run(context.Background(), args, stdio{strings.NewReader(stdin), &out, &errOut})
 	return code, out.String(), errOut.String()
 }
@@ -162,13 +179,17 @@ func (s *syncBuffer) String() string {
 func TestDevServesDemoTenants(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
+	// Mounts of its own, which dev must create on first start as it would
+	// on a fresh Vault.
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	args := append([]string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn",
+		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix}, c.vault...)
 	for round := range 2 { // the second run finds everything in place
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuffer{}
 		done := make(chan int, 1)
 		go func() {
-			done <- run(ctx, []string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn"},
-				stdio{nil, out, io.Discard})
+			done <- run(ctx, args, stdio{nil, out, io.Discard})
 		}()
 		urlRE := regexp.MustCompile(`http://(acme|globex)\.localhost:\d+/v1/tenant`)
 		deadline := time.Now().Add(30 * time.Second)
@@ -199,6 +220,18 @@ func TestDevServesDemoTenants(t *testing.T) {
 				t.Fatalf("%s: %d %+v %v", m[0], res.StatusCode, info, err)
 			}
 		}
+		ready := regexp.MustCompile(`http://localhost:(\d+)/readyz`).FindStringSubmatch(out.String())
+		if ready == nil {
+			t.Fatalf("dev printed no readiness URL:\n%s", out.String())
+		}
+		eventually(t, 5*time.Second, "dev stack ready (database and vault)", func() bool {
+			res, err := http.Get("http://127.0.0.1:" + ready[1] + "/readyz")
+			if err != nil {
+				return false
+			}
+			res.Body.Close()
+			return res.StatusCode == 200
+		})
 		cancel()
 		select {
 		case code := <-done:
@@ -208,5 +241,17 @@ func TestDevServesDemoTenants(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("dev did not stop")
 		}
+	}
+}
+
+// eventually polls cond until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -37,7 +37,19 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	}
 	defer pool.Close()
 
-	silos := tenancy.NewSiloPools(cfg.credentials(), tenancy.SiloPoolOptions{})
+	vault, err := cfg.vault(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer vault.Close()
+	// On a fresh Vault, create the engines Gatehouse needs. A policy that
+	// may not manage mounts expects them in place: say so and go on;
+	// /readyz and the first request will tell if they are missing.
+	if err := vault.EnsureMounts(ctx); err != nil {
+		log.Warn("could not check Vault's secrets engines", "err", err)
+	}
+
+	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{})
 	defer silos.Close()
 	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
 	// A tenant that changed may have moved or been deleted: let its silo
@@ -47,12 +59,14 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	runCtx, stopResolver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopResolver()
 	go resolver.Run(runCtx)
+	go vault.Watch(runCtx, 2*time.Second)
 
 	srv := server.New(server.Config{}, server.Deps{
 		Log:      log,
 		Resolver: resolver,
-		Ready: func(ctx context.Context) error {
-			return tenancy.SchemaCurrent(ctx, pool, true)
+		Ready: map[string]func(context.Context) error{
+			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
+			"vault":    func(context.Context) error { return vault.Healthy() },
 		},
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -15,24 +15,34 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// registry opens the control plane as an administrator.
+// registry opens the control plane as an administrator, with Vault for
+// tenants' keys and silo credentials.
 func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, func(), error) {
 	if err := c.requireDatabase(); err != nil {
 		return nil, nil, err
 	}
+	v, err := c.vault(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
 	pool, err := pgxpool.New(ctx, c.DatabaseURL)
 	if err != nil {
+		v.Close()
 		return nil, nil, fmt.Errorf("database settings: %w", err)
 	}
 	m := &tenancy.Migrator{Out: std.err, AppPassword: c.AppPassword}
-	return tenancy.NewRegistry(pool, c.DatabaseURL, c.BaseDomain, c.credentials(), m), pool.Close, nil
+	closeAll := func() { pool.Close(); v.Close() }
+	return tenancy.NewRegistry(pool, c.DatabaseURL, c.BaseDomain, v, m), closeAll, nil
 }
 
 func runTenant(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
-		return usageErr("tenant: want one of create, list, show, suspend, resume, delete, domain")
+		return usageErr("tenant: want one of create, list, show, suspend, resume, delete, domain, byok")
 	}
 	sub, args := args[0], args[1:]
+	if sub == "byok" {
+		return runBYOK(ctx, args, std)
+	}
 	var cfg config
 	fs := flag.NewFlagSet("tenant "+sub, flag.ContinueOnError)
 	cfg.flags(fs)
@@ -122,7 +132,8 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 				if t.Placement == tenancy.Silo {
 					what = "its silo database"
 				}
-				fmt.Fprintf(std.out, "This deletes tenant %s (%s) and %s, for good.\nType the slug to confirm: ", t.Slug, t.Name, what)
+				fmt.Fprintf(std.out, "This deletes tenant %s (%s), %s and its keys, for good:\n"+
+					"nothing sealed for it, backups included, can be opened again.\nType the slug to confirm: ", t.Slug, t.Name, what)
 				line, _ := bufio.NewReader(std.in).ReadString('\n')
 				if strings.TrimSpace(line) != t.Slug {
 					return problem.Errorf(problem.Invalid, "not confirmed; nothing was deleted (use --yes in scripts)")
@@ -210,21 +221,21 @@ func withRegistry(ctx context.Context, cfg config, std stdio, fn func(*tenancy.R
 }
 
 type tenantJSON struct {
-	ID           string   `json:"id"`
-	Slug         string   `json:"slug"`
-	Name         string   `json:"name"`
-	Status       string   `json:"status"`
-	Placement    string   `json:"placement"`
-	SiloLocation string   `json:"silo_location,omitempty"`
-	Plan         string   `json:"plan"`
-	Domains      []string `json:"domains,omitempty"`
-	Created      string   `json:"created_at"`
+	ID        string   `json:"id"`
+	Slug      string   `json:"slug"`
+	Name      string   `json:"name"`
+	Status    string   `json:"status"`
+	Placement string   `json:"placement"`
+	SiloRef   string   `json:"silo_ref,omitempty"`
+	Plan      string   `json:"plan"`
+	Domains   []string `json:"domains,omitempty"`
+	Created   string   `json:"created_at"`
 }
 
 func toJSON(t *tenancy.Tenant, ds []*tenancy.Domain) tenantJSON {
 	j := tenantJSON{
 		ID: t.ID.String(), Slug: t.Slug, Name: t.Name, Status: string(t.Status),
-		Placement: string(t.Placement), SiloLocation: t.SiloLocation, Plan: t.Plan,
+		Placement: string(t.Placement), SiloRef: t.SiloRef, Plan: t.Plan,
 		Created: t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"),
 	}
 	for _, d := range ds {
@@ -239,8 +250,8 @@ func printTenant(std stdio, t *tenancy.Tenant, ds []*tenancy.Domain, asJSON bool
 	}
 	w := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "id:\t%s\nslug:\t%s\nname:\t%s\nstatus:\t%s\nplacement:\t%s\n", t.ID, t.Slug, t.Name, t.Status, t.Placement)
-	if t.SiloLocation != "" {
-		fmt.Fprintf(w, "silo:\t%s\n", t.SiloLocation)
+	if t.SiloRef != "" {
+		fmt.Fprintf(w, "silo:\t%s\n", t.SiloRef)
 	}
 	fmt.Fprintf(w, "plan:\t%s\nhost:\t%s.%s\n", t.Plan, t.Slug, base)
 	for _, d := range ds {

@@ -234,6 +234,21 @@ func (c *Cluster) Exec(t testing.TB, db string, sql ...string) {
 	}
 }
 
+// DumpAll returns pg_dumpall's output for the whole cluster: roles and
+// every database, as a backup would hold them.
+func (c *Cluster) DumpAll(t testing.TB) string {
+	t.Helper()
+	bin, err := binDir()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "pg_dumpall"), "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port), "-U", "postgres").Output()
+	if err != nil {
+		t.Fatalf("pgtest: pg_dumpall: %v", err)
+	}
+	return string(out)
+}
+
 // NewDatabase creates a database for this test, cloned from template (""
 // for an empty one), and drops it when the test ends.
 func (c *Cluster) NewDatabase(t testing.TB, template string) string {
@@ -317,6 +332,11 @@ func sanitize(s string) string {
 // /usr/lib/postgresql/*/bin.
 func binDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		// Follow a symlink (/usr/local/bin/initdb -> …/bin/initdb) to the
+		// folder that has the other tools too.
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		return filepath.Dir(p), nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")

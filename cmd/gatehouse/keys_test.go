@@ -1,0 +1,55 @@
+package main
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestKeyCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.must("migrate")
+	c.must("tenant", "create", "--slug", "acme", "--name", "Acme")
+	c.must("tenant", "create", "--slug", "globex", "--name", "Globex", "--placement", "silo")
+	if out := c.must("tenant", "show", "globex"); !strings.Contains(out, "vault:kv/tenants/") {
+		t.Fatalf("show does not give the silo's Vault reference:\n%s", out)
+	}
+
+	out := c.must("keys", "rotate", "--tenant", "acme", "--settle", "0s")
+	if !strings.Contains(out, "acme: new key version made") || !strings.Contains(out, "acme: done") {
+		t.Fatalf("rotate output:\n%s", out)
+	}
+	out = c.must("keys", "rotate", "--all", "--settle", "0s")
+	if !strings.Contains(out, "[1/2] acme") || !strings.Contains(out, "[2/2] globex") || strings.Count(out, ": done") != 2 {
+		t.Fatalf("rotate --all output:\n%s", out)
+	}
+
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "acme.key")
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = c.must("tenant", "byok", "import", "--tenant", "acme", "--key-file", keyFile, "--settle", "0s")
+	if !strings.Contains(out, "acme: key imported") || !strings.Contains(out, "acme: done") {
+		t.Fatalf("byok output:\n%s", out)
+	}
+	// Rotation goes on working on top of the tenant's own key.
+	c.must("keys", "rotate", "--tenant", "acme", "--settle", "0s")
+
+	shortKey := filepath.Join(dir, "short.key")
+	os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600)
+	c.fails(1, "the key must be 32 bytes", "tenant", "byok", "import", "--tenant", "acme", "--key-file", shortKey)
+	c.fails(1, "cannot read the key file", "tenant", "byok", "import", "--tenant", "acme", "--key-file", filepath.Join(dir, "missing"))
+	c.fails(1, `no tenant "nobody"`, "tenant", "byok", "import", "--tenant", "nobody", "--key-file", keyFile)
+	c.fails(2, "give --tenant SLUG or --all", "keys", "rotate")
+	c.fails(2, "give --tenant SLUG or --all", "keys", "rotate", "--tenant", "acme", "--all")
+	c.fails(2, "keys: want rotate", "keys", "spin")
+	c.fails(1, `no tenant "nobody"`, "keys", "rotate", "--tenant", "nobody")
+}
