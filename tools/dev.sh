@@ -75,12 +75,15 @@ fi
 json=$(tr -d ' \n' <"$vdir/init.json")
 unseal_key=$(sed -n 's/.*"unseal_keys_b64":\["\([^"]*\)".*/\1/p' <<<"$json")
 export GATEHOUSE_VAULT_ADDR="$VAULT_ADDR"
-GATEHOUSE_VAULT_TOKEN=$(sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$json")
-export GATEHOUSE_VAULT_TOKEN
+# The token goes to a file of its own, so that operator commands in
+# another shell can use it (GATEHOUSE_VAULT_TOKEN_FILE).
+(umask 077; sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$json" >"$vdir/token")
+export GATEHOUSE_VAULT_TOKEN_FILE="$vdir/token"
 "$vault_bin" operator unseal "$unseal_key" >/dev/null
 
 mkdir -p .cache/bin
 go build -o .cache/bin/gatehouse ./cmd/gatehouse
 echo "GATEHOUSE_DATABASE_URL=$GATEHOUSE_DATABASE_URL"
-echo "GATEHOUSE_VAULT_ADDR=$GATEHOUSE_VAULT_ADDR (token in $vdir/init.json)"
+echo "GATEHOUSE_VAULT_ADDR=$GATEHOUSE_VAULT_ADDR"
+echo "GATEHOUSE_VAULT_TOKEN_FILE=$GATEHOUSE_VAULT_TOKEN_FILE"
 .cache/bin/gatehouse dev
