@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/kwp/subtle"
 
@@ -23,18 +25,35 @@ import (
 // ParseKeyMaterial reads a tenant-supplied AES-256 key: 32 raw bytes, or
 // their base64 or hex text (as openssl rand -base64 32 or -hex 32 print
 // them). Returns Invalid otherwise; the message never quotes the input.
+// The result is a copy: the caller may wipe b.
 func ParseKeyMaterial(b []byte) ([]byte, error) {
-	if len(b) == 32 {
-		return b, nil
-	}
+	var k []byte
 	text := strings.TrimSpace(string(b))
-	if k, err := base64.StdEncoding.DecodeString(text); err == nil && len(k) == 32 {
-		return k, nil
+	if d, err := base64.StdEncoding.DecodeString(text); err == nil && len(d) == 32 {
+		k = d
+	} else if d, err := hex.DecodeString(text); err == nil && len(d) == 32 {
+		k = d
+	} else if len(b) == 32 {
+		k = bytes.Clone(b)
+	} else {
+		return nil, problem.Errorf(problem.Invalid, "the key must be 32 bytes (AES-256): raw, base64 or hex")
 	}
-	if k, err := hex.DecodeString(text); err == nil && len(k) == 32 {
-		return k, nil
+	if !hasEntropy(k) {
+		clear(k)
+		return nil, problem.Errorf(problem.Invalid, "the key is not random (all its bytes are equal)")
 	}
-	return nil, problem.Errorf(problem.Invalid, "the key must be 32 bytes (AES-256): raw, base64 or hex")
+	return k, nil
+}
+
+// hasEntropy refuses the obvious non-keys: every byte the same (all
+// zeroes, say). It is no randomness test, only a guard against mistakes.
+func hasEntropy(k []byte) bool {
+	for _, c := range k[1:] {
+		if c != k[0] {
+			return true
+		}
+	}
+	return false
 }
 
 // ImportKey makes key (32 bytes, the tenant's own AES-256 key) tenant t's
@@ -53,25 +72,44 @@ func (r *Rotator) ImportKey(ctx context.Context, t *tenancy.Tenant, control quer
 	if len(key) != 32 {
 		return problem.Errorf(problem.Invalid, "the key must be 32 bytes (AES-256)")
 	}
+	if !hasEntropy(key) {
+		return problem.Errorf(problem.Invalid, "the key is not random (all its bytes are equal)")
+	}
 	gen, err := r.gens.KeyGeneration(ctx, t.ID)
 	if err != nil {
 		return err
 	}
 	next := gen + 1
-	if err := r.v.importKey(ctx, KeyName(t.ID, next), key); err != nil {
+	name := KeyName(t.ID, next)
+	// A key of the next generation that the control plane does not record
+	// is left from an import that failed half-way: nothing was ever sealed
+	// under it, so it goes.
+	if _, err := r.v.keyInfo(ctx, name); err == nil {
+		if err := r.v.deleteKey(ctx, name); err != nil {
+			return err
+		}
+	} else if problem.CodeOf(err) != problem.NotFound {
+		return err
+	}
+	if err := r.v.importKey(ctx, name, key); err != nil {
 		return err
 	}
 	n, err := queries.New(control).SetTenantKeyGeneration(ctx, queries.SetTenantKeyGenerationParams{
 		ID: t.ID.UUID(), KeyGeneration: int16(next), Previous: int16(gen),
 	})
+	if err == nil && n == 0 {
+		err = problem.Errorf(problem.Conflict, "tenant %s changed keys meanwhile; run the import again", t.Slug)
+	}
 	if err != nil {
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = r.v.deleteKey(cleanup, name)
 		return fmt.Errorf("record key generation: %w", err)
 	}
-	if n == 0 {
-		return problem.Errorf(problem.Conflict, "tenant %s changed keys meanwhile; run the import again", t.Slug)
-	}
+	// Servers may have fetched a data key of the old generation until
+	// now, not only until the import.
 	progress(Progress{Tenant: t.ID, Phase: "imported"})
-	return r.finish(ctx, t, next, 1, progress)
+	return r.finish(ctx, t, next, 1, r.now(), progress)
 }
 
 // importKey imports key as a new Transit key called name.

@@ -100,38 +100,56 @@ func (r *Rotator) Rotate(ctx context.Context, t *tenancy.Tenant, progress func(P
 		}
 	}
 	progress(Progress{Tenant: t.ID, Phase: "rotated"})
-	return r.finish(ctx, t, gen, info.Latest, progress)
+	// Vault records a version's creation in whole seconds.
+	created, err := r.v.versionCreated(ctx, name, info.Latest)
+	if err != nil {
+		return err
+	}
+	return r.finish(ctx, t, gen, info.Latest, created.Add(time.Second), progress)
 }
 
-// finish re-wraps t's stored data keys to (gen, version) and then retires
-// everything older.
-func (r *Rotator) finish(ctx context.Context, t *tenancy.Tenant, gen uint16, version int, progress func(Progress)) error {
+// finish re-wraps t's stored data keys to (gen, version), the key in use
+// since the given time, and then retires everything older.
+func (r *Rotator) finish(ctx context.Context, t *tenancy.Tenant, gen uint16, version int, since time.Time, progress func(Progress)) error {
 	name := KeyName(t.ID, gen)
 	done := 0
 	if err := r.rewrapAll(ctx, t, gen, version, "rewrap", &done, progress); err != nil {
 		return err
 	}
-	// Until every instance's cached data key from before the rotation has
-	// expired, values sealed under the old version may still appear: wait
-	// that long after the new version was made, then sweep once more.
-	created, err := r.v.versionCreated(ctx, name, version)
-	if err != nil {
-		return err
-	}
-	if wait := created.Add(r.settle + JanitorTick).Sub(r.now()); wait > 0 {
+	// Until every instance's cached data key from before the change has
+	// expired, values sealed under the old key may still appear: wait that
+	// long, then sweep again until a count finds nothing older.
+	if wait := since.Add(r.settle + JanitorTick).Sub(r.now()); wait > 0 {
 		progress(Progress{Tenant: t.ID, Phase: "waiting"})
 		if err := r.sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
-	if err := r.rewrapAll(ctx, t, gen, version, "final pass", &done, progress); err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		if err := r.rewrapAll(ctx, t, gen, version, "final pass", &done, progress); err != nil {
+			return err
+		}
+		left, err := r.countAllOlder(ctx, t, Stamp(gen, version))
+		if err != nil {
+			return err
+		}
+		if left == 0 {
+			break
+		}
+		if attempt == 5 {
+			return problem.Errorf(problem.Conflict, "values sealed under the old key keep arriving (%d): "+
+				"a server keeps data keys longer than --settle; nothing was retired, run again with a longer --settle", left)
+		}
+		if err := r.sleep(ctx, time.Second); err != nil {
+			return err
+		}
 	}
+	// Only now is nothing left that the old versions or generations
+	// protect: retiring them is safe.
 	if _, err := r.v.c.Logical().WriteWithContext(ctx, r.v.transit+"/keys/"+name+"/config",
 		map[string]any{"min_decryption_version": version}); err != nil {
 		return r.v.fail("retire old versions of "+name, err)
 	}
-	// Earlier generations hold nothing any more.
 	keys, err := r.v.tenantKeys(ctx, t.ID)
 	if err != nil {
 		return err
@@ -147,15 +165,38 @@ func (r *Rotator) finish(ctx context.Context, t *tenancy.Tenant, gen uint16, ver
 	return nil
 }
 
-// rewrapAll re-wraps every value of t older than (gen, version), column by
-// column, batch by batch.
-func (r *Rotator) rewrapAll(ctx context.Context, t *tenancy.Tenant, gen uint16, version int, phase string, done *int, progress func(Progress)) error {
+// countAllOlder counts t's values, over every sealed column, older than
+// stamp.
+func (r *Rotator) countAllOlder(ctx context.Context, t *tenancy.Tenant, stamp []byte) (int, error) {
+	cols, err := r.columns(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, col := range cols {
+		n, err := r.countOlder(ctx, t, col, stamp)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (r *Rotator) columns(ctx context.Context, t *tenancy.Tenant) ([]Column, error) {
 	var cols []Column
 	err := r.db.RawTx(ctx, t, func(tx queries.DBTX) error {
 		var err error
 		cols, err = SealedColumns(ctx, tx)
 		return err
 	})
+	return cols, err
+}
+
+// rewrapAll re-wraps every value of t older than (gen, version), column by
+// column, batch by batch.
+func (r *Rotator) rewrapAll(ctx context.Context, t *tenancy.Tenant, gen uint16, version int, phase string, done *int, progress func(Progress)) error {
+	cols, err := r.columns(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -273,22 +314,24 @@ func (v *Vault) rewrapTo(ctx context.Context, t tenancy.ID, gen uint16, version 
 		var err error
 		if g == gen {
 			wrapped, err = v.batch(ctx, "rewrap", target, bs, func(b *blob) map[string]any {
-				return map[string]any{"ciphertext": string(b.wrapped)}
-			}, "ciphertext", version)
+				return map[string]any{"ciphertext": string(b.wrapped), "key_version": version}
+			}, "ciphertext")
 		} else {
+			// The data keys pass through memory here (as base64 strings Go
+			// cannot wipe): moving between two keys has no Transit call
+			// that avoids it. The data itself stays untouched.
 			var plain []string
 			plain, err = v.batch(ctx, "decrypt", KeyName(t, g), bs, func(b *blob) map[string]any {
 				return map[string]any{"ciphertext": string(b.wrapped)}
-			}, "plaintext", 0)
+			}, "plaintext")
 			if err == nil {
 				i := 0
 				wrapped, err = v.batch(ctx, "encrypt", target, bs, func(*blob) map[string]any {
 					p := plain[i]
 					i++
-					return map[string]any{"plaintext": p}
-				}, "ciphertext", version)
+					return map[string]any{"plaintext": p, "key_version": version}
+				}, "ciphertext")
 			}
-			clear(plain)
 		}
 		if err != nil {
 			return err
@@ -301,17 +344,15 @@ func (v *Vault) rewrapTo(ctx context.Context, t tenancy.ID, gen uint16, version 
 }
 
 // batch runs one Transit batch operation (rewrap, decrypt, encrypt) on key
-// name and returns field of each result, in order. version, if not 0,
-// pins the key version to wrap with.
-func (v *Vault) batch(ctx context.Context, op, name string, bs []*blob, input func(*blob) map[string]any, field string, version int) ([]string, error) {
+// name and returns field of each result, in order.
+func (v *Vault) batch(ctx context.Context, op, name string, bs []*blob, input func(*blob) map[string]any, field string) ([]string, error) {
 	in := make([]map[string]any, len(bs))
 	for i, b := range bs {
 		in[i] = input(b)
 	}
-	body := map[string]any{"batch_input": in}
-	if version != 0 {
-		body["key_version"] = version
-	}
+	// With 200 for partial failures Vault reports each item's error
+	// instead of failing the whole batch without saying which item.
+	body := map[string]any{"batch_input": in, "partial_failure_response_code": 200}
 	s, err := v.c.Logical().WriteWithContext(ctx, v.transit+"/"+op+"/"+name, body)
 	if err != nil {
 		return nil, v.fail(op+" under "+name, err)

@@ -127,6 +127,11 @@ type Generations interface {
 // DefaultSealKeyTTL is how long a data key seals new values by default.
 const DefaultSealKeyTTL = time.Minute
 
+// DefaultSettle is how long after a key change a rotation waits before
+// its final sweep, by default: servers' data-key lifetime plus a margin
+// for requests in flight, retries and clock skew.
+const DefaultSettle = DefaultSealKeyTTL + 10*time.Second
+
 // SealerOptions bound the data-key caches.
 type SealerOptions struct {
 	// SealKeyTTL is how long one data key seals new values of a tenant;
@@ -224,28 +229,35 @@ func (s *Sealer) Seal(ctx context.Context, t tenancy.ID, aad, plain []byte) ([]b
 	if err := s.v.Healthy(); err != nil {
 		return nil, err
 	}
-	k, err := s.sealKey(ctx, t)
-	if err != nil {
-		return nil, err
+	// A key may be evicted between lookup and use; then take the next one.
+	for range 3 {
+		k, err := s.sealKey(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if out, ok := k.seal(t, aad, plain); ok {
+			return out, nil
+		}
 	}
+	return nil, problem.Errorf(problem.Unavailable, "data keys are being replaced, try again")
+}
+
+// seal seals with k; false if k was evicted meanwhile.
+func (k *dataKey) seal(t tenancy.ID, aad, plain []byte) ([]byte, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.dead {
-		// Evicted between lookup and use: extremely rare; the caller
-		// retries and gets a fresh key.
-		return nil, problem.Errorf(problem.Unavailable, "data key expired while sealing, try again")
+		return nil, false
 	}
 	// One allocation: header, nonce, then the ciphertext appended in place.
 	n := headerLen + len(k.wrapped)
 	out := appendHeader(make([]byte, 0, n+nonceLen+len(plain)+k.aead.Overhead()), k.gen, k.version, k.wrapped)
 	out = out[:n+nonceLen]
 	nonce := out[n:]
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
-	}
+	rand.Read(nonce) // never fails on Linux; see crypto/rand
 	full, buf := fullAAD(t, aad)
 	defer putAAD(buf)
-	return k.aead.Seal(out, nonce, plain, full), nil
+	return k.aead.Seal(out, nonce, plain, full), true
 }
 
 // Open decrypts a value Seal made for tenant t with the same aad. Returns
@@ -258,22 +270,33 @@ func (s *Sealer) Open(ctx context.Context, t tenancy.ID, aad, sealed []byte) ([]
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.openKey(ctx, t, bl)
-	if err != nil {
-		return nil, err
+	for range 3 {
+		k, err := s.openKey(ctx, t, bl)
+		if err != nil {
+			return nil, err
+		}
+		plain, ok, err := k.open(t, aad, bl)
+		if ok {
+			return plain, err
+		}
 	}
+	return nil, problem.Errorf(problem.Unavailable, "data keys are being replaced, try again")
+}
+
+// open opens bl with k; false if k was evicted meanwhile.
+func (k *dataKey) open(t tenancy.ID, aad []byte, bl blob) ([]byte, bool, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.dead {
-		return nil, problem.Errorf(problem.Unavailable, "data key expired while opening, try again")
+		return nil, false, nil
 	}
 	full, buf := fullAAD(t, aad)
 	defer putAAD(buf)
 	plain, err := k.aead.Open(nil, bl.nonce, bl.box, full)
 	if err != nil {
-		return nil, problem.Errorf(problem.Invalid, "sealed value does not open here")
+		return nil, true, problem.Errorf(problem.Invalid, "sealed value does not open here")
 	}
-	return plain, nil
+	return plain, true, nil
 }
 
 // newDataKey wraps a plaintext data key for the cache.
@@ -304,10 +327,16 @@ func (s *Sealer) sealKey(ctx context.Context, t tenancy.ID) (*dataKey, error) {
 			return k, nil
 		}
 		delete(s.sealing, t)
+		s.mu.Unlock()
 		k.zero()
+	} else {
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	v, err, _ := s.flight.Do("seal/"+t.String(), func() (any, error) {
+		// Detached from the first caller: its cancellation must not fail
+		// everyone else waiting on the same key.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flightTimeout)
+		defer cancel()
 		gen, err := s.gens.KeyGeneration(ctx, t)
 		if err != nil {
 			return nil, err
@@ -321,11 +350,12 @@ func (s *Sealer) sealKey(ctx context.Context, t tenancy.ID) (*dataKey, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-		if old, ok := s.sealing[t]; ok {
-			old.zero()
-		}
+		old := s.sealing[t]
 		s.sealing[t] = k
 		s.mu.Unlock()
+		if old != nil {
+			old.zero()
+		}
 		return k, nil
 	})
 	if err != nil {
@@ -338,17 +368,23 @@ func (s *Sealer) sealKey(ctx context.Context, t tenancy.ID) (*dataKey, error) {
 	return k, nil
 }
 
+// flightTimeout bounds one data-key request to Vault.
+const flightTimeout = 10 * time.Second
+
 // openKey returns the plaintext data key of bl, from the cache or by
 // asking Vault to unwrap it.
 func (s *Sealer) openKey(ctx context.Context, t tenancy.ID, bl blob) (*dataKey, error) {
-	s.mu.Lock()
-	if k, ok := s.opening[t][string(bl.wrapped)]; ok {
-		s.mu.Unlock()
+	if k := s.cachedOpenKey(t, bl.wrapped); k != nil {
 		return k, nil
 	}
-	s.mu.Unlock()
 	wrapped := string(bl.wrapped)
 	v, err, _ := s.flight.Do("open/"+t.String()+"/"+wrapped, func() (any, error) {
+		// Another flight may have just filled the cache.
+		if k := s.cachedOpenKey(t, bl.wrapped); k != nil {
+			return k, nil
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flightTimeout)
+		defer cancel()
 		plain, err := s.v.unwrap(ctx, KeyName(t, bl.gen), wrapped)
 		if err != nil {
 			if problem.CodeOf(err) == problem.Internal && isMissingKey(err) {
@@ -364,20 +400,24 @@ func (s *Sealer) openKey(ctx context.Context, t tenancy.ID, bl blob) (*dataKey, 
 			return nil, err
 		}
 		s.mu.Lock()
-		defer s.mu.Unlock()
+		var victims []*dataKey
 		if s.opened >= s.opt.OpenKeys {
-			s.evictOpeningLocked()
+			victims = append(victims, s.evictOpeningLocked()...)
 		}
+		// Fetch the tenant's map only now: eviction may have removed it.
 		m := s.opening[t]
 		if m == nil {
 			m = map[string]*dataKey{}
 			s.opening[t] = m
 		}
 		if old, ok := m[wrapped]; ok {
-			s.dropOpeningLocked(t, old)
+			victims = append(victims, old)
+		} else {
+			s.opened++
 		}
 		m[wrapped] = k
-		s.opened++
+		s.mu.Unlock()
+		zeroAll(victims)
 		return k, nil
 	})
 	if err != nil {
@@ -386,22 +426,30 @@ func (s *Sealer) openKey(ctx context.Context, t tenancy.ID, bl blob) (*dataKey, 
 	return v.(*dataKey), nil
 }
 
-// dropOpeningLocked removes k, tenant t's cached opening key, and zeroes it.
-func (s *Sealer) dropOpeningLocked(t tenancy.ID, k *dataKey) {
-	m := s.opening[t]
-	if m[string(k.wrapped)] == k {
-		delete(m, string(k.wrapped))
-		s.opened--
-		if len(m) == 0 {
-			delete(s.opening, t)
-		}
-	}
-	k.zero()
+func (s *Sealer) cachedOpenKey(t tenancy.ID, wrapped []byte) *dataKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opening[t][string(wrapped)]
 }
 
-// evictOpeningLocked makes room in a full opening cache: it drops the
-// entry that expires first.
-func (s *Sealer) evictOpeningLocked() {
+// removeOpeningLocked takes k, tenant t's cached opening key, out of the
+// cache. The caller zeroes it after unlocking: zeroing waits for users of
+// the key, and no other tenant should wait on that.
+func (s *Sealer) removeOpeningLocked(t tenancy.ID, k *dataKey) {
+	m := s.opening[t]
+	if m[string(k.wrapped)] != k {
+		return
+	}
+	delete(m, string(k.wrapped))
+	s.opened--
+	if len(m) == 0 {
+		delete(s.opening, t)
+	}
+}
+
+// evictOpeningLocked makes room in a full opening cache: it removes the
+// entry that expires first and returns it for zeroing.
+func (s *Sealer) evictOpeningLocked() []*dataKey {
 	var first *dataKey
 	var firstTenant tenancy.ID
 	for t, m := range s.opening {
@@ -411,28 +459,39 @@ func (s *Sealer) evictOpeningLocked() {
 			}
 		}
 	}
-	if first != nil {
-		s.dropOpeningLocked(firstTenant, first)
+	if first == nil {
+		return nil
 	}
+	s.removeOpeningLocked(firstTenant, first)
+	return []*dataKey{first}
 }
 
-// expire drops and zeroes every cached key past its lifetime.
+// expire removes and zeroes every cached key past its lifetime.
 func (s *Sealer) expire() {
-	now := s.now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	now := s.now()
+	var victims []*dataKey
 	for t, k := range s.sealing {
 		if !now.Before(k.expires) {
 			delete(s.sealing, t)
-			k.zero()
+			victims = append(victims, k)
 		}
 	}
 	for t, m := range s.opening {
 		for _, k := range m {
 			if !now.Before(k.expires) {
-				s.dropOpeningLocked(t, k)
+				s.removeOpeningLocked(t, k)
+				victims = append(victims, k)
 			}
 		}
+	}
+	s.mu.Unlock()
+	zeroAll(victims)
+}
+
+func zeroAll(ks []*dataKey) {
+	for _, k := range ks {
+		k.zero()
 	}
 }
 
@@ -456,14 +515,17 @@ func (s *Sealer) janitor(tick time.Duration) {
 // was replaced, or the tenant was deleted.
 func (s *Sealer) Forget(t tenancy.ID) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var victims []*dataKey
 	if k, ok := s.sealing[t]; ok {
 		delete(s.sealing, t)
-		k.zero()
+		victims = append(victims, k)
 	}
 	for _, k := range s.opening[t] {
-		s.dropOpeningLocked(t, k)
+		s.removeOpeningLocked(t, k)
+		victims = append(victims, k)
 	}
+	s.mu.Unlock()
+	zeroAll(victims)
 }
 
 // Close stops the janitor and zeroes every cached data key.
@@ -473,16 +535,19 @@ func (s *Sealer) Close() {
 		<-s.done
 	})
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var victims []*dataKey
 	for t, k := range s.sealing {
 		delete(s.sealing, t)
-		k.zero()
+		victims = append(victims, k)
 	}
 	for t, m := range s.opening {
 		for _, k := range m {
-			s.dropOpeningLocked(t, k)
+			s.removeOpeningLocked(t, k)
+			victims = append(victims, k)
 		}
 	}
+	s.mu.Unlock()
+	zeroAll(victims)
 }
 
 // zero wipes the plaintext key once no one is using it and drops the

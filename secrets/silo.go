@@ -7,22 +7,20 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// A silo tenant's connection strings live at tenants/<id>/silo, one key per
-// role; the control plane keeps the reference to the app role's.
-const siloPath = "silo"
-
-var siloKeys = map[tenancy.Role]string{tenancy.AppRole: "app", tenancy.AdminRole: "admin"}
+// A silo tenant's connection strings live at tenants/<id>/silo#dsn (the
+// app role's, which the server reads) and tenants/<id>/silo-admin#dsn (the
+// administrator's, for operators only: a separate path, so that the
+// server's Vault policy can deny it). The control plane keeps the
+// reference to the first.
+var siloNames = map[tenancy.Role]string{tenancy.AppRole: "silo#dsn", tenancy.AdminRole: "silo-admin#dsn"}
 
 // StoreSilo implements tenancy.SiloLocator: it keeps tenant t's silo
 // connection strings in Vault and returns the reference to record.
 func (v *Vault) StoreSilo(ctx context.Context, t tenancy.ID, dsns tenancy.SiloDSNs) (string, error) {
-	r, err := refFor(v.kv, t, siloPath+"#"+siloKeys[tenancy.AppRole])
-	if err != nil {
+	if _, err := v.Put(ctx, t, siloNames[tenancy.AdminRole], dsns.Admin); err != nil {
 		return "", err
 	}
-	err = v.putKeys(ctx, r.Path, map[string]string{
-		siloKeys[tenancy.AppRole]: dsns.App, siloKeys[tenancy.AdminRole]: dsns.Admin,
-	})
+	r, err := v.Put(ctx, t, siloNames[tenancy.AppRole], dsns.App)
 	if err != nil {
 		return "", err
 	}
@@ -37,10 +35,17 @@ func (v *Vault) SiloDSN(ctx context.Context, t tenancy.ID, ref string, role tena
 	if err != nil {
 		return "", err
 	}
-	key, ok := siloKeys[role]
-	if !ok {
-		return "", problem.Errorf(problem.Invalid, "unknown database role")
+	if err := owned(v.kv, t, r); err != nil {
+		return "", err
 	}
-	r.Key = key
+	if role != tenancy.AppRole {
+		name, ok := siloNames[role]
+		if !ok {
+			return "", problem.Errorf(problem.Invalid, "unknown database role")
+		}
+		if r, err = refFor(v.kv, t, name); err != nil {
+			return "", err
+		}
+	}
 	return v.Get(ctx, t, r)
 }

@@ -112,6 +112,7 @@ func (v *Vault) newDataKey(ctx context.Context, name string) (plain []byte, wrap
 	p64, _ := s.Data["plaintext"].(string)
 	plain, err = base64.StdEncoding.DecodeString(p64)
 	if err != nil || len(plain) != 32 {
+		clear(plain)
 		return nil, "", 0, errors.New("new data key: malformed answer")
 	}
 	n, _ := s.Data["key_version"].(json.Number).Int64()
@@ -130,6 +131,7 @@ func (v *Vault) unwrap(ctx context.Context, name, wrapped string) ([]byte, error
 	p64, _ := s.Data["plaintext"].(string)
 	plain, err := base64.StdEncoding.DecodeString(p64)
 	if err != nil || len(plain) != 32 {
+		clear(plain)
 		return nil, errors.New("unwrap data key: malformed answer")
 	}
 	return plain, nil

@@ -59,7 +59,7 @@ func TestCreateSiloKeepsItsCredentialsInVaultOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "vault:kv/tenants/" + tn.ID.String() + "/silo#app"; tn.SiloRef != want {
+	if want := "vault:kv/tenants/" + tn.ID.String() + "/silo#dsn"; tn.SiloRef != want {
 		t.Fatalf("silo ref %q, want %q", tn.SiloRef, want)
 	}
 	if n := count(t, e.admin, "select count(*) from control.tenants t where t::text like '%s3cret%' or t::text like '%127.0.0.1%'"); n != 0 {
@@ -228,6 +228,30 @@ func TestDeleteSiloTenantDropsItsDatabase(t *testing.T) {
 	}
 }
 
+func TestDeleteResumesAfterSecretsWereShredded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	tn := e.tenant(t, "half-gone", tenancy.Silo)
+	// An earlier Delete dropped the silo and shredded the secrets, then
+	// failed before writing the tombstone.
+	if _, err := e.reg.Suspend(ctx, "half-gone"); err != nil {
+		t.Fatal(err)
+	}
+	dsn := e.siloDSN(t, tn, tenancy.AdminRole)
+	u, _ := url.Parse(dsn)
+	pgtest.Second(t).Exec(t, "postgres", "drop database "+strings.TrimPrefix(u.Path, "/")+" with (force)")
+	if err := e.vault.Shred(ctx, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.Delete(ctx, "half-gone"); err != nil {
+		t.Fatalf("resumed delete: %v", err)
+	}
+	if _, err := e.reg.Get(ctx, "half-gone"); problem.CodeOf(err) != problem.NotFound {
+		t.Fatalf("tenant after resumed delete: %v, want NotFound", err)
+	}
+}
+
 func TestTenantKeyLivesAndDiesWithTheTenant(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -260,9 +284,15 @@ func TestControlPlaneRefusesSiloRefOutsideTheTenant(t *testing.T) {
 	e := newEnv(t)
 	a := e.tenant(t, "silo-a", tenancy.Silo)
 	b := e.tenant(t, "silo-b", tenancy.Silo)
-	_, err := e.admin.Exec(context.Background(), "update control.tenants set silo_ref = $1 where id = $2", a.SiloRef, b.ID.UUID())
-	if err == nil || !strings.Contains(err.Error(), "check constraint") {
-		t.Fatalf("pointing b's silo ref at a's secrets: %v, want a check violation", err)
+	for _, ref := range []string{
+		a.SiloRef, // another tenant's
+		strings.Replace(a.SiloRef, "/silo#", "/x/tenants/"+b.ID.String()+"/silo#", 1), // b's folder nested in a's
+		"vault:kv/tenants/" + b.ID.String() + "/../" + a.ID.String() + "/silo#dsn",
+	} {
+		_, err := e.admin.Exec(context.Background(), "update control.tenants set silo_ref = $1 where id = $2", ref, b.ID.UUID())
+		if err == nil || !strings.Contains(err.Error(), "check constraint") {
+			t.Fatalf("setting b's silo ref to %s: %v, want a check violation", ref, err)
+		}
 	}
 }
 

@@ -104,8 +104,8 @@ func runBYOK(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return problem.Errorf(problem.Invalid, "cannot read the key file %s", *keyFile)
 	}
-	key, err := secrets.ParseKeyMaterial(raw)
-	clear(raw)
+	defer clear(raw)
+	key, err := secrets.ParseKeyMaterial(raw) // a copy of its own
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func runBYOK(ctx context.Context, args []string, std stdio) error {
 			return err
 		}
 		if err := k.rotator.ImportKey(ctx, t, k.admin, key, reportTo(std.out, t)); err != nil {
-			return fmt.Errorf("import key for %s: %w", t.Slug, err)
+			return fmt.Errorf("import key for %s: %w (once the key is imported, `gatehouse keys rotate --tenant %s` finishes moving data to it)", t.Slug, err, t.Slug)
 		}
 		return nil
 	})
@@ -125,7 +125,7 @@ func runBYOK(ctx context.Context, args []string, std stdio) error {
 // settleFlag registers --settle: how long after a key change servers may
 // still seal with a data key they got before it.
 func settleFlag(fs *flag.FlagSet) *time.Duration {
-	return fs.Duration("settle", secrets.DefaultSealKeyTTL,
+	return fs.Duration("settle", secrets.DefaultSettle,
 		"how long servers may keep sealing with a data key issued before the change (their data-key lifetime)")
 }
 
