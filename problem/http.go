@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -74,6 +76,9 @@ func Handler(log *slog.Logger, requestID func(*fiber.Ctx) string) fiber.ErrorHan
 		if d.Code == Internal {
 			log.ErrorContext(c.UserContext(), "internal error",
 				"err", err, "request_id", d.RequestID, "path", c.Path())
+		}
+		if e, ok := errors.AsType[*Error](err); ok && e.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
 		}
 		c.Set(fiber.HeaderContentType, ContentType)
 		c.Status(d.Status)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Code classifies an error for the caller. The set is small on purpose:
@@ -40,6 +41,9 @@ type Error struct {
 	Fields []FieldError
 	// Err is an optional cause, kept for logs and errors.Is, never shown.
 	Err error
+	// RetryAfter, for Unavailable and TooMany, says when to try again; it
+	// becomes the Retry-After header (whole seconds, rounded up).
+	RetryAfter time.Duration
 }
 
 // FieldError says which input field broke which rule.
