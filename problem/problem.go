@@ -28,6 +28,7 @@ const (
 	NotAllowed   Code = "not_allowed"  // the method is not supported on this resource: 405
 	Conflict     Code = "conflict"     // clashes with the current state: 409
 	TooLarge     Code = "too_large"    // the request body is over the limit: 413
+	Unsupported  Code = "unsupported"  // the request body's media type is not accepted: 415
 	TooMany      Code = "too_many"     // rate limited: 429
 	Unavailable  Code = "unavailable"  // a dependency is down, try again later: 503
 	Timeout      Code = "timeout"      // the operation took too long: 504
@@ -118,6 +119,8 @@ func Status(c Code) int {
 		return http.StatusConflict
 	case TooLarge:
 		return http.StatusRequestEntityTooLarge
+	case Unsupported:
+		return http.StatusUnsupportedMediaType
 	case TooMany:
 		return http.StatusTooManyRequests
 	case Unavailable:

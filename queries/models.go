@@ -5,33 +5,96 @@
 package queries
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
 )
 
+type AppAuditEvent struct {
+	TenantID  uuid.UUID
+	Seq       int64
+	At        time.Time
+	ActorID   *uuid.UUID
+	Action    string
+	Target    *string
+	Outcome   string
+	Ip        *netip.Addr
+	UserAgent *string
+	RequestID *string
+	Details   []byte
+	PrevHash  []byte
+	Hash      []byte
+}
+
+type AppAuditHead struct {
+	TenantID uuid.UUID
+	Seq      int64
+	Hash     []byte
+}
+
+type AppRefreshToken struct {
+	TenantID      uuid.UUID
+	TokenHash     []byte
+	SessionID     uuid.UUID
+	CreatedAt     time.Time
+	IdleExpiresAt time.Time
+	UsedAt        *time.Time
+}
+
+type AppSession struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	UserID        uuid.UUID
+	CreatedAt     time.Time
+	LastSeenAt    time.Time
+	ExpiresAt     time.Time
+	RevokedAt     *time.Time
+	RevokedReason *string
+	Ip            *netip.Addr
+	UserAgent     *string
+}
+
+type AppSigningKey struct {
+	TenantID         uuid.UUID
+	Kid              string
+	Algorithm        string
+	PublicKey        []byte
+	PrivateKeySealed []byte
+	CreatedAt        time.Time
+	RetiringAt       *time.Time
+	RetiredAt        *time.Time
+}
+
 type AppUser struct {
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-	Email       string
-	DisplayName string
-	Status      string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	TenantID        uuid.UUID
+	ID              uuid.UUID
+	Email           string
+	DisplayName     string
+	Status          string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	PasswordHash    *string
+	EmailVerifiedAt *time.Time
+	Role            string
+	LastLoginAt     *time.Time
 }
 
 type ControlTenant struct {
-	ID            uuid.UUID
-	Slug          string
-	Name          string
-	Status        string
-	Placement     string
-	Plan          string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	DeletedAt     *time.Time
-	SiloRef       *string
-	KeyGeneration int16
+	ID                   uuid.UUID
+	Slug                 string
+	Name                 string
+	Status               string
+	Placement            string
+	Plan                 string
+	CreatedAt            time.Time
+	UpdatedAt            time.Time
+	DeletedAt            *time.Time
+	SiloRef              *string
+	KeyGeneration        int16
+	Signup               string
+	RequireVerifiedEmail bool
+	AccessTokenTtl       int32
 }
 
 type ControlTenantDomain struct {

@@ -1,8 +1,8 @@
 -- Control plane: tenants and their domains.
 
 -- name: CreateTenant :one
-insert into control.tenants (id, slug, name, placement, silo_ref, plan)
-values ($1, $2, $3, $4, $5, $6)
+insert into control.tenants (id, slug, name, placement, silo_ref, plan, signup)
+values ($1, $2, $3, $4, $5, $6, $7)
 returning *;
 
 -- name: GetTenantByID :one

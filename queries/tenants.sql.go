@@ -36,9 +36,9 @@ func (q *Queries) AddTenantDomain(ctx context.Context, arg AddTenantDomainParams
 
 const createTenant = `-- name: CreateTenant :one
 
-insert into control.tenants (id, slug, name, placement, silo_ref, plan)
-values ($1, $2, $3, $4, $5, $6)
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
+insert into control.tenants (id, slug, name, placement, silo_ref, plan, signup)
+values ($1, $2, $3, $4, $5, $6, $7)
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
 `
 
 type CreateTenantParams struct {
@@ -48,6 +48,7 @@ type CreateTenantParams struct {
 	Placement string
 	SiloRef   *string
 	Plan      string
+	Signup    string
 }
 
 // Control plane: tenants and their domains.
@@ -59,6 +60,7 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		arg.Placement,
 		arg.SiloRef,
 		arg.Plan,
+		arg.Signup,
 	)
 	var i ControlTenant
 	err := row.Scan(
@@ -73,12 +75,15 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }
 
 const getLiveTenantByDomain = `-- name: GetLiveTenantByDomain :one
-select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation from control.tenants t
+select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation, t.signup, t.require_verified_email, t.access_token_ttl from control.tenants t
 join control.tenant_domains d on d.tenant_id = t.id
 where d.domain = $1 and d.verified_at is not null and t.status <> 'deleted'
 `
@@ -98,12 +103,15 @@ func (q *Queries) GetLiveTenantByDomain(ctx context.Context, domain string) (Con
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }
 
 const getLiveTenantBySlug = `-- name: GetLiveTenantBySlug :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where slug = $1 and status <> 'deleted'
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where slug = $1 and status <> 'deleted'
 `
 
 func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (ControlTenant, error) {
@@ -121,12 +129,15 @@ func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (Control
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }
 
 const getTenantByID = `-- name: GetTenantByID :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where id = $1
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where id = $1
 `
 
 func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -144,6 +155,9 @@ func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenan
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }
@@ -160,7 +174,7 @@ func (q *Queries) GetTenantKeyGeneration(ctx context.Context, id uuid.UUID) (int
 }
 
 const listLiveTenants = `-- name: ListLiveTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants where status <> 'deleted' order by slug
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where status <> 'deleted' order by slug
 `
 
 func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) {
@@ -184,6 +198,9 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.DeletedAt,
 			&i.SiloRef,
 			&i.KeyGeneration,
+			&i.Signup,
+			&i.RequireVerifiedEmail,
+			&i.AccessTokenTtl,
 		); err != nil {
 			return nil, err
 		}
@@ -196,7 +213,7 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 }
 
 const listSiloTenants = `-- name: ListSiloTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation from control.tenants
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants
 where placement = 'silo' and status <> 'deleted'
 order by slug
 `
@@ -222,6 +239,9 @@ func (q *Queries) ListSiloTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.DeletedAt,
 			&i.SiloRef,
 			&i.KeyGeneration,
+			&i.Signup,
+			&i.RequireVerifiedEmail,
+			&i.AccessTokenTtl,
 		); err != nil {
 			return nil, err
 		}
@@ -265,7 +285,7 @@ func (q *Queries) ListTenantDomains(ctx context.Context, tenantID uuid.UUID) ([]
 const markTenantDeleted = `-- name: MarkTenantDeleted :one
 update control.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
 where id = $1 and status <> 'deleted'
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
 `
 
 func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -283,6 +303,9 @@ func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlT
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }
@@ -335,7 +358,7 @@ func (q *Queries) SetTenantKeyGeneration(ctx context.Context, arg SetTenantKeyGe
 const setTenantStatus = `-- name: SetTenantStatus :one
 update control.tenants set status = $1, updated_at = now()
 where id = $2 and status = any($3::text[])
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
 `
 
 type SetTenantStatusParams struct {
@@ -359,6 +382,9 @@ func (q *Queries) SetTenantStatus(ctx context.Context, arg SetTenantStatusParams
 		&i.DeletedAt,
 		&i.SiloRef,
 		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
 	)
 	return i, err
 }

@@ -26,7 +26,7 @@ const createUser = `-- name: CreateUser :one
 
 insert into app.users (tenant_id, email, display_name)
 values ($1, $2, $3)
-returning tenant_id, id, email, display_name, status, created_at, updated_at
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at
 `
 
 type CreateUserParams struct {
@@ -49,12 +49,16 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (AppUser
 		&i.Status,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
 	)
 	return i, err
 }
 
 const getUser = `-- name: GetUser :one
-select tenant_id, id, email, display_name, status, created_at, updated_at from app.users where tenant_id = $1 and id = $2
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at from app.users where tenant_id = $1 and id = $2
 `
 
 type GetUserParams struct {
@@ -73,12 +77,16 @@ func (q *Queries) GetUser(ctx context.Context, arg GetUserParams) (AppUser, erro
 		&i.Status,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
 	)
 	return i, err
 }
 
 const listUsers = `-- name: ListUsers :many
-select tenant_id, id, email, display_name, status, created_at, updated_at from app.users where tenant_id = $1 order by email limit $2
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at from app.users where tenant_id = $1 order by email limit $2
 `
 
 type ListUsersParams struct {
@@ -103,6 +111,10 @@ func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]AppUser
 			&i.Status,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.PasswordHash,
+			&i.EmailVerifiedAt,
+			&i.Role,
+			&i.LastLoginAt,
 		); err != nil {
 			return nil, err
 		}

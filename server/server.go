@@ -43,6 +43,9 @@ type Deps struct {
 	// Ready holds the checks /readyz runs, by component name (database,
 	// vault…); all must return nil for the server to be ready.
 	Ready map[string]func(context.Context) error
+	// Routes register domain packages' endpoints on the tenant router
+	// (every request there has its tenant resolved).
+	Routes []func(fiber.Router)
 }
 
 // Server is Gatehouse's HTTP server.
@@ -113,6 +116,9 @@ func New(cfg Config, d Deps) *Server {
 
 	tenant := app.Group("/", d.Resolver.Middleware())
 	tenancy.Routes(tenant)
+	for _, routes := range d.Routes {
+		routes(tenant)
+	}
 	return s
 }
 

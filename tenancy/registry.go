@@ -47,6 +47,7 @@ type CreateParams struct {
 	// database; empty means the primary cluster.
 	SiloCluster string
 	Plan        string // default "free"
+	Signup      Signup // default SignupOpen
 }
 
 // Create registers a tenant. Its Transit key is created first; a silo
@@ -77,6 +78,12 @@ func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) 
 	}
 	if p.Plan == "" {
 		p.Plan = "free"
+	}
+	if p.Signup == "" {
+		p.Signup = SignupOpen
+	}
+	if p.Signup != SignupOpen && p.Signup != SignupInvite {
+		return nil, problem.InvalidField("signup", "must be open or invite")
 	}
 	q := queries.New(r.admin)
 	if _, err := q.GetLiveTenantBySlug(ctx, p.Slug); err == nil {
@@ -113,7 +120,7 @@ func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) 
 	}
 	row, err := q.CreateTenant(ctx, queries.CreateTenantParams{
 		ID: id.UUID(), Slug: p.Slug, Name: p.Name, Placement: string(p.Placement),
-		SiloRef: ref, Plan: p.Plan,
+		SiloRef: ref, Plan: p.Plan, Signup: string(p.Signup),
 	})
 	if err != nil {
 		undo()

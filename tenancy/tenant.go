@@ -58,7 +58,24 @@ type Tenant struct {
 	SiloRef   string
 	Plan      string
 	CreatedAt time.Time
+
+	// Signup says who may create an account: SignupOpen (anyone) or
+	// SignupInvite (only people a tenant admin invited).
+	Signup Signup
+	// RequireVerifiedEmail refuses login until the email is verified.
+	RequireVerifiedEmail bool
+	// AccessTokenTTL is how long the tenant's access tokens live.
+	AccessTokenTTL time.Duration
 }
+
+// Signup is a tenant's sign-up policy.
+type Signup string
+
+// Sign-up policies.
+const (
+	SignupOpen   Signup = "open"
+	SignupInvite Signup = "invite"
+)
 
 func tenantFromRow(r queries.ControlTenant) *Tenant {
 	t := &Tenant{
@@ -69,6 +86,10 @@ func tenantFromRow(r queries.ControlTenant) *Tenant {
 		Placement: Placement(r.Placement),
 		Plan:      r.Plan,
 		CreatedAt: r.CreatedAt,
+
+		Signup:               Signup(r.Signup),
+		RequireVerifiedEmail: r.RequireVerifiedEmail,
+		AccessTokenTTL:       time.Duration(r.AccessTokenTtl) * time.Second,
 	}
 	if r.SiloRef != nil {
 		t.SiloRef = *r.SiloRef

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -26,7 +28,7 @@ Usage:
   gatehouse serve                      run the HTTP server
   gatehouse migrate                    migrate the primary database and every silo
   gatehouse dev                        migrate, create demo tenants, serve (local use)
-  gatehouse tenant create --slug S --name N [--placement shared|silo] [--silo-cluster URL] [--plan P]
+  gatehouse tenant create --slug S --name N [--placement shared|silo] [--silo-cluster URL] [--plan P] [--signup open|invite]
   gatehouse tenant list [--json]
   gatehouse tenant show SLUG [--json]
   gatehouse tenant suspend SLUG
@@ -46,6 +48,8 @@ Configuration comes from flags or the environment (flags win):
   --addr           GATEHOUSE_ADDR              listen address (default 127.0.0.1:8080)
   --base-domain    GATEHOUSE_BASE_DOMAIN       tenants are served at <slug>.<base domain> (default localhost)
   --log-level      GATEHOUSE_LOG_LEVEL         debug, info, warn or error (default info)
+  --public-url     GATEHOUSE_PUBLIC_URL        tenants' public URL, {tenant} standing for the slug: the token issuer
+                                               (default https://{tenant}.<base domain>; http and the port for localhost)
   --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
                    GATEHOUSE_VAULT_ROLE_ID     AppRole login for servers (environment only) …
                    GATEHOUSE_VAULT_SECRET_ID   … with its secret id (environment only)
@@ -65,6 +69,7 @@ type config struct {
 	LogLevel       string
 	Vault          secrets.Config
 	VaultTokenFile string
+	PublicURL      string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -81,6 +86,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", env("GATEHOUSE_ADDR", "127.0.0.1:8080"), "listen address")
 	fs.StringVar(&c.BaseDomain, "base-domain", env("GATEHOUSE_BASE_DOMAIN", "localhost"), "base domain of tenant hosts")
 	fs.StringVar(&c.LogLevel, "log-level", env("GATEHOUSE_LOG_LEVEL", "info"), "log level")
+	fs.StringVar(&c.PublicURL, "public-url", env("GATEHOUSE_PUBLIC_URL", ""), "tenants' public URL, {tenant} standing for the slug (token issuer)")
 	fs.StringVar(&c.Vault.Addr, "vault-addr", env("GATEHOUSE_VAULT_ADDR", ""), "Vault address")
 	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("GATEHOUSE_VAULT_TOKEN_FILE", ""), "file holding a Vault token")
 	fs.StringVar(&c.Vault.KVMount, "vault-kv-mount", env("GATEHOUSE_VAULT_KV_MOUNT", "kv"), "Vault KV v2 mount")
@@ -121,6 +127,24 @@ func (c *config) migrate(ctx context.Context, out io.Writer) error {
 	defer v.Close()
 	m := &tenancy.Migrator{Out: out, AppPassword: c.AppPassword}
 	return m.All(ctx, c.DatabaseURL, v)
+}
+
+// publicURL returns the template of tenants' public URLs (the issuer of
+// their tokens): configured, or https://{tenant}.<base domain>, and for
+// localhost http with the port the server listens on.
+func (c *config) publicURL(listen net.Addr) (string, error) {
+	if c.PublicURL != "" {
+		u, err := url.Parse(strings.ReplaceAll(c.PublicURL, "{tenant}", "x"))
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || !strings.Contains(c.PublicURL, "{tenant}") {
+			return "", problem.Errorf(problem.Invalid, "--public-url must look like https://{tenant}.example.com")
+		}
+		return c.PublicURL, nil
+	}
+	if c.BaseDomain == "localhost" {
+		_, port, _ := net.SplitHostPort(listen.String())
+		return "http://{tenant}.localhost:" + port, nil
+	}
+	return "https://{tenant}." + c.BaseDomain, nil
 }
 
 // vault connects to Vault as configured.

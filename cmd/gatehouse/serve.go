@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -49,12 +53,33 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 		log.Warn("could not check Vault's secrets engines", "err", err)
 	}
 
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	publicURL, err := cfg.publicURL(ln.Addr())
+	if err != nil {
+		return err
+	}
+
 	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{})
 	defer silos.Close()
+	data := tenancy.NewDB(pool, silos)
+	sealer := secrets.NewSealer(vault, secrets.ControlPlane(pool), secrets.SealerOptions{})
+	defer sealer.Close()
+	keys := identity.NewKeys(data, sealer, secrets.AAD)
+	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,
+		identity.Config{Issuer: func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }})
+
 	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
-	// A tenant that changed may have moved or been deleted: let its silo
-	// pool go; the next request opens the right one.
-	resolver.OnChange = silos.Forget
+	// A tenant that changed may have moved, rotated keys or been deleted:
+	// drop what is cached of it; the next request loads it afresh.
+	resolver.OnChange = func(id tenancy.ID) {
+		silos.Forget(id)
+		sealer.Forget(id)
+		keys.Forget(id)
+	}
 
 	runCtx, stopResolver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopResolver()
@@ -68,11 +93,8 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
 			"vault":    func(context.Context) error { return vault.Healthy() },
 		},
+		Routes: []func(fiber.Router){accounts.Routes},
 	})
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
 	log.Info("serving", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain)
 	if ready != nil {
 		ready(ln.Addr().String())

@@ -57,10 +57,12 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 		fs.StringVar(&placement, "placement", "shared", "shared or silo")
 		fs.StringVar(&p.SiloCluster, "silo-cluster", "", "admin URL of the cluster for a silo (default: the primary's)")
 		fs.StringVar(&p.Plan, "plan", "free", "plan")
+		signup := fs.String("signup", "open", "who may sign up: open (anyone) or invite (invited people only)")
 		if err := positional(fs, args, std, 0); err != nil {
 			return err
 		}
 		p.Placement = tenancy.Placement(placement)
+		p.Signup = tenancy.Signup(*signup)
 		return withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
 			t, err := r.Create(ctx, p)
 			if err != nil {

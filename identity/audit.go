@@ -1,0 +1,242 @@
+package identity
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Meta is what a request tells about its origin, for the audit trail and
+// the session list.
+type Meta struct {
+	IP        netip.Addr
+	UserAgent string
+	RequestID string
+}
+
+// Event is one entry of a tenant's audit trail.
+type Event struct {
+	Actor   uuid.UUID // zero: no known actor (e.g. a login for an unknown email)
+	Action  string    // e.g. login, signup, session.revoke
+	Target  string
+	Outcome string // success, failure, denied
+	Details map[string]string
+	Meta    Meta
+}
+
+// Audit outcomes.
+const (
+	Success = "success"
+	Failure = "failure"
+	Denied  = "denied"
+)
+
+// appendAudit appends e to tenant's audit trail inside the caller's
+// transaction, chained to the previous event by hash. It locks the
+// tenant's chain head until commit, which orders concurrent writers: call
+// it last in a transaction.
+func appendAudit(ctx context.Context, q *queries.Queries, tenant uuid.UUID, at time.Time, e Event) error {
+	head, err := q.LockAuditHead(ctx, tenant)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := q.InitAuditHead(ctx, queries.InitAuditHeadParams{TenantID: tenant, Hash: genesis[:]}); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		head, err = q.LockAuditHead(ctx, tenant)
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	at = at.UTC().Truncate(time.Microsecond) // what timestamptz keeps
+	seq := head.Seq + 1
+	rec := auditRecord{Seq: seq, At: at, Event: e}
+	hash := rec.hash(head.Hash)
+	p := queries.AppendAuditEventParams{
+		TenantID: tenant, Seq: seq, At: at, Action: e.Action, Outcome: e.Outcome,
+		PrevHash: head.Hash, Hash: hash,
+	}
+	if e.Actor != uuid.Nil {
+		p.ActorID = &e.Actor
+	}
+	if e.Target != "" {
+		p.Target = &e.Target
+	}
+	if e.Meta.IP.IsValid() {
+		p.Ip = &e.Meta.IP
+	}
+	if e.Meta.UserAgent != "" {
+		ua := truncate(e.Meta.UserAgent, 512)
+		p.UserAgent = &ua
+	}
+	if e.Meta.RequestID != "" {
+		p.RequestID = &e.Meta.RequestID
+	}
+	if len(e.Details) > 0 {
+		if p.Details, err = json.Marshal(e.Details); err != nil {
+			return err
+		}
+	}
+	if err := q.AppendAuditEvent(ctx, p); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return q.AdvanceAuditHead(ctx, queries.AdvanceAuditHeadParams{TenantID: tenant, Seq: seq, Hash: hash})
+}
+
+// genesis is the "previous hash" of a tenant's first event.
+var genesis = sha256.Sum256([]byte("gatehouse audit genesis"))
+
+type auditRecord struct {
+	Seq int64
+	At  time.Time
+	Event
+}
+
+// hash chains the record to prev: SHA-256 over prev and a canonical
+// encoding of every field (length-prefixed, so no two records encode
+// alike). Details are encoded as JSON with sorted keys, which a record
+// read back from Postgres reproduces exactly.
+func (r auditRecord) hash(prev []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	field := func(s string) {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(fmt.Sprint(r.Seq))
+	field(r.At.UTC().Format(time.RFC3339Nano))
+	actor := ""
+	if r.Actor != uuid.Nil {
+		actor = r.Actor.String()
+	}
+	field(actor)
+	field(r.Action)
+	field(r.Target)
+	field(r.Outcome)
+	ip := ""
+	if r.Meta.IP.IsValid() {
+		ip = r.Meta.IP.String()
+	}
+	field(ip)
+	field(truncate(r.Meta.UserAgent, 512))
+	field(r.Meta.RequestID)
+	details := ""
+	if len(r.Details) > 0 {
+		b, _ := json.Marshal(r.Details) // map keys are sorted
+		details = string(b)
+	}
+	field(details)
+	return h.Sum(nil)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary.
+	for n > 0 && (s[n]&0xC0) == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// AuditBreak says where a tenant's audit chain stops holding.
+type AuditBreak struct {
+	Seq    int64  // the first event that does not verify (0: the chain head)
+	Reason string // what is wrong there
+}
+
+// VerifyAudit walks tenant t's whole audit trail in order and recomputes
+// the hash chain. It returns nil if every event is intact, in sequence,
+// and the chain ends where the head says; otherwise where it first breaks
+// (an altered event, a deleted one, a gap, a truncated tail). Returns the
+// number of events checked.
+func VerifyAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant) (int64, *AuditBreak, error) {
+	prev := genesis[:]
+	var seq int64
+	for {
+		var rows []queries.AppAuditEvent
+		err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+			rows, err = q.ListAuditEvents(ctx, queries.ListAuditEventsParams{TenantID: t.ID.UUID(), Seq: seq, Limit: 1000})
+			return err
+		})
+		if err != nil {
+			return seq, nil, fmt.Errorf("verify audit: %w", err)
+		}
+		for _, r := range rows {
+			if r.Seq != seq+1 {
+				return seq, &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("event %d is missing", seq+1)}, nil
+			}
+			if !bytes.Equal(r.PrevHash, prev) {
+				return seq, &AuditBreak{Seq: r.Seq, Reason: "it does not link to the event before it"}, nil
+			}
+			rec, err := recordFromRow(r)
+			if err != nil {
+				return seq, &AuditBreak{Seq: r.Seq, Reason: err.Error()}, nil
+			}
+			if h := rec.hash(prev); !bytes.Equal(h, r.Hash) {
+				return seq, &AuditBreak{Seq: r.Seq, Reason: "its content does not match its hash (altered)"}, nil
+			}
+			prev, seq = r.Hash, r.Seq
+		}
+		if len(rows) < 1000 {
+			break
+		}
+	}
+	var head queries.GetAuditHeadRow
+	err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		head, err = q.GetAuditHead(ctx, t.ID.UUID())
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		if seq == 0 {
+			return 0, nil, nil
+		}
+		return seq, &AuditBreak{Reason: "the chain head is missing"}, nil
+	}
+	if err != nil {
+		return seq, nil, fmt.Errorf("verify audit: %w", err)
+	}
+	if head.Seq != seq || !bytes.Equal(head.Hash, prev) {
+		return seq, &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("the chain ends at event %d but its head says %d (events deleted from the end?)", seq, head.Seq)}, nil
+	}
+	return seq, nil, nil
+}
+
+// recordFromRow rebuilds the hashed record of a stored event.
+func recordFromRow(r queries.AppAuditEvent) (auditRecord, error) {
+	e := Event{Action: r.Action, Outcome: r.Outcome}
+	if r.ActorID != nil {
+		e.Actor = *r.ActorID
+	}
+	if r.Target != nil {
+		e.Target = *r.Target
+	}
+	if r.Ip != nil {
+		e.Meta.IP = *r.Ip
+	}
+	if r.UserAgent != nil {
+		e.Meta.UserAgent = *r.UserAgent
+	}
+	if r.RequestID != nil {
+		e.Meta.RequestID = *r.RequestID
+	}
+	if len(r.Details) > 0 {
+		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
+			return auditRecord{}, fmt.Errorf("its details are not a JSON object of strings")
+		}
+	}
+	return auditRecord{Seq: r.Seq, At: r.At, Event: e}, nil
+}

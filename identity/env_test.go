@@ -1,0 +1,170 @@
+package identity_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/secrets"
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
+	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/tenancy"
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	vaulttest.StopShared()
+	os.Exit(code)
+}
+
+// testHash keeps argon2id cheap in these tests (the hasher itself is
+// tested at real cost in package identity).
+var testHash = identity.HashParams{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32, SaltLen: 16}
+
+// env is one test's Gatehouse: its own primary database, the shared Vault,
+// and the HTTP server with identity's routes, driven in process.
+type env struct {
+	t     *testing.T
+	admin *pgxpool.Pool
+	reg   *tenancy.Registry
+	data  *tenancy.DB
+	svc   *identity.Service
+	keys  *identity.Keys
+	app   *fiber.App
+}
+
+func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := pgtest.NewPrimary(t)
+	v := vaulttest.Shared(t).Connect(t)
+	e := &env{t: t, admin: pgtest.Pool(t, db.AdminURL, 4)}
+	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", v, &tenancy.Migrator{})
+	appPool := pgtest.Pool(t, db.AppURL, 8)
+	silos := tenancy.NewSiloPools(v, tenancy.SiloPoolOptions{})
+	t.Cleanup(silos.Close)
+	data := tenancy.NewDB(appPool, silos)
+	e.data = data
+	sealer := secrets.NewSealer(v, secrets.ControlPlane(appPool), secrets.SealerOptions{})
+	t.Cleanup(sealer.Close)
+	e.keys = identity.NewKeys(data, sealer, secrets.AAD)
+	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, identity.Config{Issuer: issuer})
+	log := slog.New(slog.DiscardHandler)
+	resolver := tenancy.NewResolver(appPool, "localhost", log)
+	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes}}).App()
+	return e
+}
+
+func (e *env) tenant(slug string, placement tenancy.Placement, signup tenancy.Signup) *tenancy.Tenant {
+	e.t.Helper()
+	p := tenancy.CreateParams{Slug: slug, Name: slug, Placement: placement, Signup: signup}
+	if placement == tenancy.Silo {
+		p.SiloCluster = pgtest.Second(e.t).URL("postgres")
+	}
+	tn, err := e.reg.Create(context.Background(), p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tn
+}
+
+type response struct {
+	status int
+	header map[string]string
+	body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("response %d %s: %v", r.status, r.body, err)
+	}
+}
+
+// do sends a request to host (a tenant's slug, or a full host) with an
+// optional bearer token and JSON body.
+func (e *env) do(method, slug, path, token string, body any) response {
+	e.t.Helper()
+	h := map[string]string{}
+	var b []byte
+	if body != nil {
+		b, _ = json.Marshal(body)
+		h["Content-Type"] = "application/json"
+	}
+	if token != "" {
+		h["Authorization"] = "Bearer " + token
+	}
+	return e.send(method, slug, path, h, string(b))
+}
+
+// send sends a request with the given headers and body to a tenant's host.
+func (e *env) send(method, slug, path string, headers map[string]string, body string) response {
+	e.t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Host = slug + ".localhost"
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	res, err := e.app.Test(req, 30_000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	h := map[string]string{}
+	for k := range res.Header {
+		h[k] = res.Header.Get(k)
+	}
+	return response{status: res.StatusCode, header: h, body: b}
+}
+
+// must sends a request that must answer want.
+func (e *env) must(want int, method, slug, path, token string, body any) response {
+	e.t.Helper()
+	r := e.do(method, slug, path, token, body)
+	if r.status != want {
+		e.t.Fatalf("%s %s on %s: %d %s; want %d", method, path, slug, r.status, r.body, want)
+	}
+	return r
+}
+
+// problemOf asserts r is a problem+json answer with status and returns it.
+func (e *env) problemOf(r response, status int) problem.Details {
+	e.t.Helper()
+	if r.status != status || !strings.HasPrefix(r.header["Content-Type"], problem.ContentType) {
+		e.t.Fatalf("got %d %q %s; want %d problem+json", r.status, r.header["Content-Type"], r.body, status)
+	}
+	var d problem.Details
+	r.json(e.t, &d)
+	return d
+}
+
+const goodPassword = "violet-Harbor-93-lantern"
+
+// signup creates an account and returns nothing; login returns tokens.
+func (e *env) signup(slug, email, password string) {
+	e.t.Helper()
+	e.must(201, "POST", slug, "/v1/auth/signup", "", map[string]string{"email": email, "password": password})
+}
+
+func (e *env) login(slug, email, password string) identity.Tokens {
+	e.t.Helper()
+	var tok identity.Tokens
+	e.must(200, "POST", slug, "/v1/auth/login", "", map[string]string{"email": email, "password": password}).json(e.t, &tok)
+	return tok
+}

@@ -1,0 +1,292 @@
+package identity
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// maxBody bounds identity's request bodies: nothing it accepts is near.
+const maxBody = 16 << 10
+
+// Routes registers identity's endpoints on a router whose requests have
+// their tenant resolved (tenancy.Resolver.Middleware).
+func (s *Service) Routes(r fiber.Router) {
+	r.Post("/v1/auth/signup", s.handleSignup)
+	r.Post("/v1/auth/login", s.handleLogin)
+	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
+	r.Get("/v1/me", s.requireAuth, s.handleMe)
+	r.Patch("/v1/me", s.requireAuth, s.handleUpdateMe)
+	r.Post("/v1/me/password", s.requireAuth, s.handleChangePassword)
+	r.Get("/.well-known/jwks.json", s.handleJWKS)
+	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
+}
+
+type signupRequest struct {
+	Email       string `json:"email"`
+	Password    string `json:"password"`
+	DisplayName string `json:"display_name"`
+}
+
+func (s *Service) handleSignup(c *fiber.Ctx) error {
+	var req signupRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+		return err
+	}
+	u, err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), meta(c))
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusCreated).JSON(u)
+}
+
+type loginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func (s *Service) handleLogin(c *fiber.Ctx) error {
+	var req loginRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+		return err
+	}
+	tokens, err := s.Login(c.UserContext(), tenantOf(c), req.Email, req.Password, meta(c))
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(tokens)
+}
+
+func (s *Service) handleLogout(c *fiber.Ctx) error {
+	if err := s.Logout(c.UserContext(), tenantOf(c), principalOf(c), meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Service) handleMe(c *fiber.Ctx) error {
+	u, err := s.Me(c.UserContext(), tenantOf(c), principalOf(c))
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(u)
+}
+
+type updateMeRequest struct {
+	DisplayName *string `json:"display_name"`
+}
+
+func (s *Service) handleUpdateMe(c *fiber.Ctx) error {
+	var req updateMeRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if req.DisplayName == nil {
+		return problem.InvalidField("display_name", "is required (it is the only field that can change here)")
+	}
+	u, err := s.UpdateMe(c.UserContext(), tenantOf(c), principalOf(c), *req.DisplayName, meta(c))
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(u)
+}
+
+type changePasswordRequest struct {
+	CurrentPassword string `json:"current_password"`
+	NewPassword     string `json:"new_password"`
+}
+
+func (s *Service) handleChangePassword(c *fiber.Ctx) error {
+	var req changePasswordRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
+		return err
+	}
+	if err := s.ChangePassword(c.UserContext(), tenantOf(c), principalOf(c), req.CurrentPassword, req.NewPassword, meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// JWK is one public key in JWKS form (RFC 8037 for Ed25519).
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+func (s *Service) handleJWKS(c *fiber.Ctx) error {
+	keys, err := s.keys.Published(c.UserContext(), tenantOf(c))
+	if err != nil {
+		return err
+	}
+	set := struct {
+		Keys []JWK `json:"keys"`
+	}{Keys: make([]JWK, len(keys))}
+	for i, k := range keys {
+		set.Keys[i] = JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.Kid, Alg: "EdDSA", Use: "sig"}
+	}
+	// Short enough that a rotated key is picked up well within a token's
+	// lifetime.
+	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+	return c.JSON(set)
+}
+
+func (s *Service) handleDiscovery(c *fiber.Ctx) error {
+	iss := s.cfg.Issuer(tenantOf(c))
+	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+	// What the tenant's tokens are and where their keys are; the OAuth
+	// endpoints join when the OIDC provider does.
+	return c.JSON(fiber.Map{
+		"issuer":                                iss,
+		"jwks_uri":                              iss + "/.well-known/jwks.json",
+		"id_token_signing_alg_values_supported": []string{"EdDSA"},
+		"subject_types_supported":               []string{"public"},
+		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "sid"},
+	})
+}
+
+// requireAuth admits requests with a valid bearer access token of the
+// request's tenant and puts its principal in the context.
+func (s *Service) requireAuth(c *fiber.Ctx) error {
+	h := c.Get(fiber.HeaderAuthorization)
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
+		return problem.Errorf(problem.Unauthorized, "sign in first: send an access token as Authorization: Bearer <token>")
+	}
+	p, err := s.Authenticate(c.UserContext(), tenantOf(c), strings.TrimSpace(token))
+	if err != nil {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
+		return err
+	}
+	c.Locals(principalKey{}, p)
+	return c.Next()
+}
+
+type principalKey struct{}
+
+func principalOf(c *fiber.Ctx) *Principal {
+	p, _ := c.Locals(principalKey{}).(*Principal)
+	if p == nil {
+		panic("identity: handler registered without requireAuth")
+	}
+	return p
+}
+
+func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
+	t, ok := tenancy.FromContext(c.UserContext())
+	if !ok {
+		panic("identity: route registered without the resolver middleware")
+	}
+	return t
+}
+
+func meta(c *fiber.Ctx) Meta {
+	m := Meta{UserAgent: c.Get(fiber.HeaderUserAgent), RequestID: string(c.Response().Header.Peek("X-Request-Id"))}
+	if ip, err := netip.ParseAddr(c.IP()); err == nil {
+		m.IP = ip.Unmap()
+	}
+	return m
+}
+
+func noStore(c *fiber.Ctx) {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderPragma, "no-cache")
+}
+
+// decode reads a JSON request body into v: application/json only, at most
+// maxBody bytes, one object, no unknown fields. Every refusal names its
+// reason.
+func decode(c *fiber.Ctx, v any) error {
+	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mt != fiber.MIMEApplicationJSON {
+		return problem.Errorf(problem.Unsupported, "send the body as application/json")
+	}
+	body := c.Body()
+	if len(body) > maxBody {
+		return problem.Errorf(problem.TooLarge, "request body too large (at most %d bytes)", maxBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return problem.Errorf(problem.Invalid, "the request body is empty; send a JSON object")
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+			return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
+		case errors.As(err, &typ):
+			if typ.Field == "" {
+				return problem.Errorf(problem.Invalid, "the request body must be a JSON object")
+			}
+			return problem.InvalidField(typ.Field, fmt.Sprintf("must be a %s", jsonType(typ.Type.Kind().String())))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return problem.InvalidField(field, "is not a known field")
+		}
+		return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return problem.Errorf(problem.Invalid, "the request body must hold one JSON object and nothing after it")
+	}
+	return nil
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "ptr":
+		return "string"
+	}
+	return kind
+}
+
+// required refuses a request missing any of the named fields, naming all
+// of them.
+func required(fields map[string]string) error {
+	var missing []problem.FieldError
+	for name, v := range fields {
+		if v == "" {
+			missing = append(missing, problem.FieldError{Field: name, Reason: "is required"})
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	// Stable order for clients and tests.
+	sort.Slice(missing, func(i, j int) bool { return missing[i].Field < missing[j].Field })
+	e := problem.Errorf(problem.Invalid, "%s: is required", missing[0].Field)
+	e.Fields = missing
+	return e
+}

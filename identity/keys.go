@@ -1,0 +1,227 @@
+package identity
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Sealer envelope-encrypts per-row secrets (secrets.Sealer): what identity
+// needs, nothing more.
+type Sealer interface {
+	Seal(ctx context.Context, t tenancy.ID, aad, plain []byte) ([]byte, error)
+	Open(ctx context.Context, t tenancy.ID, aad, sealed []byte) ([]byte, error)
+}
+
+// AAD builds associated data binding a sealed value to its table, column
+// and row (secrets.AAD has the same layout).
+type AAD func(table, column, row string) []byte
+
+// SigningKey is one of a tenant's Ed25519 token signing keys.
+type SigningKey struct {
+	Kid       string
+	Public    ed25519.PublicKey
+	CreatedAt time.Time
+	Retiring  bool // replaced: signs nothing new, still published
+}
+
+// Keys manages tenants' token signing keys: created on first need (or
+// with the tenant), the private half sealed under the tenant's own key,
+// published as JWKS, rotated with overlap.
+type Keys struct {
+	db     *tenancy.DB
+	sealer Sealer
+	aad    AAD
+
+	mu        sync.Mutex
+	signers   map[tenancy.ID]*signer // the current key, opened
+	published map[publishedKey]publishedEntry
+	ttl       time.Duration // how long an opened or published key stays in memory
+	now       func() time.Time
+}
+
+type signer struct {
+	kid     string
+	private ed25519.PrivateKey
+	until   time.Time
+}
+
+// NewKeys returns the signing-key store over db, sealing private keys with
+// sealer (aad binds them to their row).
+func NewKeys(db *tenancy.DB, sealer Sealer, aad AAD) *Keys {
+	return &Keys{db: db, sealer: sealer, aad: aad, signers: map[tenancy.ID]*signer{},
+		published: map[publishedKey]publishedEntry{}, ttl: time.Minute, now: time.Now}
+}
+
+func (k *Keys) keyAAD(t tenancy.ID, kid string) []byte {
+	return k.aad("signing_keys", "private_key_sealed", t.String()+"/"+kid)
+}
+
+// Published returns tenant t's keys that verify tokens: the current one
+// and those retiring. Creates the tenant's first key if it has none.
+func (k *Keys) Published(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, error) {
+	keys, err := k.list(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		if _, err := k.Rotate(ctx, t); err != nil {
+			return nil, err
+		}
+		return k.list(ctx, t)
+	}
+	return keys, nil
+}
+
+func (k *Keys) list(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, error) {
+	var rows []queries.AppSigningKey
+	err := k.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		rows, err = q.ListSigningKeys(ctx, t.ID.UUID())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list signing keys: %w", err)
+	}
+	keys := make([]SigningKey, len(rows))
+	for i, r := range rows {
+		keys[i] = SigningKey{Kid: r.Kid, Public: ed25519.PublicKey(r.PublicKey), CreatedAt: r.CreatedAt, Retiring: r.RetiringAt != nil}
+	}
+	return keys, nil
+}
+
+// signer returns tenant t's current signing key, opened. Opened keys stay
+// in memory for a minute, so signing a token costs no database read or
+// Vault call on the hot path.
+func (k *Keys) signer(ctx context.Context, t *tenancy.Tenant) (*signer, error) {
+	now := k.now()
+	k.mu.Lock()
+	s, ok := k.signers[t.ID]
+	k.mu.Unlock()
+	if ok && now.Before(s.until) {
+		return s, nil
+	}
+	var row *queries.AppSigningKey
+	err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
+		rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
+		for _, r := range rows {
+			if r.RetiringAt == nil {
+				row = &r
+				break
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	if row == nil {
+		kid, err := k.Rotate(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		return k.signerFor(ctx, t, kid)
+	}
+	return k.open(t, row)
+}
+
+func (k *Keys) signerFor(ctx context.Context, t *tenancy.Tenant, kid string) (*signer, error) {
+	var row *queries.AppSigningKey
+	err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
+		rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
+		for _, r := range rows {
+			if r.Kid == kid {
+				row = &r
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	if row == nil {
+		return nil, errors.New("load signing key: the new key vanished")
+	}
+	return k.open(t, row)
+}
+
+func (k *Keys) open(t *tenancy.Tenant, row *queries.AppSigningKey) (*signer, error) {
+	seed, err := k.sealer.Open(context.Background(), t.ID, k.keyAAD(t.ID, row.Kid), row.PrivateKeySealed)
+	if err != nil {
+		return nil, fmt.Errorf("open signing key %s: %w", row.Kid, err)
+	}
+	defer clear(seed)
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("open signing key %s: not an Ed25519 seed", row.Kid)
+	}
+	s := &signer{kid: row.Kid, private: ed25519.NewKeyFromSeed(seed), until: k.now().Add(k.ttl)}
+	k.mu.Lock()
+	k.signers[t.ID] = s
+	k.mu.Unlock()
+	return s, nil
+}
+
+// Rotate makes a new signing key for tenant t, which signs from now on;
+// the previous keys stop signing but stay published until Retire drops
+// them (once every token they signed has expired). Returns the new kid.
+func (k *Keys) Rotate(ctx context.Context, t *tenancy.Tenant) (string, error) {
+	public, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	seed := private.Seed()
+	defer clear(seed)
+	defer clear(private)
+	kidBytes := make([]byte, 12)
+	rand.Read(kidBytes)
+	kid := base64.RawURLEncoding.EncodeToString(kidBytes)
+	sealed, err := k.sealer.Seal(ctx, t.ID, k.keyAAD(t.ID, kid), seed)
+	if err != nil {
+		return "", fmt.Errorf("seal signing key: %w", err)
+	}
+	err = k.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if err := q.CreateSigningKey(ctx, queries.CreateSigningKeyParams{
+			TenantID: t.ID.UUID(), Kid: kid, PublicKey: public, PrivateKeySealed: sealed,
+		}); err != nil {
+			return err
+		}
+		_, err := q.RetireSigningKeys(ctx, queries.RetireSigningKeysParams{TenantID: t.ID.UUID(), Kid: kid})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("store signing key: %w", err)
+	}
+	k.Forget(t.ID)
+	return kid, nil
+}
+
+// Retire unpublishes tenant t's keys that stopped signing more than
+// maxTokenLife ago: no token they signed can still be valid. Returns how
+// many it retired.
+func (k *Keys) Retire(ctx context.Context, t *tenancy.Tenant, maxTokenLife time.Duration) (int64, error) {
+	var n int64
+	err := k.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		n, err = q.DropRetiredSigningKeys(ctx, queries.DropRetiredSigningKeysParams{
+			TenantID: t.ID.UUID(), RetiringAt: ptr(k.now().Add(-maxTokenLife)),
+		})
+		return err
+	})
+	return n, err
+}
+
+// Forget drops tenant t's opened signing key from memory (after a
+// rotation, or when the tenant changed).
+func (k *Keys) Forget(t tenancy.ID) {
+	k.mu.Lock()
+	delete(k.signers, t)
+	k.mu.Unlock()
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,473 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Config holds identity's settings that are not per tenant.
+type Config struct {
+	// Issuer returns the issuer URL of a tenant's tokens.
+	Issuer func(t *tenancy.Tenant) string
+	// RefreshLifetime is the absolute lifetime of a session and its
+	// refresh-token family; default 30 days.
+	RefreshLifetime time.Duration
+	// RefreshIdle ends a family unused this long; default 7 days.
+	RefreshIdle time.Duration
+}
+
+// Service is identity's business logic: accounts, sign-in, sessions. It
+// knows nothing of HTTP. Every method works inside the tenant the caller
+// resolved; none takes a tenant from user input.
+type Service struct {
+	db     *tenancy.DB
+	hasher *Hasher
+	keys   *Keys
+	cfg    Config
+	now    func() time.Time
+}
+
+// NewService returns the identity service.
+func NewService(db *tenancy.DB, hasher *Hasher, keys *Keys, cfg Config) *Service {
+	if cfg.RefreshLifetime <= 0 {
+		cfg.RefreshLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.RefreshIdle <= 0 {
+		cfg.RefreshIdle = 7 * 24 * time.Hour
+	}
+	return &Service{db: db, hasher: hasher, keys: keys, cfg: cfg, now: time.Now}
+}
+
+// Keys returns the signing-key store.
+func (s *Service) Keys() *Keys { return s.keys }
+
+// User is an account as its owner and admins see it.
+type User struct {
+	ID            uuid.UUID  `json:"id"`
+	Email         string     `json:"email"`
+	DisplayName   string     `json:"display_name"`
+	Status        string     `json:"status"`
+	Role          string     `json:"role"`
+	EmailVerified bool       `json:"email_verified"`
+	CreatedAt     time.Time  `json:"created_at"`
+	LastLoginAt   *time.Time `json:"last_login_at,omitempty"`
+}
+
+func userFromRow(r queries.AppUser) *User {
+	return &User{
+		ID: r.ID, Email: r.Email, DisplayName: r.DisplayName, Status: r.Status, Role: r.Role,
+		EmailVerified: r.EmailVerifiedAt != nil, CreatedAt: r.CreatedAt, LastLoginAt: r.LastLoginAt,
+	}
+}
+
+// Tokens is what a successful sign-in returns, in OAuth's shape.
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// NormalizeEmail trims and lower-cases an email address and checks that it
+// is a plain address (no display name, no comments), at most 254 bytes.
+// Returns Invalid otherwise.
+func NormalizeEmail(email string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(email))
+	if e == "" {
+		return "", problem.InvalidField("email", "is required")
+	}
+	if len(e) > 254 || !utf8.ValidString(e) {
+		return "", problem.InvalidField("email", "must be a valid email address of at most 254 characters")
+	}
+	a, err := mail.ParseAddress(e)
+	if err != nil || a.Address != e || a.Name != "" {
+		return "", problem.InvalidField("email", "must be a valid email address")
+	}
+	if at := strings.LastIndexByte(e, '@'); at < 1 || !strings.Contains(e[at+1:], ".") {
+		return "", problem.InvalidField("email", "must be a valid email address")
+	}
+	return e, nil
+}
+
+// SignupInput is what a new account needs.
+type SignupInput struct {
+	Email       string
+	Password    string
+	DisplayName string
+}
+
+// Signup creates an account in tenant t. Returns Forbidden if the tenant
+// does not allow self sign-up, Invalid for a bad email, name or password
+// (naming the rule), Conflict if the email already has an account in t,
+// Unavailable when the password pool is saturated.
+func (s *Service) Signup(ctx context.Context, t *tenancy.Tenant, in SignupInput, meta Meta) (*User, error) {
+	if t.Signup != tenancy.SignupOpen {
+		return nil, problem.Errorf(problem.Forbidden, "sign-up is by invitation only")
+	}
+	email, err := NormalizeEmail(in.Email)
+	if err != nil {
+		return nil, err
+	}
+	name := strings.TrimSpace(in.DisplayName)
+	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
+		return nil, problem.InvalidField("display_name", "must be at most 200 characters")
+	}
+	pw, err := CheckPassword(in.Password, email)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := s.hasher.Hash(ctx, pw)
+	if err != nil {
+		return nil, err
+	}
+	var u queries.AppUser
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		u, err = q.CreateAccount(ctx, queries.CreateAccountParams{
+			TenantID: t.ID.UUID(), Email: email, DisplayName: name, PasswordHash: &hash, Role: "member",
+		})
+		if err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: u.ID, Action: "signup", Target: "user:" + u.ID.String(), Outcome: Success, Meta: meta,
+		})
+	})
+	if isUniqueViolation(err) {
+		return nil, problem.Errorf(problem.Conflict, "an account with this email already exists")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sign up: %w", err)
+	}
+	return userFromRow(u), nil
+}
+
+// errBadLogin is the one answer to every failed sign-in: the same status
+// and body whether the account exists or not.
+var errBadLogin = problem.Errorf(problem.Unauthorized, "invalid email or password")
+
+// Login signs a user in with email and password: a new session, an access
+// token and the first refresh token of the session's family. Every
+// failure is Unauthorized with the same message, and an unknown email
+// costs the same password hashing as a wrong password, so neither the
+// answer nor its timing tells whether an account exists. Returns
+// Unavailable when the password pool is saturated.
+func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password string, meta Meta) (*Tokens, error) {
+	pw := NormalizePassword(password)
+	var u queries.AppUser
+	found := true
+	normalized, err := NormalizeEmail(email)
+	if err != nil {
+		// Answered like an unknown account, hashing time included.
+		found, normalized = false, ""
+	}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		if normalized == "" {
+			return nil
+		}
+		u, err = q.GetUserByEmail(ctx, queries.GetUserByEmailParams{TenantID: t.ID.UUID(), Email: normalized})
+		if errors.Is(err, pgx.ErrNoRows) {
+			found = false
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	// Hash outside any transaction: 20-odd milliseconds of CPU must not
+	// hold a database connection.
+	var ok, rehash bool
+	if found && u.PasswordHash != nil {
+		ok, rehash, err = s.hasher.Verify(ctx, *u.PasswordHash, pw)
+	} else {
+		err = s.hasher.VerifyNobody(ctx, pw)
+	}
+	if err != nil {
+		return nil, err
+	}
+	reason := ""
+	switch {
+	case !found:
+		reason = "unknown account"
+	case !ok:
+		reason = "wrong password"
+	case u.Status != "active":
+		reason = "account " + u.Status
+	case t.RequireVerifiedEmail && u.EmailVerifiedAt == nil:
+		reason = "email not verified"
+	}
+	if reason != "" {
+		ev := Event{Action: "login", Outcome: Failure, Details: map[string]string{"reason": reason}, Meta: meta}
+		if found {
+			ev.Actor, ev.Target = u.ID, "user:"+u.ID.String()
+		}
+		if err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+			return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
+		}); err != nil {
+			return nil, fmt.Errorf("login: %w", err)
+		}
+		return nil, errBadLogin
+	}
+	var newHash string
+	if rehash {
+		if newHash, err = s.hasher.Hash(ctx, pw); err != nil {
+			newHash = "" // a busy pool must not fail a good login; rehash next time
+		}
+	}
+	var sess uuid.UUID
+	var refresh string
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if newHash != "" {
+			if err := q.SetPasswordHash(ctx, queries.SetPasswordHashParams{TenantID: t.ID.UUID(), ID: u.ID, PasswordHash: &newHash}); err != nil {
+				return err
+			}
+		}
+		if err := q.RecordLogin(ctx, queries.RecordLoginParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
+			return err
+		}
+		var err error
+		if sess, refresh, err = s.startSession(ctx, q, t, u.ID, meta); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: u.ID, Action: "login", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	return s.tokens(ctx, t, u.ID, sess, refresh)
+}
+
+// tokens issues an access token for user's session and returns it with
+// the session's refresh token. Signing happens after the session's
+// transaction committed: it may need the database and Vault itself.
+func (s *Service) tokens(ctx context.Context, t *tenancy.Tenant, user, sess uuid.UUID, refresh string) (*Tokens, error) {
+	iss := s.cfg.Issuer(t)
+	access, err := s.keys.Issue(ctx, t, TokenParams{Issuer: iss, Audience: iss, User: user, Session: sess, TTL: t.AccessTokenTTL})
+	if err != nil {
+		return nil, err
+	}
+	return &Tokens{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(t.AccessTokenTTL / time.Second), RefreshToken: refresh}, nil
+}
+
+// startSession creates a session for user with the first refresh token of
+// its family, and returns both.
+func (s *Service) startSession(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, meta Meta) (uuid.UUID, string, error) {
+	now := s.now()
+	p := queries.CreateSessionParams{TenantID: t.ID.UUID(), UserID: user, ExpiresAt: now.Add(s.cfg.RefreshLifetime)}
+	if meta.IP.IsValid() {
+		p.Ip = &meta.IP
+	}
+	if meta.UserAgent != "" {
+		ua := truncate(meta.UserAgent, 512)
+		p.UserAgent = &ua
+	}
+	sess, err := q.CreateSession(ctx, p)
+	if err != nil {
+		return uuid.Nil, "", err
+	}
+	refresh, hash := newRefreshToken()
+	if err := q.CreateRefreshToken(ctx, queries.CreateRefreshTokenParams{
+		TenantID: t.ID.UUID(), TokenHash: hash, SessionID: sess.ID,
+		IdleExpiresAt: minTime(now.Add(s.cfg.RefreshIdle), sess.ExpiresAt),
+	}); err != nil {
+		return uuid.Nil, "", err
+	}
+	return sess.ID, refresh, nil
+}
+
+// newRefreshToken returns a fresh refresh token (256 random bits) and the
+// hash that is all Postgres ever sees of it.
+func newRefreshToken() (string, []byte) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	return tok, hashToken(tok)
+}
+
+func hashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// Principal is who a verified access token speaks for.
+type Principal struct {
+	User    uuid.UUID
+	Session uuid.UUID
+}
+
+// Authenticate verifies an access token presented to tenant t's host and
+// returns its principal. Returns Unauthorized for a token that is invalid,
+// expired, or of another tenant.
+func (s *Service) Authenticate(ctx context.Context, t *tenancy.Tenant, token string) (*Principal, error) {
+	iss := s.cfg.Issuer(t)
+	c, err := VerifyAccessToken(ctx, token, s.keys.TenantKeys(t), Expect{Issuer: iss, Audience: iss, Tenant: t.ID})
+	if err != nil {
+		return nil, err
+	}
+	user, err1 := uuid.Parse(c.Subject)
+	sess, err2 := uuid.Parse(c.Session)
+	if err1 != nil || err2 != nil {
+		return nil, problem.Errorf(problem.Unauthorized, "invalid or expired access token")
+	}
+	return &Principal{User: user, Session: sess}, nil
+}
+
+// liveSession checks, inside a transaction, that p's session still stands
+// (not revoked, not expired) and its user is active, and returns the user.
+// Endpoints that call it see a revocation at once, not at the access
+// token's expiry. Returns Unauthorized otherwise.
+func (s *Service) liveSession(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, p *Principal) (queries.AppUser, error) {
+	sess, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: p.Session})
+	if err != nil || sess.UserID != p.User || sess.RevokedAt != nil || !s.now().Before(sess.ExpiresAt) {
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return queries.AppUser{}, err
+		}
+		return queries.AppUser{}, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+	}
+	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: p.User})
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && u.Status != "active") {
+		return queries.AppUser{}, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+	}
+	return u, err
+}
+
+// Me returns the signed-in user. Returns Unauthorized if the session ended.
+func (s *Service) Me(ctx context.Context, t *tenancy.Tenant, p *Principal) (*User, error) {
+	var u queries.AppUser
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = s.liveSession(ctx, q, t, p)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
+
+// UpdateMe changes the signed-in user's display name. Returns Invalid for
+// a name over 200 characters, Unauthorized if the session ended.
+func (s *Service) UpdateMe(ctx context.Context, t *tenancy.Tenant, p *Principal, displayName string, meta Meta) (*User, error) {
+	name := strings.TrimSpace(displayName)
+	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
+		return nil, problem.InvalidField("display_name", "must be at most 200 characters")
+	}
+	var u queries.AppUser
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		if _, err = s.liveSession(ctx, q, t, p); err != nil {
+			return err
+		}
+		if u, err = q.UpdateDisplayName(ctx, queries.UpdateDisplayNameParams{TenantID: t.ID.UUID(), ID: p.User, DisplayName: name}); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.update", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
+
+// ChangePassword replaces the signed-in user's password after checking the
+// current one, and ends every other session of the user. Returns
+// Unauthorized for a wrong current password or an ended session, Invalid
+// if the new password breaks the policy.
+func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Principal, current, next string, meta Meta) error {
+	var u queries.AppUser
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = s.liveSession(ctx, q, t, p)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	ok := false
+	if u.PasswordHash != nil {
+		if ok, _, err = s.hasher.Verify(ctx, *u.PasswordHash, NormalizePassword(current)); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		_ = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+				Actor: p.User, Action: "password.change", Target: "user:" + p.User.String(), Outcome: Failure,
+				Details: map[string]string{"reason": "wrong current password"}, Meta: meta,
+			})
+		})
+		return problem.Errorf(problem.Unauthorized, "the current password is wrong")
+	}
+	pw, err := CheckPassword(next, u.Email)
+	if err != nil {
+		return err
+	}
+	hash, err := s.hasher.Hash(ctx, pw)
+	if err != nil {
+		return err
+	}
+	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if err := q.SetPasswordHash(ctx, queries.SetPasswordHashParams{TenantID: t.ID.UUID(), ID: p.User, PasswordHash: &hash}); err != nil {
+			return err
+		}
+		reason := "password changed"
+		if _, err := q.RevokeOtherSessions(ctx, queries.RevokeOtherSessionsParams{
+			TenantID: t.ID.UUID(), UserID: p.User, ID: p.Session, RevokedReason: &reason,
+		}); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "password.change", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta,
+		})
+	})
+}
+
+// Logout ends the session the access token belongs to: its refresh
+// tokens stop working at once; access tokens already issued stop at
+// endpoints that check the session, and elsewhere at their expiry.
+func (s *Service) Logout(ctx context.Context, t *tenancy.Tenant, p *Principal, meta Meta) error {
+	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		reason := "logout"
+		n, err := q.RevokeSession(ctx, queries.RevokeSessionParams{
+			TenantID: t.ID.UUID(), ID: p.Session, UserID: p.User, RevokedReason: &reason,
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "logout", Target: "session:" + p.Session.String(), Outcome: Success, Meta: meta,
+		})
+	})
+}
+
+func isUniqueViolation(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pgErr.Code == "23505"
+}
