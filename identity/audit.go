@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 
@@ -239,4 +241,62 @@ func recordFromRow(r queries.AppAuditEvent) (auditRecord, error) {
 		}
 	}
 	return auditRecord{Seq: r.Seq, At: r.At, Event: e}, nil
+}
+
+// AuditRecord is one audit event as exported (NDJSON, one a line).
+type AuditRecord struct {
+	Seq       int64             `json:"seq"`
+	At        time.Time         `json:"at"`
+	Actor     string            `json:"actor,omitempty"`
+	Action    string            `json:"action"`
+	Target    string            `json:"target,omitempty"`
+	Outcome   string            `json:"outcome"`
+	IP        string            `json:"ip,omitempty"`
+	UserAgent string            `json:"user_agent,omitempty"`
+	RequestID string            `json:"request_id,omitempty"`
+	Details   map[string]string `json:"details,omitempty"`
+	PrevHash  string            `json:"prev_hash"`
+	Hash      string            `json:"hash"`
+}
+
+// ExportAudit writes tenant t's audit trail to w as NDJSON, oldest first,
+// with each event's hashes so the chain can be checked outside Gatehouse.
+// Returns how many events it wrote.
+func ExportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, w io.Writer) (int64, error) {
+	enc := json.NewEncoder(w)
+	var seq, n int64
+	for {
+		var rows []queries.AppAuditEvent
+		err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+			rows, err = q.ListAuditEvents(ctx, queries.ListAuditEventsParams{TenantID: t.ID.UUID(), Seq: seq, Limit: 1000})
+			return err
+		})
+		if err != nil {
+			return n, fmt.Errorf("export audit: %w", err)
+		}
+		for _, r := range rows {
+			rec, err := recordFromRow(r)
+			if err != nil {
+				return n, fmt.Errorf("export audit: event %d: %w", r.Seq, err)
+			}
+			out := AuditRecord{
+				Seq: r.Seq, At: r.At.UTC(), Action: rec.Action, Target: rec.Target, Outcome: rec.Outcome,
+				UserAgent: rec.Meta.UserAgent, RequestID: rec.Meta.RequestID, Details: rec.Details,
+				PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
+			}
+			if rec.Actor != uuid.Nil {
+				out.Actor = rec.Actor.String()
+			}
+			if rec.Meta.IP.IsValid() {
+				out.IP = rec.Meta.IP.String()
+			}
+			if err := enc.Encode(out); err != nil {
+				return n, err
+			}
+			seq, n = r.Seq, n+1
+		}
+		if len(rows) < 1000 {
+			return n, nil
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -27,6 +28,10 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/auth/signup", s.handleSignup)
 	r.Post("/v1/auth/login", s.handleLogin)
 	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
+	r.Post("/v1/auth/token/refresh", s.handleRefresh)
+	r.Post("/v1/auth/token/revoke", s.handleRevoke)
+	r.Get("/v1/me/sessions", s.requireAuth, s.handleSessions)
+	r.Delete("/v1/me/sessions/:id", s.requireAuth, s.handleEndSession)
 	r.Get("/v1/me", s.requireAuth, s.handleMe)
 	r.Patch("/v1/me", s.requireAuth, s.handleUpdateMe)
 	r.Post("/v1/me/password", s.requireAuth, s.handleChangePassword)
@@ -74,6 +79,64 @@ func (s *Service) handleLogin(c *fiber.Ctx) error {
 	}
 	noStore(c)
 	return c.JSON(tokens)
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+func (s *Service) handleRefresh(c *fiber.Ctx) error {
+	var req refreshRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
+		return err
+	}
+	tokens, err := s.Refresh(c.UserContext(), tenantOf(c), req.RefreshToken, meta(c))
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(tokens)
+}
+
+type revokeRequest struct {
+	Token string `json:"token"`
+}
+
+func (s *Service) handleRevoke(c *fiber.Ctx) error {
+	var req revokeRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"token": req.Token}); err != nil {
+		return err
+	}
+	if err := s.Revoke(c.UserContext(), tenantOf(c), req.Token, meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusOK)
+}
+
+func (s *Service) handleSessions(c *fiber.Ctx) error {
+	list, err := s.Sessions(c.UserContext(), tenantOf(c), principalOf(c))
+	if err != nil {
+		return err
+	}
+	noStore(c)
+	return c.JSON(fiber.Map{"sessions": list})
+}
+
+func (s *Service) handleEndSession(c *fiber.Ctx) error {
+	id, err := uuid.Parse(c.Params("id"))
+	if err != nil {
+		return problem.Errorf(problem.NotFound, "no such session")
+	}
+	if err := s.EndSession(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleLogout(c *fiber.Ctx) error {

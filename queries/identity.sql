@@ -79,3 +79,27 @@ select * from app.audit_events where tenant_id = $1 and seq > $2 order by seq li
 
 -- name: GetAuditHead :one
 select seq, hash from app.audit_heads where tenant_id = $1;
+
+-- name: SpendRefreshToken :one
+-- Marks an unspent token spent and returns it. Of two concurrent callers
+-- with one token the second waits for the first's row lock, then finds it
+-- spent: exactly one wins.
+update app.refresh_tokens set used_at = now()
+where tenant_id = $1 and token_hash = $2 and used_at is null
+returning *;
+
+-- name: GetRefreshToken :one
+select * from app.refresh_tokens where tenant_id = $1 and token_hash = $2;
+
+-- name: RevokeSessionByID :execrows
+update app.sessions set revoked_at = now(), revoked_reason = $3
+where tenant_id = $1 and id = $2 and revoked_at is null;
+
+-- name: TouchSession :exec
+update app.sessions set last_seen_at = now() where tenant_id = $1 and id = $2;
+
+-- name: ListUserSessions :many
+select * from app.sessions
+where tenant_id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
+order by last_seen_at desc
+limit 100;

@@ -229,6 +229,29 @@ func (q *Queries) GetAuditHead(ctx context.Context, tenantID uuid.UUID) (GetAudi
 	return i, err
 }
 
+const getRefreshToken = `-- name: GetRefreshToken :one
+select tenant_id, token_hash, session_id, created_at, idle_expires_at, used_at from app.refresh_tokens where tenant_id = $1 and token_hash = $2
+`
+
+type GetRefreshTokenParams struct {
+	TenantID  uuid.UUID
+	TokenHash []byte
+}
+
+func (q *Queries) GetRefreshToken(ctx context.Context, arg GetRefreshTokenParams) (AppRefreshToken, error) {
+	row := q.db.QueryRow(ctx, getRefreshToken, arg.TenantID, arg.TokenHash)
+	var i AppRefreshToken
+	err := row.Scan(
+		&i.TenantID,
+		&i.TokenHash,
+		&i.SessionID,
+		&i.CreatedAt,
+		&i.IdleExpiresAt,
+		&i.UsedAt,
+	)
+	return i, err
+}
+
 const getSession = `-- name: GetSession :one
 select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent from app.sessions where tenant_id = $1 and id = $2
 `
@@ -376,6 +399,49 @@ func (q *Queries) ListSigningKeys(ctx context.Context, tenantID uuid.UUID) ([]Ap
 	return items, nil
 }
 
+const listUserSessions = `-- name: ListUserSessions :many
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent from app.sessions
+where tenant_id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
+order by last_seen_at desc
+limit 100
+`
+
+type ListUserSessionsParams struct {
+	TenantID uuid.UUID
+	UserID   uuid.UUID
+}
+
+func (q *Queries) ListUserSessions(ctx context.Context, arg ListUserSessionsParams) ([]AppSession, error) {
+	rows, err := q.db.Query(ctx, listUserSessions, arg.TenantID, arg.UserID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppSession
+	for rows.Next() {
+		var i AppSession
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.UserID,
+			&i.CreatedAt,
+			&i.LastSeenAt,
+			&i.ExpiresAt,
+			&i.RevokedAt,
+			&i.RevokedReason,
+			&i.Ip,
+			&i.UserAgent,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const lockAuditHead = `-- name: LockAuditHead :one
 select seq, hash from app.audit_heads where tenant_id = $1 for update
 `
@@ -475,6 +541,25 @@ func (q *Queries) RevokeSession(ctx context.Context, arg RevokeSessionParams) (i
 	return result.RowsAffected(), nil
 }
 
+const revokeSessionByID = `-- name: RevokeSessionByID :execrows
+update app.sessions set revoked_at = now(), revoked_reason = $3
+where tenant_id = $1 and id = $2 and revoked_at is null
+`
+
+type RevokeSessionByIDParams struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	RevokedReason *string
+}
+
+func (q *Queries) RevokeSessionByID(ctx context.Context, arg RevokeSessionByIDParams) (int64, error) {
+	result, err := q.db.Exec(ctx, revokeSessionByID, arg.TenantID, arg.ID, arg.RevokedReason)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setPasswordHash = `-- name: SetPasswordHash :exec
 update app.users set password_hash = $3, updated_at = now()
 where tenant_id = $1 and id = $2
@@ -488,6 +573,48 @@ type SetPasswordHashParams struct {
 
 func (q *Queries) SetPasswordHash(ctx context.Context, arg SetPasswordHashParams) error {
 	_, err := q.db.Exec(ctx, setPasswordHash, arg.TenantID, arg.ID, arg.PasswordHash)
+	return err
+}
+
+const spendRefreshToken = `-- name: SpendRefreshToken :one
+update app.refresh_tokens set used_at = now()
+where tenant_id = $1 and token_hash = $2 and used_at is null
+returning tenant_id, token_hash, session_id, created_at, idle_expires_at, used_at
+`
+
+type SpendRefreshTokenParams struct {
+	TenantID  uuid.UUID
+	TokenHash []byte
+}
+
+// Marks an unspent token spent and returns it. Of two concurrent callers
+// with one token the second waits for the first's row lock, then finds it
+// spent: exactly one wins.
+func (q *Queries) SpendRefreshToken(ctx context.Context, arg SpendRefreshTokenParams) (AppRefreshToken, error) {
+	row := q.db.QueryRow(ctx, spendRefreshToken, arg.TenantID, arg.TokenHash)
+	var i AppRefreshToken
+	err := row.Scan(
+		&i.TenantID,
+		&i.TokenHash,
+		&i.SessionID,
+		&i.CreatedAt,
+		&i.IdleExpiresAt,
+		&i.UsedAt,
+	)
+	return i, err
+}
+
+const touchSession = `-- name: TouchSession :exec
+update app.sessions set last_seen_at = now() where tenant_id = $1 and id = $2
+`
+
+type TouchSessionParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+func (q *Queries) TouchSession(ctx context.Context, arg TouchSessionParams) error {
+	_, err := q.db.Exec(ctx, touchSession, arg.TenantID, arg.ID)
 	return err
 }
 

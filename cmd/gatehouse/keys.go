@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -21,7 +22,9 @@ import (
 type keyTools struct {
 	reg     *tenancy.Registry
 	admin   *pgxpool.Pool
+	data    *tenancy.DB
 	rotator *secrets.Rotator
+	signing *identity.Keys
 }
 
 func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Duration, fn func(*keyTools) error) error {
@@ -47,8 +50,14 @@ func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Durati
 		defer app.Close()
 		silos := tenancy.NewSiloPools(v, tenancy.SiloPoolOptions{})
 		defer silos.Close()
-		rot := secrets.NewRotator(v, tenancy.NewDB(app, silos), secrets.ControlPlane(admin), settle)
-		return fn(&keyTools{reg: reg, admin: admin, rotator: rot})
+		data := tenancy.NewDB(app, silos)
+		sealer := secrets.NewSealer(v, secrets.ControlPlane(admin), secrets.SealerOptions{})
+		defer sealer.Close()
+		return fn(&keyTools{
+			reg: reg, admin: admin, data: data,
+			rotator: secrets.NewRotator(v, data, secrets.ControlPlane(admin), settle),
+			signing: identity.NewKeys(data, sealer, secrets.AAD),
+		})
 	})
 }
 
@@ -78,6 +87,18 @@ func runKeys(ctx context.Context, args []string, std stdio) error {
 			if err := k.rotator.Rotate(ctx, t, reportTo(std.out, t)); err != nil {
 				return fmt.Errorf("rotate %s: %w (run the command again to resume)", t.Slug, err)
 			}
+			// Token signing: a new key signs from now on; the previous one
+			// stays published until every token it signed has expired, and
+			// keys that stopped signing longer ago than that are retired.
+			kid, err := k.signing.Rotate(ctx, t)
+			if err != nil {
+				return fmt.Errorf("rotate %s's signing key: %w", t.Slug, err)
+			}
+			retired, err := k.signing.Retire(ctx, t, t.AccessTokenTTL+identity.Leeway)
+			if err != nil {
+				return fmt.Errorf("retire %s's signing keys: %w", t.Slug, err)
+			}
+			fmt.Fprintf(std.out, "  %s: token signing key %s; %d old signing key(s) retired\n", t.Slug, kid, retired)
 		}
 		return nil
 	})

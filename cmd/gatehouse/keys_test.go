@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
 func TestKeyCommands(t *testing.T) {
@@ -19,7 +21,8 @@ func TestKeyCommands(t *testing.T) {
 	}
 
 	out := c.must("keys", "rotate", "--tenant", "acme", "--settle", "0s")
-	if !strings.Contains(out, "acme: new key version made") || !strings.Contains(out, "acme: done") {
+	if !strings.Contains(out, "acme: new key version made") || !strings.Contains(out, "acme: done") ||
+		!strings.Contains(out, "acme: token signing key ") {
 		t.Fatalf("rotate output:\n%s", out)
 	}
 	out = c.must("keys", "rotate", "--all", "--settle", "0s")
@@ -52,4 +55,30 @@ func TestKeyCommands(t *testing.T) {
 	c.fails(2, "give --tenant SLUG or --all", "keys", "rotate", "--tenant", "acme", "--all")
 	c.fails(2, "keys: want rotate", "keys", "spin")
 	c.fails(1, `no tenant "nobody"`, "keys", "rotate", "--tenant", "nobody")
+}
+
+func TestAuditCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.must("migrate")
+	c.must("tenant", "create", "--slug", "acme", "--name", "Acme")
+	if out := c.must("audit", "verify", "--tenant", "acme"); !strings.Contains(out, "0 events, chain intact") {
+		t.Fatalf("verify of an empty trail:\n%s", out)
+	}
+	file := filepath.Join(t.TempDir(), "audit.ndjson")
+	c.must("audit", "export", "--tenant", "acme", "--out", file)
+	if b, err := os.ReadFile(file); err != nil || len(b) != 0 {
+		t.Fatalf("export of an empty trail: %q, %v", b, err)
+	}
+	// Someone with database access forges an event: verify says so and
+	// exits 1.
+	pool := pgtest.Pool(t, c.url, 1)
+	_, err := pool.Exec(t.Context(), `insert into app.audit_events (tenant_id, seq, at, action, outcome, prev_hash, hash)
+		select id, 1, now(), 'login', 'success', sha256('x'), sha256('y') from control.tenants where slug = 'acme'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fails(1, "audit trail of acme is broken at event 1", "audit", "verify", "--tenant", "acme")
+	c.fails(2, "give --tenant SLUG", "audit", "verify")
+	c.fails(2, "audit: want verify or export", "audit", "mend")
 }

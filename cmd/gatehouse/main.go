@@ -38,7 +38,9 @@ Usage:
   gatehouse tenant domain remove SLUG DOMAIN
   gatehouse tenant domain list SLUG
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
-  gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys, re-wrap stored data keys
+  gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
+  gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
+  gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON
 
 Configuration comes from flags or the environment (flags win):
   --database-url   GATEHOUSE_DATABASE_URL      primary database, as an administrator (postgres:// URL)
@@ -200,6 +202,7 @@ var commands = map[string]command{
 	"dev":     runDev,
 	"tenant":  runTenant,
 	"keys":    runKeys,
+	"audit":   runAudit,
 }
 
 func main() {

@@ -1,0 +1,198 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// errBadRefresh answers every refused refresh alike.
+var errBadRefresh = problem.Errorf(problem.Unauthorized, "invalid or expired refresh token; sign in again")
+
+// Refresh exchanges a refresh token for a new access token and a new
+// refresh token of the same family (rotation). The presented token is
+// spent: presenting it again is reuse, which ends the whole family (its
+// session) and is audited, because only a copy of a stolen token is ever
+// presented twice. Of two concurrent refreshes with one token exactly one
+// wins. Returns Unauthorized for an unknown, spent, idle-expired or
+// revoked token, or a family past its absolute lifetime.
+func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, meta Meta) (*Tokens, error) {
+	if token == "" || len(token) > 128 {
+		return nil, errBadRefresh
+	}
+	hash := hashToken(token)
+	var user, sess uuid.UUID
+	var next string
+	reused := false
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		rt, err := q.SpendRefreshToken(ctx, queries.SpendRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hash})
+		if errors.Is(err, pgx.ErrNoRows) {
+			spent, err := q.GetRefreshToken(ctx, queries.GetRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hash})
+			if errors.Is(err, pgx.ErrNoRows) {
+				return errBadRefresh
+			}
+			if err != nil {
+				return err
+			}
+			reused = true
+			return s.endFamily(ctx, q, t, spent.SessionID, "refresh token reuse", meta)
+		}
+		if err != nil {
+			return err
+		}
+		session, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: rt.SessionID})
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if session.RevokedAt != nil || !now.Before(session.ExpiresAt) || !now.Before(rt.IdleExpiresAt) {
+			return errBadRefresh
+		}
+		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: session.UserID})
+		if err != nil || u.Status != "active" {
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			return errBadRefresh
+		}
+		var h []byte
+		next, h = newRefreshToken()
+		if err := q.CreateRefreshToken(ctx, queries.CreateRefreshTokenParams{
+			TenantID: t.ID.UUID(), TokenHash: h, SessionID: session.ID,
+			IdleExpiresAt: minTime(now.Add(s.cfg.RefreshIdle), session.ExpiresAt),
+		}); err != nil {
+			return err
+		}
+		if err := q.TouchSession(ctx, queries.TouchSessionParams{TenantID: t.ID.UUID(), ID: session.ID}); err != nil {
+			return err
+		}
+		user, sess = session.UserID, session.ID
+		return appendAudit(ctx, q, t.ID.UUID(), now, Event{
+			Actor: user, Action: "token.refresh", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
+		})
+	})
+	if reused {
+		// The family is ended and that is committed; the caller learns
+		// only that the token is no good.
+		return nil, errBadRefresh
+	}
+	if err != nil {
+		if problem.CodeOf(err) == problem.Unauthorized {
+			return nil, err
+		}
+		return nil, fmt.Errorf("refresh: %w", err)
+	}
+	return s.tokens(ctx, t, user, sess, next)
+}
+
+// endFamily revokes a session and its refresh-token family and audits why.
+func (s *Service) endFamily(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, session uuid.UUID, reason string, meta Meta) error {
+	sess, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: session})
+	if err != nil {
+		return err
+	}
+	if _, err := q.RevokeSessionByID(ctx, queries.RevokeSessionByIDParams{TenantID: t.ID.UUID(), ID: session, RevokedReason: &reason}); err != nil {
+		return err
+	}
+	return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+		Actor: sess.UserID, Action: "session.revoke", Target: "session:" + session.String(), Outcome: Denied,
+		Details: map[string]string{"reason": reason}, Meta: meta,
+	})
+}
+
+// Revoke ends the session a refresh token belongs to (RFC 7009: holding
+// the token is authority enough, and an unknown token is not an error, so
+// the answer tells nothing).
+func (s *Service) Revoke(ctx context.Context, t *tenancy.Tenant, token string, meta Meta) error {
+	if token == "" || len(token) > 128 {
+		return nil
+	}
+	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		rt, err := q.GetRefreshToken(ctx, queries.GetRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hashToken(token)})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sess, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: rt.SessionID})
+		if err != nil || sess.RevokedAt != nil {
+			return err
+		}
+		reason := "token revoked"
+		if _, err := q.RevokeSessionByID(ctx, queries.RevokeSessionByIDParams{TenantID: t.ID.UUID(), ID: sess.ID, RevokedReason: &reason}); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: sess.UserID, Action: "session.revoke", Target: "session:" + sess.ID.String(), Outcome: Success,
+			Details: map[string]string{"reason": reason}, Meta: meta,
+		})
+	})
+}
+
+// Session is a sign-in as its owner sees it.
+type Session struct {
+	ID         uuid.UUID   `json:"id"`
+	Current    bool        `json:"current"`
+	CreatedAt  time.Time   `json:"created_at"`
+	LastSeenAt time.Time   `json:"last_seen_at"`
+	ExpiresAt  time.Time   `json:"expires_at"`
+	IP         *netip.Addr `json:"ip,omitempty"`
+	UserAgent  string      `json:"user_agent,omitempty"`
+}
+
+// Sessions lists the signed-in user's active sessions, most recently used
+// first. Returns Unauthorized if the caller's session ended.
+func (s *Service) Sessions(ctx context.Context, t *tenancy.Tenant, p *Principal) ([]Session, error) {
+	var rows []queries.AppSession
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		if _, err = s.liveSession(ctx, q, t, p); err != nil {
+			return err
+		}
+		rows, err = q.ListUserSessions(ctx, queries.ListUserSessionsParams{TenantID: t.ID.UUID(), UserID: p.User})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Session, len(rows))
+	for i, r := range rows {
+		out[i] = Session{ID: r.ID, Current: r.ID == p.Session, CreatedAt: r.CreatedAt, LastSeenAt: r.LastSeenAt, ExpiresAt: r.ExpiresAt, IP: r.Ip}
+		if r.UserAgent != nil {
+			out[i].UserAgent = *r.UserAgent
+		}
+	}
+	return out, nil
+}
+
+// EndSession ends one of the signed-in user's sessions. Returns NotFound if
+// the user has no such active session (another user's sessions are not
+// found either), Unauthorized if the caller's own session ended.
+func (s *Service) EndSession(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
+	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if _, err := s.liveSession(ctx, q, t, p); err != nil {
+			return err
+		}
+		reason := "ended by the user"
+		n, err := q.RevokeSession(ctx, queries.RevokeSessionParams{TenantID: t.ID.UUID(), ID: id, UserID: p.User, RevokedReason: &reason})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return problem.Errorf(problem.NotFound, "no such session")
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "session.revoke", Target: "session:" + id.String(), Outcome: Success,
+			Details: map[string]string{"reason": reason}, Meta: meta,
+		})
+	})
+}
