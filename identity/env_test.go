@@ -47,7 +47,16 @@ type env struct {
 
 func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
 
-func newEnv(t *testing.T) *env {
+// roomy limits keep rate limiting out of tests about other things.
+var roomy = map[string]identity.Limits{}
+
+func init() {
+	for action := range identity.DefaultLimits {
+		roomy[action] = identity.Limits{PerIP: identity.Limit{Requests: 10_000, Window: time.Minute}, PerTenant: identity.Limit{Requests: 10_000, Window: time.Minute}}
+	}
+}
+
+func newEnv(t *testing.T, options ...func(*identity.Config)) *env {
 	t.Helper()
 	db := pgtest.NewPrimary(t)
 	v := vaulttest.Shared(t).Connect(t)
@@ -61,7 +70,11 @@ func newEnv(t *testing.T) *env {
 	sealer := secrets.NewSealer(v, secrets.ControlPlane(appPool), secrets.SealerOptions{})
 	t.Cleanup(sealer.Close)
 	e.keys = identity.NewKeys(data, sealer, secrets.AAD)
-	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, identity.Config{Issuer: issuer})
+	cfg := identity.Config{Issuer: issuer, Limits: roomy}
+	for _, o := range options {
+		o(&cfg)
+	}
+	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
 	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes}}).App()

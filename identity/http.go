@@ -25,10 +25,10 @@ const maxBody = 16 << 10
 // Routes registers identity's endpoints on a router whose requests have
 // their tenant resolved (tenancy.Resolver.Middleware).
 func (s *Service) Routes(r fiber.Router) {
-	r.Post("/v1/auth/signup", s.handleSignup)
-	r.Post("/v1/auth/login", s.handleLogin)
+	r.Post("/v1/auth/signup", s.limit("signup"), s.handleSignup)
+	r.Post("/v1/auth/login", s.limit("login"), s.handleLogin)
 	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
-	r.Post("/v1/auth/token/refresh", s.handleRefresh)
+	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
 	r.Post("/v1/auth/token/revoke", s.handleRevoke)
 	r.Get("/v1/me/sessions", s.requireAuth, s.handleSessions)
 	r.Delete("/v1/me/sessions/:id", s.requireAuth, s.handleEndSession)
@@ -233,6 +233,23 @@ func (s *Service) handleDiscovery(c *fiber.Ctx) error {
 		"subject_types_supported":               []string{"public"},
 		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "sid"},
 	})
+}
+
+// limit counts the request against action's rate limits and answers with
+// the RateLimit-* headers (and 429 with Retry-After once spent).
+func (s *Service) limit(action string) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		st, err := s.allow(c.UserContext(), tenantOf(c), action, meta(c).IP)
+		if st.Limit > 0 {
+			c.Set("RateLimit-Limit", fmt.Sprint(st.Limit))
+			c.Set("RateLimit-Remaining", fmt.Sprint(st.Remaining))
+			c.Set("RateLimit-Reset", seconds(st.Reset))
+		}
+		if err != nil {
+			return err
+		}
+		return c.Next()
+	}
 }
 
 // requireAuth admits requests with a valid bearer access token of the

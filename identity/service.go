@@ -30,6 +30,9 @@ type Config struct {
 	RefreshLifetime time.Duration
 	// RefreshIdle ends a family unused this long; default 7 days.
 	RefreshIdle time.Duration
+	// Limits are the rate limits by action (login, signup, refresh,
+	// forgot); default DefaultLimits.
+	Limits map[string]Limits
 }
 
 // Service is identity's business logic: accounts, sign-in, sessions. It
@@ -50,6 +53,9 @@ func NewService(db *tenancy.DB, hasher *Hasher, keys *Keys, cfg Config) *Service
 	}
 	if cfg.RefreshIdle <= 0 {
 		cfg.RefreshIdle = 7 * 24 * time.Hour
+	}
+	if cfg.Limits == nil {
+		cfg.Limits = DefaultLimits
 	}
 	return &Service{db: db, hasher: hasher, keys: keys, cfg: cfg, now: time.Now}
 }
@@ -192,8 +198,9 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 	}
 	// Hash outside any transaction: 20-odd milliseconds of CPU must not
 	// hold a database connection.
+	locked := found && u.LockedUntil != nil && s.now().Before(*u.LockedUntil)
 	var ok, rehash bool
-	if found && u.PasswordHash != nil {
+	if found && u.PasswordHash != nil && !locked {
 		ok, rehash, err = s.hasher.Verify(ctx, *u.PasswordHash, pw)
 	} else {
 		err = s.hasher.VerifyNobody(ctx, pw)
@@ -205,6 +212,10 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 	switch {
 	case !found:
 		reason = "unknown account"
+	case locked:
+		// The same answer as any failure: a distinct one would tell an
+		// attacker which accounts exist.
+		reason = "account locked"
 	case !ok:
 		reason = "wrong password"
 	case u.Status != "active":
@@ -218,6 +229,11 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 			ev.Actor, ev.Target = u.ID, "user:"+u.ID.String()
 		}
 		if err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+			if reason == "wrong password" {
+				if err := s.countFailure(ctx, q, t, u.ID, meta); err != nil {
+					return err
+				}
+			}
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
 		}); err != nil {
 			return nil, fmt.Errorf("login: %w", err)
@@ -240,6 +256,11 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		}
 		if err := q.RecordLogin(ctx, queries.RecordLoginParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
 			return err
+		}
+		if u.FailedLogins > 0 || u.Lockouts > 0 {
+			if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
+				return err
+			}
 		}
 		var err error
 		if sess, refresh, err = s.startSession(ctx, q, t, u.ID, meta); err != nil {
@@ -265,6 +286,22 @@ func (s *Service) tokens(ctx context.Context, t *tenancy.Tenant, user, sess uuid
 		return nil, err
 	}
 	return &Tokens{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(t.AccessTokenTTL / time.Second), RefreshToken: refresh}, nil
+}
+
+// countFailure counts a wrong password against user and locks the account
+// when the failures reach the limit.
+func (s *Service) countFailure(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, meta Meta) error {
+	f, err := q.RecordLoginFailure(ctx, queries.RecordLoginFailureParams{TenantID: t.ID.UUID(), ID: user})
+	if err != nil || f.FailedLogins < lockoutFailures {
+		return err
+	}
+	if err := q.LockAccount(ctx, queries.LockAccountParams{TenantID: t.ID.UUID(), ID: user, LockSeconds: int32(lockoutBase / time.Second)}); err != nil {
+		return err
+	}
+	return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+		Action: "account.lock", Target: "user:" + user.String(), Outcome: Success,
+		Details: map[string]string{"failures": fmt.Sprint(f.FailedLogins), "repeat": fmt.Sprint(f.Lockouts)}, Meta: meta,
+	})
 }
 
 // startSession creates a session for user with the first refresh token of

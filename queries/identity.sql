@@ -103,3 +103,33 @@ select * from app.sessions
 where tenant_id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
 order by last_seen_at desc
 limit 100;
+
+-- name: HitRateLimit :one
+insert into app.rate_limits (tenant_id, key, window_start, hits)
+values ($1, $2, $3, 1)
+on conflict (tenant_id, key, window_start) do update set hits = app.rate_limits.hits + 1
+returning hits;
+
+-- name: PruneRateLimits :exec
+delete from app.rate_limits where tenant_id = $1 and window_start < $2;
+
+-- name: RecordLoginFailure :one
+-- Counts a failed password within a 15-minute window; the limit-th
+-- failure locks the account for lock_seconds times 2^(earlier lockouts), at
+-- most a day.
+update app.users set
+    failed_logins   = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1 else failed_logins + 1 end,
+    first_failed_at = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now() else first_failed_at end
+where tenant_id = $1 and id = $2
+returning failed_logins, lockouts;
+
+-- name: LockAccount :exec
+update app.users set
+    locked_until  = now() + least(sqlc.arg(lock_seconds)::integer * power(2, lockouts) * interval '1 second', interval '1 day'),
+    lockouts      = lockouts + 1,
+    failed_logins = 0, first_failed_at = null
+where tenant_id = $1 and id = $2;
+
+-- name: ClearLoginFailures :exec
+update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
+where tenant_id = $1 and id = $2;

@@ -68,11 +68,26 @@ func (q *Queries) AppendAuditEvent(ctx context.Context, arg AppendAuditEventPara
 	return err
 }
 
+const clearLoginFailures = `-- name: ClearLoginFailures :exec
+update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
+where tenant_id = $1 and id = $2
+`
+
+type ClearLoginFailuresParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+func (q *Queries) ClearLoginFailures(ctx context.Context, arg ClearLoginFailuresParams) error {
+	_, err := q.db.Exec(ctx, clearLoginFailures, arg.TenantID, arg.ID)
+	return err
+}
+
 const createAccount = `-- name: CreateAccount :one
 
 insert into app.users (tenant_id, email, display_name, password_hash, role)
 values ($1, $2, $3, $4, $5)
-returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
 `
 
 type CreateAccountParams struct {
@@ -107,6 +122,10 @@ func (q *Queries) CreateAccount(ctx context.Context, arg CreateAccountParams) (A
 		&i.EmailVerifiedAt,
 		&i.Role,
 		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
 }
@@ -280,7 +299,7 @@ func (q *Queries) GetSession(ctx context.Context, arg GetSessionParams) (AppSess
 }
 
 const getUserByEmail = `-- name: GetUserByEmail :one
-select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at from app.users where tenant_id = $1 and email = $2
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and email = $2
 `
 
 type GetUserByEmailParams struct {
@@ -303,8 +322,32 @@ func (q *Queries) GetUserByEmail(ctx context.Context, arg GetUserByEmailParams) 
 		&i.EmailVerifiedAt,
 		&i.Role,
 		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
+}
+
+const hitRateLimit = `-- name: HitRateLimit :one
+insert into app.rate_limits (tenant_id, key, window_start, hits)
+values ($1, $2, $3, 1)
+on conflict (tenant_id, key, window_start) do update set hits = app.rate_limits.hits + 1
+returning hits
+`
+
+type HitRateLimitParams struct {
+	TenantID    uuid.UUID
+	Key         string
+	WindowStart time.Time
+}
+
+func (q *Queries) HitRateLimit(ctx context.Context, arg HitRateLimitParams) (int32, error) {
+	row := q.db.QueryRow(ctx, hitRateLimit, arg.TenantID, arg.Key, arg.WindowStart)
+	var hits int32
+	err := row.Scan(&hits)
+	return hits, err
 }
 
 const initAuditHead = `-- name: InitAuditHead :exec
@@ -442,6 +485,25 @@ func (q *Queries) ListUserSessions(ctx context.Context, arg ListUserSessionsPara
 	return items, nil
 }
 
+const lockAccount = `-- name: LockAccount :exec
+update app.users set
+    locked_until  = now() + least($3::integer * power(2, lockouts) * interval '1 second', interval '1 day'),
+    lockouts      = lockouts + 1,
+    failed_logins = 0, first_failed_at = null
+where tenant_id = $1 and id = $2
+`
+
+type LockAccountParams struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	LockSeconds int32
+}
+
+func (q *Queries) LockAccount(ctx context.Context, arg LockAccountParams) error {
+	_, err := q.db.Exec(ctx, lockAccount, arg.TenantID, arg.ID, arg.LockSeconds)
+	return err
+}
+
 const lockAuditHead = `-- name: LockAuditHead :one
 select seq, hash from app.audit_heads where tenant_id = $1 for update
 `
@@ -458,6 +520,20 @@ func (q *Queries) LockAuditHead(ctx context.Context, tenantID uuid.UUID) (LockAu
 	return i, err
 }
 
+const pruneRateLimits = `-- name: PruneRateLimits :exec
+delete from app.rate_limits where tenant_id = $1 and window_start < $2
+`
+
+type PruneRateLimitsParams struct {
+	TenantID    uuid.UUID
+	WindowStart time.Time
+}
+
+func (q *Queries) PruneRateLimits(ctx context.Context, arg PruneRateLimitsParams) error {
+	_, err := q.db.Exec(ctx, pruneRateLimits, arg.TenantID, arg.WindowStart)
+	return err
+}
+
 const recordLogin = `-- name: RecordLogin :exec
 update app.users set last_login_at = now() where tenant_id = $1 and id = $2
 `
@@ -470,6 +546,34 @@ type RecordLoginParams struct {
 func (q *Queries) RecordLogin(ctx context.Context, arg RecordLoginParams) error {
 	_, err := q.db.Exec(ctx, recordLogin, arg.TenantID, arg.ID)
 	return err
+}
+
+const recordLoginFailure = `-- name: RecordLoginFailure :one
+update app.users set
+    failed_logins   = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1 else failed_logins + 1 end,
+    first_failed_at = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now() else first_failed_at end
+where tenant_id = $1 and id = $2
+returning failed_logins, lockouts
+`
+
+type RecordLoginFailureParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+type RecordLoginFailureRow struct {
+	FailedLogins int32
+	Lockouts     int32
+}
+
+// Counts a failed password within a 15-minute window; the limit-th
+// failure locks the account for lock_seconds times 2^(earlier lockouts), at
+// most a day.
+func (q *Queries) RecordLoginFailure(ctx context.Context, arg RecordLoginFailureParams) (RecordLoginFailureRow, error) {
+	row := q.db.QueryRow(ctx, recordLoginFailure, arg.TenantID, arg.ID)
+	var i RecordLoginFailureRow
+	err := row.Scan(&i.FailedLogins, &i.Lockouts)
+	return i, err
 }
 
 const retireSigningKeys = `-- name: RetireSigningKeys :execrows
@@ -621,7 +725,7 @@ func (q *Queries) TouchSession(ctx context.Context, arg TouchSessionParams) erro
 const updateDisplayName = `-- name: UpdateDisplayName :one
 update app.users set display_name = $3, updated_at = now()
 where tenant_id = $1 and id = $2
-returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
 `
 
 type UpdateDisplayNameParams struct {
@@ -645,6 +749,10 @@ func (q *Queries) UpdateDisplayName(ctx context.Context, arg UpdateDisplayNamePa
 		&i.EmailVerifiedAt,
 		&i.Role,
 		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
 }

@@ -33,6 +33,13 @@ type AppAuditHead struct {
 	Hash     []byte
 }
 
+type AppRateLimit struct {
+	TenantID    uuid.UUID
+	Key         string
+	WindowStart time.Time
+	Hits        int32
+}
+
 type AppRefreshToken struct {
 	TenantID      uuid.UUID
 	TokenHash     []byte
@@ -78,6 +85,10 @@ type AppUser struct {
 	EmailVerifiedAt *time.Time
 	Role            string
 	LastLoginAt     *time.Time
+	FailedLogins    int32
+	FirstFailedAt   *time.Time
+	LockedUntil     *time.Time
+	Lockouts        int32
 }
 
 type ControlTenant struct {

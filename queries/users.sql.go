@@ -26,7 +26,7 @@ const createUser = `-- name: CreateUser :one
 
 insert into app.users (tenant_id, email, display_name)
 values ($1, $2, $3)
-returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
 `
 
 type CreateUserParams struct {
@@ -53,12 +53,16 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (AppUser
 		&i.EmailVerifiedAt,
 		&i.Role,
 		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
 }
 
 const getUser = `-- name: GetUser :one
-select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at from app.users where tenant_id = $1 and id = $2
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and id = $2
 `
 
 type GetUserParams struct {
@@ -81,12 +85,16 @@ func (q *Queries) GetUser(ctx context.Context, arg GetUserParams) (AppUser, erro
 		&i.EmailVerifiedAt,
 		&i.Role,
 		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
 }
 
 const listUsers = `-- name: ListUsers :many
-select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at from app.users where tenant_id = $1 order by email limit $2
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 order by email limit $2
 `
 
 type ListUsersParams struct {
@@ -115,6 +123,10 @@ func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]AppUser
 			&i.EmailVerifiedAt,
 			&i.Role,
 			&i.LastLoginAt,
+			&i.FailedLogins,
+			&i.FirstFailedAt,
+			&i.LockedUntil,
+			&i.Lockouts,
 		); err != nil {
 			return nil, err
 		}

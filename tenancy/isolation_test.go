@@ -49,6 +49,10 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 			values ($1, 1, now(), 'login', 'success', sha256(''), sha256('same event'))`, tenant)
 		return err
 	},
+	"rate_limits": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.rate_limits (tenant_id, key, window_start, hits) values ($1, 'login/tenant', '2026-01-01', 1)`, tenant)
+		return err
+	},
 	"audit_heads": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.audit_heads (tenant_id, seq, hash) values ($1, 1, sha256('same event'))`, tenant)
 		return err
