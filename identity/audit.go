@@ -46,27 +46,14 @@ const (
 )
 
 // appendAudit appends e to tenant's audit trail inside the caller's
-// transaction, chained to the previous event by hash. It locks the
-// tenant's chain head until commit, which orders concurrent writers: call
-// it last in a transaction.
+// transaction, chained to the previous event by hash, in one round trip.
+// It locks the tenant's chain head until commit, which orders concurrent
+// writers: call it last in a transaction.
 func appendAudit(ctx context.Context, q *queries.Queries, tenant uuid.UUID, at time.Time, e Event) error {
-	head, err := q.LockAuditHead(ctx, tenant)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if err := q.InitAuditHead(ctx, queries.InitAuditHeadParams{TenantID: tenant, Hash: genesis[:]}); err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		head, err = q.LockAuditHead(ctx, tenant)
-	}
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
 	at = at.UTC().Truncate(time.Microsecond) // what timestamptz keeps
-	seq := head.Seq + 1
-	rec := auditRecord{Seq: seq, At: at, Event: e}
-	hash := rec.hash(head.Hash)
 	p := queries.AppendAuditEventParams{
-		TenantID: tenant, Seq: seq, At: at, Action: e.Action, Outcome: e.Outcome,
-		PrevHash: head.Hash, Hash: hash,
+		TenantID: tenant, At: at, Action: e.Action, Outcome: e.Outcome,
+		Digest: auditRecord{At: at, Event: e}.digest(),
 	}
 	if e.Actor != uuid.Nil {
 		p.ActorID = &e.Actor
@@ -85,14 +72,23 @@ func appendAudit(ctx context.Context, q *queries.Queries, tenant uuid.UUID, at t
 		p.RequestID = &e.Meta.RequestID
 	}
 	if len(e.Details) > 0 {
+		var err error
 		if p.Details, err = json.Marshal(e.Details); err != nil {
 			return err
 		}
 	}
-	if err := q.AppendAuditEvent(ctx, p); err != nil {
+	_, err := q.AppendAuditEvent(ctx, p)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The tenant's first event: start its chain, then append.
+		if err := q.InitAuditHead(ctx, queries.InitAuditHeadParams{TenantID: tenant, Hash: genesis[:]}); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		_, err = q.AppendAuditEvent(ctx, p)
+	}
+	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	return q.AdvanceAuditHead(ctx, queries.AdvanceAuditHeadParams{TenantID: tenant, Seq: seq, Hash: hash})
+	return nil
 }
 
 // genesis is the "previous hash" of a tenant's first event.
@@ -104,20 +100,17 @@ type auditRecord struct {
 	Event
 }
 
-// hash chains the record to prev: SHA-256 over prev and a canonical
-// encoding of every field (length-prefixed, so no two records encode
-// alike). Details are encoded as JSON with sorted keys, which a record
-// read back from Postgres reproduces exactly.
-func (r auditRecord) hash(prev []byte) []byte {
+// digest is SHA-256 over a canonical encoding of the event's content
+// (length-prefixed fields, so no two events encode alike; details as JSON
+// with sorted keys, which an event read back from Postgres reproduces).
+func (r auditRecord) digest() []byte {
 	h := sha256.New()
-	h.Write(prev)
 	field := func(s string) {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	field(fmt.Sprint(r.Seq))
 	field(r.At.UTC().Format(time.RFC3339Nano))
 	actor := ""
 	if r.Actor != uuid.Nil {
@@ -140,6 +133,18 @@ func (r auditRecord) hash(prev []byte) []byte {
 		details = string(b)
 	}
 	field(details)
+	return h.Sum(nil)
+}
+
+// hash links the record to prev: SHA-256(prev || digest || seq as 8
+// big-endian bytes), the same the database computes on append.
+func (r auditRecord) hash(prev []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	h.Write(r.digest())
+	var seq [8]byte
+	binary.BigEndian.PutUint64(seq[:], uint64(r.Seq))
+	h.Write(seq[:])
 	return h.Sum(nil)
 }
 

@@ -36,13 +36,14 @@ var testHash = identity.HashParams{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32
 // env is one test's Gatehouse: its own primary database, the shared Vault,
 // and the HTTP server with identity's routes, driven in process.
 type env struct {
-	t     *testing.T
-	admin *pgxpool.Pool
-	reg   *tenancy.Registry
-	data  *tenancy.DB
-	svc   *identity.Service
-	keys  *identity.Keys
-	app   *fiber.App
+	t      *testing.T
+	appURL string
+	admin  *pgxpool.Pool
+	reg    *tenancy.Registry
+	data   *tenancy.DB
+	svc    *identity.Service
+	keys   *identity.Keys
+	app    *fiber.App
 }
 
 func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
@@ -58,9 +59,17 @@ func init() {
 
 func newEnv(t *testing.T, options ...func(*identity.Config)) *env {
 	t.Helper()
+	e := newBenchEnv(t, options...)
+	e.t = t
+	return e
+}
+
+// newBenchEnv is newEnv for benchmarks too (no HTTP helpers).
+func newBenchEnv(t testing.TB, options ...func(*identity.Config)) *env {
+	t.Helper()
 	db := pgtest.NewPrimary(t)
 	v := vaulttest.Shared(t).Connect(t)
-	e := &env{t: t, admin: pgtest.Pool(t, db.AdminURL, 4)}
+	e := &env{admin: pgtest.Pool(t, db.AdminURL, 4), appURL: db.AppURL}
 	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", v, &tenancy.Migrator{})
 	appPool := pgtest.Pool(t, db.AppURL, 8)
 	silos := tenancy.NewSiloPools(v, tenancy.SiloPoolOptions{})

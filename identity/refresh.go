@@ -34,7 +34,11 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 	var next string
 	reused := false
 	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
-		rt, err := q.SpendRefreshToken(ctx, queries.SpendRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hash})
+		var nextHash []byte
+		next, nextHash = newRefreshToken()
+		row, err := q.RotateRefreshToken(ctx, queries.RotateRefreshTokenParams{
+			TenantID: t.ID.UUID(), TokenHash: hash, NextHash: nextHash, IdleSeconds: int32(s.cfg.RefreshIdle / time.Second),
+		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			spent, err := q.GetRefreshToken(ctx, queries.GetRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hash})
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -49,34 +53,11 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 		if err != nil {
 			return err
 		}
-		session, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: rt.SessionID})
-		if err != nil {
-			return err
+		if row.UserID == uuid.Nil {
+			return errBadRefresh // the family is over; nothing is written
 		}
-		now := s.now()
-		if session.RevokedAt != nil || !now.Before(session.ExpiresAt) || !now.Before(rt.IdleExpiresAt) {
-			return errBadRefresh
-		}
-		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: session.UserID})
-		if err != nil || u.Status != "active" {
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			return errBadRefresh
-		}
-		var h []byte
-		next, h = newRefreshToken()
-		if err := q.CreateRefreshToken(ctx, queries.CreateRefreshTokenParams{
-			TenantID: t.ID.UUID(), TokenHash: h, SessionID: session.ID,
-			IdleExpiresAt: minTime(now.Add(s.cfg.RefreshIdle), session.ExpiresAt),
-		}); err != nil {
-			return err
-		}
-		if err := q.TouchSession(ctx, queries.TouchSessionParams{TenantID: t.ID.UUID(), ID: session.ID}); err != nil {
-			return err
-		}
-		user, sess = session.UserID, session.ID
-		return appendAudit(ctx, q, t.ID.UUID(), now, Event{
+		user, sess = row.UserID, row.SessionID
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 			Actor: user, Action: "token.refresh", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
 		})
 	})

@@ -60,19 +60,30 @@ where tenant_id = $1 and kid <> $2 and retiring_at is null;
 update app.signing_keys set retired_at = now()
 where tenant_id = $1 and retiring_at < $2 and retired_at is null;
 
--- name: LockAuditHead :one
-select seq, hash from app.audit_heads where tenant_id = $1 for update;
-
 -- name: InitAuditHead :exec
 insert into app.audit_heads (tenant_id, seq, hash) values ($1, 0, $2)
 on conflict (tenant_id) do nothing;
 
--- name: AdvanceAuditHead :exec
-update app.audit_heads set seq = $2, hash = $3 where tenant_id = $1;
-
--- name: AppendAuditEvent :exec
+-- name: AppendAuditEvent :one
+-- Appends an event to the tenant's chain in one round trip: takes the
+-- chain head (locked until commit, which orders concurrent writers),
+-- links the event to it and advances it. hash = sha256(previous hash ||
+-- the event's content digest || seq as 8 big-endian bytes), computed here
+-- because only here is seq known. No row: the tenant has no head yet.
+with head as (
+    select h.seq, h.hash from app.audit_heads h where h.tenant_id = sqlc.arg(tenant_id) for update
+), next as (
+    update app.audit_heads h
+    set seq = head.seq + 1, hash = sha256(head.hash || sqlc.arg(digest)::bytea || int8send(head.seq + 1))
+    from head
+    where h.tenant_id = sqlc.arg(tenant_id)
+    returning h.seq, h.hash, head.hash as prev_hash
+)
 insert into app.audit_events (tenant_id, seq, at, actor_id, action, target, outcome, ip, user_agent, request_id, details, prev_hash, hash)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+select sqlc.arg(tenant_id), next.seq, sqlc.arg(at), sqlc.narg(actor_id), sqlc.arg(action), sqlc.narg(target), sqlc.arg(outcome),
+       sqlc.narg(ip), sqlc.narg(user_agent), sqlc.narg(request_id), sqlc.narg(details), next.prev_hash, next.hash
+from next
+returning seq;
 
 -- name: ListAuditEvents :many
 select * from app.audit_events where tenant_id = $1 and seq > $2 order by seq limit $3;
@@ -80,13 +91,35 @@ select * from app.audit_events where tenant_id = $1 and seq > $2 order by seq li
 -- name: GetAuditHead :one
 select seq, hash from app.audit_heads where tenant_id = $1;
 
--- name: SpendRefreshToken :one
--- Marks an unspent token spent and returns it. Of two concurrent callers
--- with one token the second waits for the first's row lock, then finds it
--- spent: exactly one wins.
-update app.refresh_tokens set used_at = now()
-where tenant_id = $1 and token_hash = $2 and used_at is null
-returning *;
+-- name: RotateRefreshToken :one
+-- One refresh in one round trip: spends the presented token (of two
+-- concurrent callers the second waits for the first's row lock, then finds
+-- it spent: exactly one wins), checks its session and user are live and
+-- its idle time not over, issues the family's next token and touches the
+-- session. No row: the token is unknown or already spent. A zero user_id:
+-- spent now, but its family is over (the caller rolls back).
+with spent as (
+    update app.refresh_tokens r set used_at = now()
+    where r.tenant_id = sqlc.arg(tenant_id) and r.token_hash = sqlc.arg(token_hash) and r.used_at is null
+    returning r.session_id, r.idle_expires_at
+), live as (
+    select s.id, s.user_id, s.expires_at
+    from spent
+    join app.sessions s on s.tenant_id = sqlc.arg(tenant_id) and s.id = spent.session_id
+    join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
+    where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+), fresh as (
+    insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
+    select sqlc.arg(tenant_id), sqlc.arg(next_hash), live.id,
+           least(now() + sqlc.arg(idle_seconds)::integer * interval '1 second', live.expires_at)
+    from live
+    returning session_id
+), touched as (
+    update app.sessions t set last_seen_at = now()
+    where t.tenant_id = sqlc.arg(tenant_id) and t.id in (select f.session_id from fresh f)
+)
+select spent.session_id, coalesce(live.user_id, '00000000-0000-0000-0000-000000000000'::uuid)::uuid as user_id
+from spent left join live on true;
 
 -- name: GetRefreshToken :one
 select * from app.refresh_tokens where tenant_id = $1 and token_hash = $2;
@@ -94,9 +127,6 @@ select * from app.refresh_tokens where tenant_id = $1 and token_hash = $2;
 -- name: RevokeSessionByID :execrows
 update app.sessions set revoked_at = now(), revoked_reason = $3
 where tenant_id = $1 and id = $2 and revoked_at is null;
-
--- name: TouchSession :exec
-update app.sessions set last_seen_at = now() where tenant_id = $1 and id = $2;
 
 -- name: ListUserSessions :many
 select * from app.sessions

@@ -13,29 +13,25 @@ import (
 	"github.com/google/uuid"
 )
 
-const advanceAuditHead = `-- name: AdvanceAuditHead :exec
-update app.audit_heads set seq = $2, hash = $3 where tenant_id = $1
-`
-
-type AdvanceAuditHeadParams struct {
-	TenantID uuid.UUID
-	Seq      int64
-	Hash     []byte
-}
-
-func (q *Queries) AdvanceAuditHead(ctx context.Context, arg AdvanceAuditHeadParams) error {
-	_, err := q.db.Exec(ctx, advanceAuditHead, arg.TenantID, arg.Seq, arg.Hash)
-	return err
-}
-
-const appendAuditEvent = `-- name: AppendAuditEvent :exec
+const appendAuditEvent = `-- name: AppendAuditEvent :one
+with head as (
+    select h.seq, h.hash from app.audit_heads h where h.tenant_id = $1 for update
+), next as (
+    update app.audit_heads h
+    set seq = head.seq + 1, hash = sha256(head.hash || $11::bytea || int8send(head.seq + 1))
+    from head
+    where h.tenant_id = $1
+    returning h.seq, h.hash, head.hash as prev_hash
+)
 insert into app.audit_events (tenant_id, seq, at, actor_id, action, target, outcome, ip, user_agent, request_id, details, prev_hash, hash)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+select $1, next.seq, $2, $3, $4, $5, $6,
+       $7, $8, $9, $10, next.prev_hash, next.hash
+from next
+returning seq
 `
 
 type AppendAuditEventParams struct {
 	TenantID  uuid.UUID
-	Seq       int64
 	At        time.Time
 	ActorID   *uuid.UUID
 	Action    string
@@ -45,14 +41,17 @@ type AppendAuditEventParams struct {
 	UserAgent *string
 	RequestID *string
 	Details   []byte
-	PrevHash  []byte
-	Hash      []byte
+	Digest    []byte
 }
 
-func (q *Queries) AppendAuditEvent(ctx context.Context, arg AppendAuditEventParams) error {
-	_, err := q.db.Exec(ctx, appendAuditEvent,
+// Appends an event to the tenant's chain in one round trip: takes the
+// chain head (locked until commit, which orders concurrent writers),
+// links the event to it and advances it. hash = sha256(previous hash ||
+// the event's content digest || seq as 8 big-endian bytes), computed here
+// because only here is seq known. No row: the tenant has no head yet.
+func (q *Queries) AppendAuditEvent(ctx context.Context, arg AppendAuditEventParams) (int64, error) {
+	row := q.db.QueryRow(ctx, appendAuditEvent,
 		arg.TenantID,
-		arg.Seq,
 		arg.At,
 		arg.ActorID,
 		arg.Action,
@@ -62,10 +61,11 @@ func (q *Queries) AppendAuditEvent(ctx context.Context, arg AppendAuditEventPara
 		arg.UserAgent,
 		arg.RequestID,
 		arg.Details,
-		arg.PrevHash,
-		arg.Hash,
+		arg.Digest,
 	)
-	return err
+	var seq int64
+	err := row.Scan(&seq)
+	return seq, err
 }
 
 const clearLoginFailures = `-- name: ClearLoginFailures :exec
@@ -504,22 +504,6 @@ func (q *Queries) LockAccount(ctx context.Context, arg LockAccountParams) error 
 	return err
 }
 
-const lockAuditHead = `-- name: LockAuditHead :one
-select seq, hash from app.audit_heads where tenant_id = $1 for update
-`
-
-type LockAuditHeadRow struct {
-	Seq  int64
-	Hash []byte
-}
-
-func (q *Queries) LockAuditHead(ctx context.Context, tenantID uuid.UUID) (LockAuditHeadRow, error) {
-	row := q.db.QueryRow(ctx, lockAuditHead, tenantID)
-	var i LockAuditHeadRow
-	err := row.Scan(&i.Seq, &i.Hash)
-	return i, err
-}
-
 const pruneRateLimits = `-- name: PruneRateLimits :exec
 delete from app.rate_limits where tenant_id = $1 and window_start < $2
 `
@@ -664,6 +648,61 @@ func (q *Queries) RevokeSessionByID(ctx context.Context, arg RevokeSessionByIDPa
 	return result.RowsAffected(), nil
 }
 
+const rotateRefreshToken = `-- name: RotateRefreshToken :one
+with spent as (
+    update app.refresh_tokens r set used_at = now()
+    where r.tenant_id = $1 and r.token_hash = $2 and r.used_at is null
+    returning r.session_id, r.idle_expires_at
+), live as (
+    select s.id, s.user_id, s.expires_at
+    from spent
+    join app.sessions s on s.tenant_id = $1 and s.id = spent.session_id
+    join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
+    where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+), fresh as (
+    insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
+    select $1, $3, live.id,
+           least(now() + $4::integer * interval '1 second', live.expires_at)
+    from live
+    returning session_id
+), touched as (
+    update app.sessions t set last_seen_at = now()
+    where t.tenant_id = $1 and t.id in (select f.session_id from fresh f)
+)
+select spent.session_id, coalesce(live.user_id, '00000000-0000-0000-0000-000000000000'::uuid)::uuid as user_id
+from spent left join live on true
+`
+
+type RotateRefreshTokenParams struct {
+	TenantID    uuid.UUID
+	TokenHash   []byte
+	NextHash    []byte
+	IdleSeconds int32
+}
+
+type RotateRefreshTokenRow struct {
+	SessionID uuid.UUID
+	UserID    uuid.UUID
+}
+
+// One refresh in one round trip: spends the presented token (of two
+// concurrent callers the second waits for the first's row lock, then finds
+// it spent: exactly one wins), checks its session and user are live and
+// its idle time not over, issues the family's next token and touches the
+// session. No row: the token is unknown or already spent. A zero user_id:
+// spent now, but its family is over (the caller rolls back).
+func (q *Queries) RotateRefreshToken(ctx context.Context, arg RotateRefreshTokenParams) (RotateRefreshTokenRow, error) {
+	row := q.db.QueryRow(ctx, rotateRefreshToken,
+		arg.TenantID,
+		arg.TokenHash,
+		arg.NextHash,
+		arg.IdleSeconds,
+	)
+	var i RotateRefreshTokenRow
+	err := row.Scan(&i.SessionID, &i.UserID)
+	return i, err
+}
+
 const setPasswordHash = `-- name: SetPasswordHash :exec
 update app.users set password_hash = $3, updated_at = now()
 where tenant_id = $1 and id = $2
@@ -677,48 +716,6 @@ type SetPasswordHashParams struct {
 
 func (q *Queries) SetPasswordHash(ctx context.Context, arg SetPasswordHashParams) error {
 	_, err := q.db.Exec(ctx, setPasswordHash, arg.TenantID, arg.ID, arg.PasswordHash)
-	return err
-}
-
-const spendRefreshToken = `-- name: SpendRefreshToken :one
-update app.refresh_tokens set used_at = now()
-where tenant_id = $1 and token_hash = $2 and used_at is null
-returning tenant_id, token_hash, session_id, created_at, idle_expires_at, used_at
-`
-
-type SpendRefreshTokenParams struct {
-	TenantID  uuid.UUID
-	TokenHash []byte
-}
-
-// Marks an unspent token spent and returns it. Of two concurrent callers
-// with one token the second waits for the first's row lock, then finds it
-// spent: exactly one wins.
-func (q *Queries) SpendRefreshToken(ctx context.Context, arg SpendRefreshTokenParams) (AppRefreshToken, error) {
-	row := q.db.QueryRow(ctx, spendRefreshToken, arg.TenantID, arg.TokenHash)
-	var i AppRefreshToken
-	err := row.Scan(
-		&i.TenantID,
-		&i.TokenHash,
-		&i.SessionID,
-		&i.CreatedAt,
-		&i.IdleExpiresAt,
-		&i.UsedAt,
-	)
-	return i, err
-}
-
-const touchSession = `-- name: TouchSession :exec
-update app.sessions set last_seen_at = now() where tenant_id = $1 and id = $2
-`
-
-type TouchSessionParams struct {
-	TenantID uuid.UUID
-	ID       uuid.UUID
-}
-
-func (q *Queries) TouchSession(ctx context.Context, arg TouchSessionParams) error {
-	_, err := q.db.Exec(ctx, touchSession, arg.TenantID, arg.ID)
 	return err
 }
 
