@@ -173,37 +173,28 @@ type AuditBreak struct {
 func VerifyAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant) (int64, *AuditBreak, error) {
 	prev := genesis[:]
 	var seq int64
-	for {
-		var rows []queries.AppAuditEvent
-		err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-			rows, err = q.ListAuditEvents(ctx, queries.ListAuditEventsParams{TenantID: t.ID.UUID(), Seq: seq, Limit: 1000})
-			return err
-		})
-		if err != nil {
-			return seq, nil, fmt.Errorf("verify audit: %w", err)
-		}
-		for _, r := range rows {
-			if r.Seq != seq+1 {
-				return seq, &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("event %d is missing", seq+1)}, nil
-			}
-			if !bytes.Equal(r.PrevHash, prev) {
-				return seq, &AuditBreak{Seq: r.Seq, Reason: "it does not link to the event before it"}, nil
-			}
-			rec, err := recordFromRow(r)
-			if err != nil {
-				return seq, &AuditBreak{Seq: r.Seq, Reason: err.Error()}, nil
-			}
-			if h := rec.hash(prev); !bytes.Equal(h, r.Hash) {
-				return seq, &AuditBreak{Seq: r.Seq, Reason: "its content does not match its hash (altered)"}, nil
-			}
+	var brk *AuditBreak
+	err := eachAuditEvent(ctx, db, t, func(r queries.AppAuditEvent) bool {
+		switch rec, err := recordFromRow(r); {
+		case r.Seq != seq+1:
+			brk = &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("event %d is missing", seq+1)}
+		case !bytes.Equal(r.PrevHash, prev):
+			brk = &AuditBreak{Seq: r.Seq, Reason: "it does not link to the event before it"}
+		case err != nil:
+			brk = &AuditBreak{Seq: r.Seq, Reason: err.Error()}
+		case !bytes.Equal(rec.hash(prev), r.Hash):
+			brk = &AuditBreak{Seq: r.Seq, Reason: "its content does not match its hash (altered)"}
+		default:
 			prev, seq = r.Hash, r.Seq
+			return true
 		}
-		if len(rows) < 1000 {
-			break
-		}
+		return false
+	})
+	if err != nil || brk != nil {
+		return seq, brk, err
 	}
 	var head queries.GetAuditHeadRow
-	err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+	err = db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		head, err = q.GetAuditHead(ctx, t.ID.UUID())
 		return err
 	})
@@ -269,39 +260,56 @@ type AuditRecord struct {
 // Returns how many events it wrote.
 func ExportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, w io.Writer) (int64, error) {
 	enc := json.NewEncoder(w)
-	var seq, n int64
+	var n int64
+	var failed error
+	err := eachAuditEvent(ctx, db, t, func(r queries.AppAuditEvent) bool {
+		rec, err := recordFromRow(r)
+		if err != nil {
+			failed = fmt.Errorf("export audit: event %d: %w", r.Seq, err)
+			return false
+		}
+		out := AuditRecord{
+			Seq: r.Seq, At: r.At.UTC(), Action: rec.Action, Target: rec.Target, Outcome: rec.Outcome,
+			UserAgent: rec.Meta.UserAgent, RequestID: rec.Meta.RequestID, Details: rec.Details,
+			PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
+		}
+		if rec.Actor != uuid.Nil {
+			out.Actor = rec.Actor.String()
+		}
+		if rec.Meta.IP.IsValid() {
+			out.IP = rec.Meta.IP.String()
+		}
+		if failed = enc.Encode(out); failed != nil {
+			return false
+		}
+		n++
+		return true
+	})
+	return n, errors.Join(err, failed)
+}
+
+// eachAuditEvent calls fn with tenant t's audit events in order, a page of
+// them per transaction, until fn returns false or the events run out.
+func eachAuditEvent(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, fn func(queries.AppAuditEvent) bool) error {
+	const page = 1000
+	var after int64
 	for {
 		var rows []queries.AppAuditEvent
 		err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-			rows, err = q.ListAuditEvents(ctx, queries.ListAuditEventsParams{TenantID: t.ID.UUID(), Seq: seq, Limit: 1000})
+			rows, err = q.ListAuditEvents(ctx, queries.ListAuditEventsParams{TenantID: t.ID.UUID(), Seq: after, Limit: page})
 			return err
 		})
 		if err != nil {
-			return n, fmt.Errorf("export audit: %w", err)
+			return fmt.Errorf("read audit trail: %w", err)
 		}
 		for _, r := range rows {
-			rec, err := recordFromRow(r)
-			if err != nil {
-				return n, fmt.Errorf("export audit: event %d: %w", r.Seq, err)
+			if !fn(r) {
+				return nil
 			}
-			out := AuditRecord{
-				Seq: r.Seq, At: r.At.UTC(), Action: rec.Action, Target: rec.Target, Outcome: rec.Outcome,
-				UserAgent: rec.Meta.UserAgent, RequestID: rec.Meta.RequestID, Details: rec.Details,
-				PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
-			}
-			if rec.Actor != uuid.Nil {
-				out.Actor = rec.Actor.String()
-			}
-			if rec.Meta.IP.IsValid() {
-				out.IP = rec.Meta.IP.String()
-			}
-			if err := enc.Encode(out); err != nil {
-				return n, err
-			}
-			seq, n = r.Seq, n+1
+			after = r.Seq
 		}
-		if len(rows) < 1000 {
-			return n, nil
+		if len(rows) < page {
+			return nil
 		}
 	}
 }

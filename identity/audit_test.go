@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -31,6 +32,22 @@ func TestAuditChainCatchesTampering(t *testing.T) {
 	}
 	if n, brk := verify(acme); brk != nil || n != 4 {
 		t.Fatalf("intact chain: %d events, break %+v; want 4, none", n, brk)
+	}
+	var out strings.Builder
+	if n, err := identity.ExportAudit(ctx, e.data, acme, &out); err != nil || n != 4 {
+		t.Fatalf("export: %d events, %v", n, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var prev string
+	for i, line := range lines {
+		var rec identity.AuditRecord
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Seq != int64(i+1) || len(rec.Hash) != 64 || (i > 0 && rec.PrevHash != prev) || rec.Action == "" {
+			t.Fatalf("exported line %d: %s", i+1, line)
+		}
+		prev = rec.Hash
 	}
 	exec := func(sql string, args ...any) {
 		t.Helper()
