@@ -263,21 +263,10 @@ func ExportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, w io.Wr
 	var n int64
 	var failed error
 	err := eachAuditEvent(ctx, db, t, func(r queries.AppAuditEvent) bool {
-		rec, err := recordFromRow(r)
+		out, err := exportRecord(r)
 		if err != nil {
-			failed = fmt.Errorf("export audit: event %d: %w", r.Seq, err)
+			failed = fmt.Errorf("export audit: %w", err)
 			return false
-		}
-		out := AuditRecord{
-			Seq: r.Seq, At: r.At.UTC(), Action: rec.Action, Target: rec.Target, Outcome: rec.Outcome,
-			UserAgent: rec.Meta.UserAgent, RequestID: rec.Meta.RequestID, Details: rec.Details,
-			PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
-		}
-		if rec.Actor != uuid.Nil {
-			out.Actor = rec.Actor.String()
-		}
-		if rec.Meta.IP.IsValid() {
-			out.IP = rec.Meta.IP.String()
 		}
 		if failed = enc.Encode(out); failed != nil {
 			return false
@@ -286,6 +275,26 @@ func ExportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, w io.Wr
 		return true
 	})
 	return n, errors.Join(err, failed)
+}
+
+// exportRecord turns a stored event into its exported form.
+func exportRecord(r queries.AppAuditEvent) (AuditRecord, error) {
+	rec, err := recordFromRow(r)
+	if err != nil {
+		return AuditRecord{}, fmt.Errorf("event %d: %w", r.Seq, err)
+	}
+	out := AuditRecord{
+		Seq: r.Seq, At: r.At.UTC(), Action: rec.Action, Target: rec.Target, Outcome: rec.Outcome,
+		UserAgent: rec.Meta.UserAgent, RequestID: rec.Meta.RequestID, Details: rec.Details,
+		PrevHash: hex.EncodeToString(r.PrevHash), Hash: hex.EncodeToString(r.Hash),
+	}
+	if rec.Actor != uuid.Nil {
+		out.Actor = rec.Actor.String()
+	}
+	if rec.Meta.IP.IsValid() {
+		out.IP = rec.Meta.IP.String()
+	}
+	return out, nil
 }
 
 // eachAuditEvent calls fn with tenant t's audit events in order, a page of

@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -37,6 +36,7 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/me/password", s.requireAuth, s.handleChangePassword)
 	r.Get("/.well-known/jwks.json", s.handleJWKS)
 	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
+	s.adminRoutes(r)
 }
 
 type signupRequest struct {
@@ -129,9 +129,9 @@ func (s *Service) handleSessions(c *fiber.Ctx) error {
 }
 
 func (s *Service) handleEndSession(c *fiber.Ctx) error {
-	id, err := uuid.Parse(c.Params("id"))
+	id, err := pathID(c, "id", "no such session")
 	if err != nil {
-		return problem.Errorf(problem.NotFound, "no such session")
+		return err
 	}
 	if err := s.EndSession(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
 		return err

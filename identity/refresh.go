@@ -145,14 +145,7 @@ func (s *Service) Sessions(ctx context.Context, t *tenancy.Tenant, p *Principal)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Session, len(rows))
-	for i, r := range rows {
-		out[i] = Session{ID: r.ID, Current: r.ID == p.Session, CreatedAt: r.CreatedAt, LastSeenAt: r.LastSeenAt, ExpiresAt: r.ExpiresAt, IP: r.Ip}
-		if r.UserAgent != nil {
-			out[i].UserAgent = *r.UserAgent
-		}
-	}
-	return out, nil
+	return sessionsFromRows(rows, p.Session), nil
 }
 
 // EndSession ends one of the signed-in user's sessions. Returns NotFound if

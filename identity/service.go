@@ -130,9 +130,9 @@ func (s *Service) Signup(ctx context.Context, t *tenancy.Tenant, in SignupInput,
 	if err != nil {
 		return nil, err
 	}
-	name := strings.TrimSpace(in.DisplayName)
-	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
-		return nil, problem.InvalidField("display_name", "must be at most 200 characters")
+	name, err := displayName(in.DisplayName)
+	if err != nil {
+		return nil, err
 	}
 	pw, err := CheckPassword(in.Password, email)
 	if err != nil {
@@ -408,13 +408,13 @@ func (s *Service) Me(ctx context.Context, t *tenancy.Tenant, p *Principal) (*Use
 
 // UpdateMe changes the signed-in user's display name. Returns Invalid for
 // a name over 200 characters, Unauthorized if the session ended.
-func (s *Service) UpdateMe(ctx context.Context, t *tenancy.Tenant, p *Principal, displayName string, meta Meta) (*User, error) {
-	name := strings.TrimSpace(displayName)
-	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
-		return nil, problem.InvalidField("display_name", "must be at most 200 characters")
+func (s *Service) UpdateMe(ctx context.Context, t *tenancy.Tenant, p *Principal, newName string, meta Meta) (*User, error) {
+	name, err := displayName(newName)
+	if err != nil {
+		return nil, err
 	}
 	var u queries.AppUser
-	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		if _, err = s.liveSession(ctx, q, t, p); err != nil {
 			return err
 		}

@@ -163,3 +163,52 @@ where tenant_id = $1 and id = $2;
 -- name: ClearLoginFailures :exec
 update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
 where tenant_id = $1 and id = $2;
+
+-- name: ListUsersPage :many
+-- A page of the tenant's users by email, after a cursor (the last email
+-- of the previous page), optionally only those whose email contains a
+-- search string.
+select * from app.users
+where tenant_id = sqlc.arg(tenant_id)
+  and email > sqlc.arg(after)
+  and (sqlc.arg(search)::text = '' or strpos(email, sqlc.arg(search)::text) > 0)
+order by email
+limit sqlc.arg(page_size);
+
+-- name: AdminCreateUser :one
+insert into app.users (tenant_id, email, display_name, role)
+values ($1, $2, $3, $4)
+returning *;
+
+-- name: AdminUpdateUser :one
+update app.users set
+    display_name = coalesce(sqlc.narg(display_name), display_name),
+    status       = coalesce(sqlc.narg(status), status),
+    role         = coalesce(sqlc.narg(role), role),
+    updated_at   = now()
+where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id)
+returning *;
+
+-- name: DeleteUser :execrows
+delete from app.users where tenant_id = $1 and id = $2;
+
+-- name: RevokeUserSessions :execrows
+update app.sessions set revoked_at = now(), revoked_reason = $3
+where tenant_id = $1 and user_id = $2 and revoked_at is null;
+
+-- name: ListAuditPage :many
+-- A page of the tenant's audit events, newest first, before a cursor
+-- (a seq), filtered by actor, action and time when given.
+select * from app.audit_events
+where tenant_id = sqlc.arg(tenant_id)
+  and seq < sqlc.arg(before)
+  and (sqlc.narg(actor)::uuid is null or actor_id = sqlc.narg(actor)::uuid)
+  and (sqlc.arg(action)::text = '' or action = sqlc.arg(action)::text)
+  and at >= sqlc.arg(since) and at < sqlc.arg(until)
+order by seq desc
+limit sqlc.arg(page_size);
+
+-- name: SetRoleByEmail :one
+update app.users set role = $3, updated_at = now()
+where tenant_id = $1 and email = $2
+returning *;

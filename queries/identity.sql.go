@@ -13,6 +13,94 @@ import (
 	"github.com/google/uuid"
 )
 
+const adminCreateUser = `-- name: AdminCreateUser :one
+insert into app.users (tenant_id, email, display_name, role)
+values ($1, $2, $3, $4)
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type AdminCreateUserParams struct {
+	TenantID    uuid.UUID
+	Email       string
+	DisplayName string
+	Role        string
+}
+
+func (q *Queries) AdminCreateUser(ctx context.Context, arg AdminCreateUserParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, adminCreateUser,
+		arg.TenantID,
+		arg.Email,
+		arg.DisplayName,
+		arg.Role,
+	)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
+const adminUpdateUser = `-- name: AdminUpdateUser :one
+update app.users set
+    display_name = coalesce($1, display_name),
+    status       = coalesce($2, status),
+    role         = coalesce($3, role),
+    updated_at   = now()
+where tenant_id = $4 and id = $5
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type AdminUpdateUserParams struct {
+	DisplayName *string
+	Status      *string
+	Role        *string
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+}
+
+func (q *Queries) AdminUpdateUser(ctx context.Context, arg AdminUpdateUserParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, adminUpdateUser,
+		arg.DisplayName,
+		arg.Status,
+		arg.Role,
+		arg.TenantID,
+		arg.ID,
+	)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
 const appendAuditEvent = `-- name: AppendAuditEvent :one
 with head as (
     select h.seq, h.hash from app.audit_heads h where h.tenant_id = $1 for update
@@ -212,6 +300,23 @@ func (q *Queries) CreateSigningKey(ctx context.Context, arg CreateSigningKeyPara
 	return err
 }
 
+const deleteUser = `-- name: DeleteUser :execrows
+delete from app.users where tenant_id = $1 and id = $2
+`
+
+type DeleteUserParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+func (q *Queries) DeleteUser(ctx context.Context, arg DeleteUserParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteUser, arg.TenantID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const dropRetiredSigningKeys = `-- name: DropRetiredSigningKeys :execrows
 update app.signing_keys set retired_at = now()
 where tenant_id = $1 and retiring_at < $2 and retired_at is null
@@ -409,6 +514,71 @@ func (q *Queries) ListAuditEvents(ctx context.Context, arg ListAuditEventsParams
 	return items, nil
 }
 
+const listAuditPage = `-- name: ListAuditPage :many
+select tenant_id, seq, at, actor_id, action, target, outcome, ip, user_agent, request_id, details, prev_hash, hash from app.audit_events
+where tenant_id = $1
+  and seq < $2
+  and ($3::uuid is null or actor_id = $3::uuid)
+  and ($4::text = '' or action = $4::text)
+  and at >= $5 and at < $6
+order by seq desc
+limit $7
+`
+
+type ListAuditPageParams struct {
+	TenantID uuid.UUID
+	Before   int64
+	Actor    *uuid.UUID
+	Action   string
+	Since    time.Time
+	Until    time.Time
+	PageSize int32
+}
+
+// A page of the tenant's audit events, newest first, before a cursor
+// (a seq), filtered by actor, action and time when given.
+func (q *Queries) ListAuditPage(ctx context.Context, arg ListAuditPageParams) ([]AppAuditEvent, error) {
+	rows, err := q.db.Query(ctx, listAuditPage,
+		arg.TenantID,
+		arg.Before,
+		arg.Actor,
+		arg.Action,
+		arg.Since,
+		arg.Until,
+		arg.PageSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppAuditEvent
+	for rows.Next() {
+		var i AppAuditEvent
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.Seq,
+			&i.At,
+			&i.ActorID,
+			&i.Action,
+			&i.Target,
+			&i.Outcome,
+			&i.Ip,
+			&i.UserAgent,
+			&i.RequestID,
+			&i.Details,
+			&i.PrevHash,
+			&i.Hash,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listSigningKeys = `-- name: ListSigningKeys :many
 select tenant_id, kid, algorithm, public_key, private_key_sealed, created_at, retiring_at, retired_at from app.signing_keys where tenant_id = $1 and retired_at is null order by created_at desc
 `
@@ -474,6 +644,66 @@ func (q *Queries) ListUserSessions(ctx context.Context, arg ListUserSessionsPara
 			&i.RevokedReason,
 			&i.Ip,
 			&i.UserAgent,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listUsersPage = `-- name: ListUsersPage :many
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users
+where tenant_id = $1
+  and email > $2
+  and ($3::text = '' or strpos(email, $3::text) > 0)
+order by email
+limit $4
+`
+
+type ListUsersPageParams struct {
+	TenantID uuid.UUID
+	After    string
+	Search   string
+	PageSize int32
+}
+
+// A page of the tenant's users by email, after a cursor (the last email
+// of the previous page), optionally only those whose email contains a
+// search string.
+func (q *Queries) ListUsersPage(ctx context.Context, arg ListUsersPageParams) ([]AppUser, error) {
+	rows, err := q.db.Query(ctx, listUsersPage,
+		arg.TenantID,
+		arg.After,
+		arg.Search,
+		arg.PageSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppUser
+	for rows.Next() {
+		var i AppUser
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.ID,
+			&i.Email,
+			&i.DisplayName,
+			&i.Status,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.PasswordHash,
+			&i.EmailVerifiedAt,
+			&i.Role,
+			&i.LastLoginAt,
+			&i.FailedLogins,
+			&i.FirstFailedAt,
+			&i.LockedUntil,
+			&i.Lockouts,
 		); err != nil {
 			return nil, err
 		}
@@ -648,6 +878,25 @@ func (q *Queries) RevokeSessionByID(ctx context.Context, arg RevokeSessionByIDPa
 	return result.RowsAffected(), nil
 }
 
+const revokeUserSessions = `-- name: RevokeUserSessions :execrows
+update app.sessions set revoked_at = now(), revoked_reason = $3
+where tenant_id = $1 and user_id = $2 and revoked_at is null
+`
+
+type RevokeUserSessionsParams struct {
+	TenantID      uuid.UUID
+	UserID        uuid.UUID
+	RevokedReason *string
+}
+
+func (q *Queries) RevokeUserSessions(ctx context.Context, arg RevokeUserSessionsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, revokeUserSessions, arg.TenantID, arg.UserID, arg.RevokedReason)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const rotateRefreshToken = `-- name: RotateRefreshToken :one
 with spent as (
     update app.refresh_tokens r set used_at = now()
@@ -717,6 +966,41 @@ type SetPasswordHashParams struct {
 func (q *Queries) SetPasswordHash(ctx context.Context, arg SetPasswordHashParams) error {
 	_, err := q.db.Exec(ctx, setPasswordHash, arg.TenantID, arg.ID, arg.PasswordHash)
 	return err
+}
+
+const setRoleByEmail = `-- name: SetRoleByEmail :one
+update app.users set role = $3, updated_at = now()
+where tenant_id = $1 and email = $2
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type SetRoleByEmailParams struct {
+	TenantID uuid.UUID
+	Email    string
+	Role     string
+}
+
+func (q *Queries) SetRoleByEmail(ctx context.Context, arg SetRoleByEmailParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, setRoleByEmail, arg.TenantID, arg.Email, arg.Role)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
 }
 
 const updateDisplayName = `-- name: UpdateDisplayName :one

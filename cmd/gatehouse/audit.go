@@ -66,3 +66,38 @@ func exportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, path st
 	fmt.Fprintf(std.err, "exported %d audit events of %s\n", n, t.Slug)
 	return nil
 }
+
+// runTenantAdmin is `tenant admin grant|revoke --tenant SLUG --email E`:
+// the operator's way to give a tenant its first admin.
+func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
+	if len(args) == 0 || (args[0] != "grant" && args[0] != "revoke") {
+		return usageErr("tenant admin: want grant or revoke")
+	}
+	role := identity.RoleAdmin
+	if args[0] == "revoke" {
+		role = identity.RoleMember
+	}
+	var cfg config
+	fs := flag.NewFlagSet("tenant admin "+args[0], flag.ContinueOnError)
+	cfg.flags(fs)
+	slug := fs.String("tenant", "", "the tenant")
+	email := fs.String("email", "", "the account's email")
+	if err := positional(fs, args[1:], std, 0); err != nil {
+		return err
+	}
+	if *slug == "" || *email == "" {
+		return usageErr("tenant admin %s: give --tenant SLUG and --email EMAIL", args[0])
+	}
+	return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+		t, err := k.reg.Get(ctx, *slug)
+		if err != nil {
+			return err
+		}
+		u, err := identity.SetRole(ctx, k.data, t, *email, role)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(std.out, "%s is now %s of %s\n", u.Email, map[string]string{identity.RoleAdmin: "an admin", identity.RoleMember: "a member"}[role], t.Slug)
+		return nil
+	})
+}

@@ -82,3 +82,30 @@ func TestAuditCommands(t *testing.T) {
 	c.fails(2, "give --tenant SLUG", "audit", "verify")
 	c.fails(2, "audit: want verify or export", "audit", "mend")
 }
+
+func TestTenantAdminGrant(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.must("migrate")
+	c.must("tenant", "create", "--slug", "acme", "--name", "Acme")
+	pool := pgtest.Pool(t, c.url, 1)
+	if _, err := pool.Exec(t.Context(), `insert into app.users (tenant_id, email) select id, 'ada@example.com' from control.tenants where slug = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.must("tenant", "admin", "grant", "--tenant", "acme", "--email", "Ada@Example.com"); !strings.Contains(out, "ada@example.com is now an admin of acme") {
+		t.Fatalf("grant output: %s", out)
+	}
+	var role string
+	pool.QueryRow(t.Context(), "select role from app.users where email = 'ada@example.com'").Scan(&role)
+	if role != "admin" {
+		t.Fatalf("role %q after grant", role)
+	}
+	c.must("tenant", "admin", "revoke", "--tenant", "acme", "--email", "ada@example.com")
+	pool.QueryRow(t.Context(), "select role from app.users where email = 'ada@example.com'").Scan(&role)
+	if role != "member" {
+		t.Fatalf("role %q after revoke", role)
+	}
+	c.fails(1, "no account with this email", "tenant", "admin", "grant", "--tenant", "acme", "--email", "nobody@example.com")
+	c.fails(2, "give --tenant SLUG and --email EMAIL", "tenant", "admin", "grant", "--tenant", "acme")
+	c.fails(2, "want grant or revoke", "tenant", "admin", "crown")
+}

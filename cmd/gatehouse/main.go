@@ -38,6 +38,7 @@ Usage:
   gatehouse tenant domain remove SLUG DOMAIN
   gatehouse tenant domain list SLUG
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
+  gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
   gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
   gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON

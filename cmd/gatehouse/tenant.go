@@ -37,11 +37,14 @@ func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, fu
 
 func runTenant(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
-		return usageErr("tenant: want one of create, list, show, suspend, resume, delete, domain, byok")
+		return usageErr("tenant: want one of create, list, show, suspend, resume, delete, domain, byok, admin")
 	}
 	sub, args := args[0], args[1:]
-	if sub == "byok" {
+	switch sub {
+	case "byok":
 		return runBYOK(ctx, args, std)
+	case "admin":
+		return runTenantAdmin(ctx, args, std)
 	}
 	var cfg config
 	fs := flag.NewFlagSet("tenant "+sub, flag.ContinueOnError)

@@ -1,0 +1,396 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Admin rights: for now the role column of the user; the ReBAC issue
+// moves them into SpiceDB.
+const (
+	RoleMember = "member"
+	RoleAdmin  = "admin"
+)
+
+// adminTx runs fn in a transaction of tenant t after checking that p's
+// session stands and its user is an admin of t. Returns Unauthorized if
+// the session ended, Forbidden for a non-admin (the attempt is audited).
+func (s *Service) adminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
+	denied := false
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		u, err := s.liveSession(ctx, q, t, p)
+		if err != nil {
+			return err
+		}
+		if u.Role != RoleAdmin {
+			denied = true
+			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+				Actor: p.User, Action: action, Outcome: Denied, Meta: meta,
+				Details: map[string]string{"reason": "not a tenant admin"},
+			})
+		}
+		return fn(q)
+	})
+	if err == nil && denied {
+		return problem.Errorf(problem.Forbidden, "only the tenant's admins may do this")
+	}
+	return err
+}
+
+// UserPage is a page of users and the cursor of the next one ("" at the
+// end).
+type UserPage struct {
+	Users []*User `json:"users"`
+	Next  string  `json:"next,omitempty"`
+}
+
+// ListUsers returns a page of tenant t's users ordered by email, after the
+// cursor, optionally only those whose email contains search. Admins only.
+func (s *Service) ListUsers(ctx context.Context, t *tenancy.Tenant, p *Principal, search, cursor string, limit int, meta Meta) (*UserPage, error) {
+	if limit <= 0 || limit > 200 {
+		return nil, problem.InvalidField("limit", "must be between 1 and 200")
+	}
+	if len(search) > 254 || len(cursor) > 254 {
+		return nil, problem.Errorf(problem.Invalid, "search and cursor are at most 254 characters")
+	}
+	page := &UserPage{Users: []*User{}}
+	err := s.adminTx(ctx, t, p, "user.list", meta, func(q *queries.Queries) error {
+		rows, err := q.ListUsersPage(ctx, queries.ListUsersPageParams{
+			TenantID: t.ID.UUID(), After: cursor, Search: strings.ToLower(search), PageSize: int32(limit + 1),
+		})
+		if err != nil {
+			return err
+		}
+		for i, r := range rows {
+			if i == limit {
+				page.Next = rows[i-1].Email
+				break
+			}
+			page.Users = append(page.Users, userFromRow(r))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+// GetUser returns one of tenant t's users. Admins only. Returns NotFound
+// if t has no such user (another tenant's users included).
+func (s *Service) GetUser(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) (*User, error) {
+	var u queries.AppUser
+	err := s.adminTx(ctx, t, p, "user.get", meta, func(q *queries.Queries) (err error) {
+		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
+		return notFound(err, "no such user")
+	})
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
+
+// CreateUserInput is what an admin gives for a new account.
+type CreateUserInput struct {
+	Email       string
+	DisplayName string
+	Role        string
+}
+
+// CreateUser creates an account without a password in tenant t: its owner
+// sets one through the invitation (email flows). Admins only. Returns
+// Invalid for a bad email, name or role, Conflict if the email is taken.
+func (s *Service) CreateUser(ctx context.Context, t *tenancy.Tenant, p *Principal, in CreateUserInput, meta Meta) (*User, error) {
+	email, err := NormalizeEmail(in.Email)
+	if err != nil {
+		return nil, err
+	}
+	name, err := displayName(in.DisplayName)
+	if err != nil {
+		return nil, err
+	}
+	if in.Role == "" {
+		in.Role = RoleMember
+	}
+	if in.Role != RoleMember && in.Role != RoleAdmin {
+		return nil, problem.InvalidField("role", "must be member or admin")
+	}
+	var u queries.AppUser
+	err = s.adminTx(ctx, t, p, "user.create", meta, func(q *queries.Queries) (err error) {
+		u, err = q.AdminCreateUser(ctx, queries.AdminCreateUserParams{TenantID: t.ID.UUID(), Email: email, DisplayName: name, Role: in.Role})
+		if err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.create", Target: "user:" + u.ID.String(), Outcome: Success, Meta: meta,
+			Details: map[string]string{"role": in.Role},
+		})
+	})
+	if isUniqueViolation(err) {
+		return nil, problem.Errorf(problem.Conflict, "an account with this email already exists")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
+
+// UpdateUserInput changes what is set.
+type UpdateUserInput struct {
+	DisplayName *string
+	Status      *string // active or disabled; disabling ends every session
+	Role        *string
+}
+
+// UpdateUser changes one of tenant t's users. Admins only; an admin cannot
+// disable or demote themselves (a tenant must not lock out its last admin
+// by accident). Returns NotFound, Invalid, or Conflict for a change to
+// oneself.
+func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, in UpdateUserInput, meta Meta) (*User, error) {
+	if in.DisplayName == nil && in.Status == nil && in.Role == nil {
+		return nil, problem.Errorf(problem.Invalid, "nothing to change: give display_name, status or role")
+	}
+	if in.DisplayName != nil {
+		name, err := displayName(*in.DisplayName)
+		if err != nil {
+			return nil, err
+		}
+		in.DisplayName = &name
+	}
+	if in.Status != nil && *in.Status != "active" && *in.Status != "disabled" {
+		return nil, problem.InvalidField("status", "must be active or disabled")
+	}
+	if in.Role != nil && *in.Role != RoleMember && *in.Role != RoleAdmin {
+		return nil, problem.InvalidField("role", "must be member or admin")
+	}
+	if id == p.User && ((in.Status != nil && *in.Status != "active") || (in.Role != nil && *in.Role != RoleAdmin)) {
+		return nil, problem.Errorf(problem.Conflict, "admins cannot disable or demote themselves; ask another admin")
+	}
+	var u queries.AppUser
+	err := s.adminTx(ctx, t, p, "user.update", meta, func(q *queries.Queries) (err error) {
+		u, err = q.AdminUpdateUser(ctx, queries.AdminUpdateUserParams{
+			TenantID: t.ID.UUID(), ID: id, DisplayName: in.DisplayName, Status: in.Status, Role: in.Role,
+		})
+		if err = notFound(err, "no such user"); err != nil {
+			return err
+		}
+		if in.Status != nil && *in.Status == "disabled" {
+			reason := "account disabled"
+			if _, err := q.RevokeUserSessions(ctx, queries.RevokeUserSessionsParams{TenantID: t.ID.UUID(), UserID: id, RevokedReason: &reason}); err != nil {
+				return err
+			}
+		}
+		details := map[string]string{}
+		for k, v := range map[string]*string{"display_name": in.DisplayName, "status": in.Status, "role": in.Role} {
+			if v != nil {
+				details[k] = *v
+			}
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.update", Target: "user:" + id.String(), Outcome: Success, Meta: meta, Details: details,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
+
+// Unlock lifts a lockout of one of tenant t's users. Admins only.
+func (s *Service) Unlock(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
+	return s.adminTx(ctx, t, p, "user.unlock", meta, func(q *queries.Queries) error {
+		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+			return notFound(err, "no such user")
+		}
+		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.unlock", Target: "user:" + id.String(), Outcome: Success, Meta: meta,
+		})
+	})
+}
+
+// DeleteUser deletes one of tenant t's users with their sessions and
+// tokens. The audit trail keeps the user's id (no personal data) so the
+// chain stays whole. Admins only; not oneself.
+func (s *Service) DeleteUser(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
+	if id == p.User {
+		return problem.Errorf(problem.Conflict, "admins cannot delete themselves; ask another admin")
+	}
+	return s.adminTx(ctx, t, p, "user.delete", meta, func(q *queries.Queries) error {
+		n, err := q.DeleteUser(ctx, queries.DeleteUserParams{TenantID: t.ID.UUID(), ID: id})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return problem.Errorf(problem.NotFound, "no such user")
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.delete", Target: "user:" + id.String(), Outcome: Success, Meta: meta,
+		})
+	})
+}
+
+// UserSessions lists one of tenant t's users' active sessions. Admins only.
+func (s *Service) UserSessions(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) ([]Session, error) {
+	var rows []queries.AppSession
+	err := s.adminTx(ctx, t, p, "session.list", meta, func(q *queries.Queries) (err error) {
+		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+			return notFound(err, "no such user")
+		}
+		rows, err = q.ListUserSessions(ctx, queries.ListUserSessionsParams{TenantID: t.ID.UUID(), UserID: id})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sessionsFromRows(rows, p.Session), nil
+}
+
+// RevokeUserSession ends one session of one of tenant t's users. Admins
+// only. Returns NotFound if that user has no such active session.
+func (s *Service) RevokeUserSession(ctx context.Context, t *tenancy.Tenant, p *Principal, user, session uuid.UUID, meta Meta) error {
+	return s.adminTx(ctx, t, p, "session.revoke", meta, func(q *queries.Queries) error {
+		reason := "ended by an admin"
+		n, err := q.RevokeSession(ctx, queries.RevokeSessionParams{TenantID: t.ID.UUID(), ID: session, UserID: user, RevokedReason: &reason})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return problem.Errorf(problem.NotFound, "no such session")
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "session.revoke", Target: "session:" + session.String(), Outcome: Success, Meta: meta,
+			Details: map[string]string{"reason": reason, "user": user.String()},
+		})
+	})
+}
+
+// AuditFilter narrows an audit listing.
+type AuditFilter struct {
+	Actor        *uuid.UUID
+	Action       string
+	Since, Until time.Time // zero: unbounded
+	Before       int64     // cursor: events before this seq; 0 for the newest
+	Limit        int
+}
+
+// AuditPage is a page of audit events, newest first, and the cursor of
+// the next (older) page; 0 at the end.
+type AuditPage struct {
+	Events []AuditRecord `json:"events"`
+	Next   int64         `json:"next,omitempty"`
+}
+
+// ListAudit returns a page of tenant t's audit trail. Admins only.
+func (s *Service) ListAudit(ctx context.Context, t *tenancy.Tenant, p *Principal, f AuditFilter, meta Meta) (*AuditPage, error) {
+	if f.Limit <= 0 || f.Limit > 500 {
+		return nil, problem.InvalidField("limit", "must be between 1 and 500")
+	}
+	if f.Before <= 0 {
+		f.Before = math.MaxInt64
+	}
+	if f.Until.IsZero() {
+		f.Until = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if !f.Until.After(f.Since) {
+		return nil, problem.InvalidField("until", "must be after since")
+	}
+	if len(f.Action) > 100 {
+		return nil, problem.InvalidField("action", "must be at most 100 characters")
+	}
+	page := &AuditPage{Events: []AuditRecord{}}
+	err := s.adminTx(ctx, t, p, "audit.list", meta, func(q *queries.Queries) error {
+		rows, err := q.ListAuditPage(ctx, queries.ListAuditPageParams{
+			TenantID: t.ID.UUID(), Before: f.Before, Actor: f.Actor, Action: f.Action,
+			Since: f.Since, Until: f.Until, PageSize: int32(f.Limit + 1),
+		})
+		if err != nil {
+			return err
+		}
+		for i, r := range rows {
+			if i == f.Limit {
+				page.Next = rows[i-1].Seq
+				break
+			}
+			rec, err := exportRecord(r)
+			if err != nil {
+				return err
+			}
+			page.Events = append(page.Events, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+func sessionsFromRows(rows []queries.AppSession, current uuid.UUID) []Session {
+	out := make([]Session, len(rows))
+	for i, r := range rows {
+		out[i] = Session{ID: r.ID, Current: r.ID == current, CreatedAt: r.CreatedAt, LastSeenAt: r.LastSeenAt, ExpiresAt: r.ExpiresAt, IP: r.Ip}
+		if r.UserAgent != nil {
+			out[i].UserAgent = *r.UserAgent
+		}
+	}
+	return out
+}
+
+func displayName(s string) (string, error) {
+	name := strings.TrimSpace(s)
+	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
+		return "", problem.InvalidField("display_name", "must be at most 200 characters")
+	}
+	return name, nil
+}
+
+// notFound maps a missing row to NotFound with msg.
+func notFound(err error, msg string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return problem.Errorf(problem.NotFound, "%s", msg)
+	}
+	return err
+}
+
+// SetRole gives the account with email in tenant t the role, on a
+// platform operator's authority (the first admin of a tenant, or a
+// tenant that lost its admins). Audited with no actor. Returns NotFound
+// if t has no such account, Invalid for a bad email or role.
+func SetRole(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, email, role string) (*User, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	if role != RoleMember && role != RoleAdmin {
+		return nil, problem.InvalidField("role", "must be member or admin")
+	}
+	var u queries.AppUser
+	err = db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = q.SetRoleByEmail(ctx, queries.SetRoleByEmailParams{TenantID: t.ID.UUID(), Email: e, Role: role})
+		if err = notFound(err, "no account with this email"); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), time.Now(), Event{
+			Action: "user.role", Target: "user:" + u.ID.String(), Outcome: Success,
+			Details: map[string]string{"role": role, "by": "operator"},
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return userFromRow(u), nil
+}
