@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -354,6 +355,9 @@ func displayName(s string) (string, error) {
 	name := strings.TrimSpace(s)
 	if utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
 		return "", problem.InvalidField("display_name", "must be at most 200 characters")
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		return "", problem.InvalidField("display_name", "must not contain control characters")
 	}
 	return name, nil
 }

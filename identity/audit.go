@@ -171,10 +171,24 @@ type AuditBreak struct {
 // (an altered event, a deleted one, a gap, a truncated tail). Returns the
 // number of events checked.
 func VerifyAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant) (int64, *AuditBreak, error) {
+	// The head first: the chain is checked up to where it stood then, so
+	// events appended while this runs do not look like tampering.
+	var head queries.GetAuditHeadRow
+	err := db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		head, err = q.GetAuditHead(ctx, t.ID.UUID())
+		return err
+	})
+	noHead := errors.Is(err, pgx.ErrNoRows)
+	if err != nil && !noHead {
+		return 0, nil, fmt.Errorf("verify audit: %w", err)
+	}
 	prev := genesis[:]
 	var seq int64
 	var brk *AuditBreak
-	err := eachAuditEvent(ctx, db, t, func(r queries.AppAuditEvent) bool {
+	err = eachAuditEvent(ctx, db, t, func(r queries.AppAuditEvent) bool {
+		if !noHead && r.Seq > head.Seq {
+			return false // appended after the head was read
+		}
 		switch rec, err := recordFromRow(r); {
 		case r.Seq != seq+1:
 			brk = &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("event %d is missing", seq+1)}
@@ -190,24 +204,14 @@ func VerifyAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant) (int64,
 		}
 		return false
 	})
-	if err != nil || brk != nil {
+	switch {
+	case err != nil || brk != nil:
 		return seq, brk, err
-	}
-	var head queries.GetAuditHeadRow
-	err = db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-		head, err = q.GetAuditHead(ctx, t.ID.UUID())
-		return err
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		if seq == 0 {
-			return 0, nil, nil
-		}
+	case noHead && seq > 0:
 		return seq, &AuditBreak{Reason: "the chain head is missing"}, nil
-	}
-	if err != nil {
-		return seq, nil, fmt.Errorf("verify audit: %w", err)
-	}
-	if head.Seq != seq || !bytes.Equal(head.Hash, prev) {
+	case noHead:
+		return 0, nil, nil
+	case head.Seq != seq || !bytes.Equal(head.Hash, prev):
 		return seq, &AuditBreak{Seq: seq + 1, Reason: fmt.Sprintf("the chain ends at event %d but its head says %d (events deleted from the end?)", seq, head.Seq)}, nil
 	}
 	return seq, nil, nil

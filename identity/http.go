@@ -33,7 +33,7 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Delete("/v1/me/sessions/:id", s.requireAuth, s.handleEndSession)
 	r.Get("/v1/me", s.requireAuth, s.handleMe)
 	r.Patch("/v1/me", s.requireAuth, s.handleUpdateMe)
-	r.Post("/v1/me/password", s.requireAuth, s.handleChangePassword)
+	r.Post("/v1/me/password", s.requireAuth, s.limit("password"), s.handleChangePassword)
 	r.Get("/.well-known/jwks.json", s.handleJWKS)
 	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
 	s.adminRoutes(r)
@@ -289,7 +289,10 @@ func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
 }
 
 func meta(c *fiber.Ctx) Meta {
-	m := Meta{UserAgent: c.Get(fiber.HeaderUserAgent), RequestID: string(c.Response().Header.Peek("X-Request-Id"))}
+	// Header values are whatever the client sent: keep them storable
+	// (valid UTF-8, no NUL) so a hostile User-Agent cannot fail a request.
+	ua := strings.ReplaceAll(strings.ToValidUTF8(c.Get(fiber.HeaderUserAgent), "\uFFFD"), "\x00", "")
+	m := Meta{UserAgent: ua, RequestID: string(c.Response().Header.Peek("X-Request-Id"))}
 	if ip, err := netip.ParseAddr(c.IP()); err == nil {
 		m.IP = ip.Unmap()
 	}

@@ -58,8 +58,13 @@ type signer struct {
 // sealer (aad binds them to their row).
 func NewKeys(db *tenancy.DB, sealer Sealer, aad AAD) *Keys {
 	return &Keys{db: db, sealer: sealer, aad: aad, signers: map[tenancy.ID]*signer{},
-		published: map[publishedKey]publishedEntry{}, ttl: time.Minute, now: time.Now}
+		published: map[publishedKey]publishedEntry{}, ttl: KeyCacheTTL, now: time.Now}
 }
+
+// KeyCacheTTL is how long a server keeps using an opened signing key (and
+// trusting a published one) before reading the keys again: after a
+// rotation, other servers may sign with the previous key this long.
+const KeyCacheTTL = time.Minute
 
 func (k *Keys) keyAAD(t tenancy.ID, kid string) []byte {
 	return k.aad("signing_keys", "private_key_sealed", t.String()+"/"+kid)

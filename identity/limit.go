@@ -25,10 +25,11 @@ type Limits struct {
 
 // DefaultLimits are the rate limits of the actions that invite abuse.
 var DefaultLimits = map[string]Limits{
-	"login":   {PerIP: Limit{20, time.Minute}, PerTenant: Limit{1200, time.Minute}},
-	"signup":  {PerIP: Limit{5, time.Minute}, PerTenant: Limit{120, time.Minute}},
-	"refresh": {PerIP: Limit{60, time.Minute}, PerTenant: Limit{6000, time.Minute}},
-	"forgot":  {PerIP: Limit{5, time.Minute}, PerTenant: Limit{120, time.Minute}},
+	"login":    {PerIP: Limit{20, time.Minute}, PerTenant: Limit{1200, time.Minute}},
+	"signup":   {PerIP: Limit{5, time.Minute}, PerTenant: Limit{120, time.Minute}},
+	"refresh":  {PerIP: Limit{60, time.Minute}, PerTenant: Limit{6000, time.Minute}},
+	"forgot":   {PerIP: Limit{5, time.Minute}, PerTenant: Limit{120, time.Minute}},
+	"password": {PerIP: Limit{10, time.Minute}, PerTenant: Limit{600, time.Minute}},
 }
 
 // Lockout: this many failed passwords within lockoutWindow lock the
@@ -61,7 +62,7 @@ func (s *Service) allow(ctx context.Context, t *tenancy.Tenant, action string, i
 	tenantWindow := now.Truncate(l.PerTenant.Window)
 	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		ipHits, err = q.HitRateLimit(ctx, queries.HitRateLimitParams{
-			TenantID: t.ID.UUID(), Key: action + "/ip/" + ip.String(), WindowStart: ipWindow,
+			TenantID: t.ID.UUID(), Key: action + "/ip/" + clientKey(ip), WindowStart: ipWindow,
 		})
 		if err != nil {
 			return err
@@ -93,6 +94,16 @@ func (s *Service) allow(ctx context.Context, t *tenancy.Tenant, action string, i
 		return st, tooMany(tenantWindow.Add(l.PerTenant.Window).Sub(now))
 	}
 	return st, nil
+}
+
+// clientKey is the unit a client is limited by: its IPv4 address, or its
+// IPv6 /64 (one subscriber commonly holds a whole /64).
+func clientKey(ip netip.Addr) string {
+	if ip.Is6() && !ip.Is4In6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.Unmap().String()
 }
 
 func tooMany(retry time.Duration) error {

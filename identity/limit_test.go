@@ -3,6 +3,8 @@ package identity_test
 import (
 	"context"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,5 +107,77 @@ func TestTenantWideRateLimit(t *testing.T) {
 	e.problemOf(r, 429)
 	if r.header["Retry-After"] == "" {
 		t.Fatal("no Retry-After")
+	}
+}
+
+func TestBurstOfGuessesStopsAtTheLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "burst@example.com", goodPassword)
+	var wg sync.WaitGroup
+	for range 15 {
+		wg.Go(func() {
+			e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "burst@example.com", "password": "guess-guess-guess"})
+		})
+	}
+	wg.Wait()
+	var checked int
+	e.admin.QueryRow(ctx, "select count(*) from app.audit_events where action = 'login' and details->>'reason' = 'wrong password'").Scan(&checked)
+	if checked > 5 {
+		t.Fatalf("%d concurrent guesses had their password checked, want at most 5", checked)
+	}
+	e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "burst@example.com", "password": goodPassword}), 401)
+}
+
+func TestLockoutGrowthIsCapped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "old-foe@example.com", goodPassword)
+	e.admin.Exec(ctx, "update app.users set lockouts = 40 where email = 'old-foe@example.com'")
+	for range 5 {
+		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "old-foe@example.com", "password": "wrong-wrong-wrong"}), 401)
+	}
+	var until time.Time
+	e.admin.QueryRow(ctx, "select locked_until from app.users where email = 'old-foe@example.com'").Scan(&until)
+	if d := time.Until(until); d < 23*time.Hour || d > 25*time.Hour {
+		t.Fatalf("locked for %s after 40 earlier lockouts, want the one-day cap", d)
+	}
+}
+
+func TestPasswordChangeGuessesCountTowardsLockout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "stolen@example.com", goodPassword)
+	tok := e.login("acme", "stolen@example.com", goodPassword)
+	guess := map[string]string{"current_password": "is-it-this-one", "new_password": "brand-new-Password-77"}
+	for range 5 {
+		e.problemOf(e.do("POST", "acme", "/v1/me/password", tok.AccessToken, guess), 401)
+	}
+	r := e.do("POST", "acme", "/v1/me/password", tok.AccessToken, map[string]string{"current_password": goodPassword, "new_password": "brand-new-Password-77"})
+	e.problemOf(r, 429)
+	if r.header["Retry-After"] == "" {
+		t.Fatal("no Retry-After on a locked password change")
+	}
+}
+
+func TestHostileUserAgentIsStoredSafely(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "ua@example.com", goodPassword)
+	body := `{"email":"ua@example.com","password":"` + goodPassword + `"}`
+	r := e.send("POST", "acme", "/v1/auth/login", map[string]string{"Content-Type": "application/json", "User-Agent": "evil\xff\xfe\x00agent"}, body)
+	if r.status != 200 {
+		t.Fatalf("login with a hostile User-Agent: %d %s", r.status, r.body)
+	}
+	var ua string
+	e.admin.QueryRow(context.Background(), "select user_agent from app.sessions order by created_at desc limit 1").Scan(&ua)
+	if !strings.HasPrefix(ua, "evil") || strings.ContainsRune(ua, 0) {
+		t.Fatalf("stored user agent %q", ua)
 	}
 }

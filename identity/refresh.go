@@ -61,7 +61,7 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 			Actor: user, Action: "token.refresh", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
 		})
 	})
-	if reused {
+	if reused && err == nil {
 		// The family is ended and that is committed; the caller learns
 		// only that the token is no good.
 		return nil, errBadRefresh

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -186,7 +187,7 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		if normalized == "" {
 			return nil
 		}
-		u, err = q.GetUserByEmail(ctx, queries.GetUserByEmailParams{TenantID: t.ID.UUID(), Email: normalized})
+		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: normalized})
 		if errors.Is(err, pgx.ErrNoRows) {
 			found = false
 			return nil
@@ -198,7 +199,10 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 	}
 	// Hash outside any transaction: 20-odd milliseconds of CPU must not
 	// hold a database connection.
-	locked := found && u.LockedUntil != nil && s.now().Before(*u.LockedUntil)
+	// Locked, or past the attempt limit of this window (the attempts
+	// counted before this one decide, not their outcomes, which may still
+	// be running).
+	locked := found && ((u.LockedUntil != nil && s.now().Before(*u.LockedUntil)) || u.FailedLogins > lockoutFailures)
 	var ok, rehash bool
 	if found && u.PasswordHash != nil && !locked {
 		ok, rehash, err = s.hasher.Verify(ctx, *u.PasswordHash, pw)
@@ -229,8 +233,8 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 			ev.Actor, ev.Target = u.ID, "user:"+u.ID.String()
 		}
 		if err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
-			if reason == "wrong password" {
-				if err := s.countFailure(ctx, q, t, u.ID, meta); err != nil {
+			if found && u.FailedLogins >= lockoutFailures && (u.LockedUntil == nil || !s.now().Before(*u.LockedUntil)) {
+				if err := s.lock(ctx, q, t, u, meta); err != nil {
 					return err
 				}
 			}
@@ -257,10 +261,8 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		if err := q.RecordLogin(ctx, queries.RecordLoginParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
 			return err
 		}
-		if u.FailedLogins > 0 || u.Lockouts > 0 {
-			if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
-				return err
-			}
+		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
+			return err
 		}
 		var err error
 		if sess, refresh, err = s.startSession(ctx, q, t, u.ID, meta); err != nil {
@@ -288,19 +290,14 @@ func (s *Service) tokens(ctx context.Context, t *tenancy.Tenant, user, sess uuid
 	return &Tokens{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(t.AccessTokenTTL / time.Second), RefreshToken: refresh}, nil
 }
 
-// countFailure counts a wrong password against user and locks the account
-// when the failures reach the limit.
-func (s *Service) countFailure(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, meta Meta) error {
-	f, err := q.RecordLoginFailure(ctx, queries.RecordLoginFailureParams{TenantID: t.ID.UUID(), ID: user})
-	if err != nil || f.FailedLogins < lockoutFailures {
-		return err
-	}
-	if err := q.LockAccount(ctx, queries.LockAccountParams{TenantID: t.ID.UUID(), ID: user, LockSeconds: int32(lockoutBase / time.Second)}); err != nil {
+// lock locks user's account after too many failed attempts.
+func (s *Service) lock(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, u queries.AppUser, meta Meta) error {
+	if err := q.LockAccount(ctx, queries.LockAccountParams{TenantID: t.ID.UUID(), ID: u.ID, LockSeconds: int32(lockoutBase / time.Second)}); err != nil {
 		return err
 	}
 	return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-		Action: "account.lock", Target: "user:" + user.String(), Outcome: Success,
-		Details: map[string]string{"failures": fmt.Sprint(f.FailedLogins), "repeat": fmt.Sprint(f.Lockouts)}, Meta: meta,
+		Action: "account.lock", Target: "user:" + u.ID.String(), Outcome: Success,
+		Details: map[string]string{"failures": fmt.Sprint(u.FailedLogins), "repeat": fmt.Sprint(u.Lockouts)}, Meta: meta,
 	})
 }
 
@@ -436,6 +433,9 @@ func (s *Service) UpdateMe(ctx context.Context, t *tenancy.Tenant, p *Principal,
 // Unauthorized for a wrong current password or an ended session, Invalid
 // if the new password breaks the policy.
 func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Principal, current, next string, meta Meta) error {
+	// The current password is guessed against like a sign-in: the same
+	// attempt count and lockout apply, so a stolen access token cannot
+	// brute-force it.
 	var u queries.AppUser
 	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		u, err = s.liveSession(ctx, q, t, p)
@@ -444,6 +444,22 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 	if err != nil {
 		return err
 	}
+	// A new password that breaks the policy is refused before anything
+	// is counted: it is no guess.
+	pw, err := CheckPassword(next, u.Email)
+	if err != nil {
+		return err
+	}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: u.Email})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if u.LockedUntil != nil && s.now().Before(*u.LockedUntil) || u.FailedLogins > lockoutFailures {
+		return tooMany(time.Until(*cmp.Or(u.LockedUntil, ptr(s.now().Add(lockoutBase)))))
+	}
 	ok := false
 	if u.PasswordHash != nil {
 		if ok, _, err = s.hasher.Verify(ctx, *u.PasswordHash, NormalizePassword(current)); err != nil {
@@ -451,17 +467,21 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 		}
 	}
 	if !ok {
-		_ = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+			if u.FailedLogins >= lockoutFailures {
+				if err := s.lock(ctx, q, t, u, meta); err != nil {
+					return err
+				}
+			}
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 				Actor: p.User, Action: "password.change", Target: "user:" + p.User.String(), Outcome: Failure,
 				Details: map[string]string{"reason": "wrong current password"}, Meta: meta,
 			})
 		})
+		if err != nil {
+			return fmt.Errorf("change password: %w", err)
+		}
 		return problem.Errorf(problem.Unauthorized, "the current password is wrong")
-	}
-	pw, err := CheckPassword(next, u.Email)
-	if err != nil {
-		return err
 	}
 	hash, err := s.hasher.Hash(ctx, pw)
 	if err != nil {
@@ -469,6 +489,9 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 	}
 	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if err := q.SetPasswordHash(ctx, queries.SetPasswordHashParams{TenantID: t.ID.UUID(), ID: p.User, PasswordHash: &hash}); err != nil {
+			return err
+		}
+		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: p.User}); err != nil {
 			return err
 		}
 		reason := "password changed"

@@ -7,9 +7,6 @@ insert into app.users (tenant_id, email, display_name, password_hash, role)
 values ($1, $2, $3, $4, $5)
 returning *;
 
--- name: GetUserByEmail :one
-select * from app.users where tenant_id = $1 and email = $2;
-
 -- name: UpdateDisplayName :one
 update app.users set display_name = $3, updated_at = now()
 where tenant_id = $1 and id = $2
@@ -108,6 +105,9 @@ with spent as (
     join app.sessions s on s.tenant_id = sqlc.arg(tenant_id) and s.id = spent.session_id
     join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
     where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+    -- A logout or disable committing while this waits is seen: locking
+    -- rechecks the conditions against the row's newest version.
+    for share of s, u
 ), fresh as (
     insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
     select sqlc.arg(tenant_id), sqlc.arg(next_hash), live.id,
@@ -143,22 +143,32 @@ returning hits;
 -- name: PruneRateLimits :exec
 delete from app.rate_limits where tenant_id = $1 and window_start < $2;
 
--- name: RecordLoginFailure :one
--- Counts a failed password within a 15-minute window; the limit-th
--- failure locks the account for lock_seconds times 2^(earlier lockouts), at
--- most a day.
+-- name: CountLoginAttempt :one
+-- Counts a sign-in attempt against the account before its password is
+-- checked (a success clears the count), within a 15-minute window, and
+-- returns the account. Counting first means a burst of concurrent guesses
+-- cannot all slip through before the lock: attempts past the limit are
+-- refused without checking the password.
+-- Attempts while the account is locked are not counted: they are refused
+-- anyway.
 update app.users set
-    failed_logins   = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1 else failed_logins + 1 end,
-    first_failed_at = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now() else first_failed_at end
-where tenant_id = $1 and id = $2
-returning failed_logins, lockouts;
+    failed_logins   = case when locked_until > now() then failed_logins
+                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1
+                           else failed_logins + 1 end,
+    first_failed_at = case when locked_until > now() then first_failed_at
+                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now()
+                           else first_failed_at end
+where tenant_id = $1 and email = $2
+returning *;
 
 -- name: LockAccount :exec
+-- Locks the account for lock_seconds times 2^(earlier lockouts), at most a
+-- day (the exponent is capped before it can overflow an interval).
 update app.users set
-    locked_until  = now() + least(sqlc.arg(lock_seconds)::integer * power(2, lockouts) * interval '1 second', interval '1 day'),
+    locked_until  = now() + least(sqlc.arg(lock_seconds)::integer * power(2, least(lockouts, 7)) * interval '1 second', interval '1 day'),
     lockouts      = lockouts + 1,
     failed_logins = 0, first_failed_at = null
-where tenant_id = $1 and id = $2;
+where tenant_id = $1 and id = $2 and (locked_until is null or locked_until <= now());
 
 -- name: ClearLoginFailures :exec
 update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null

@@ -171,6 +171,53 @@ func (q *Queries) ClearLoginFailures(ctx context.Context, arg ClearLoginFailures
 	return err
 }
 
+const countLoginAttempt = `-- name: CountLoginAttempt :one
+update app.users set
+    failed_logins   = case when locked_until > now() then failed_logins
+                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1
+                           else failed_logins + 1 end,
+    first_failed_at = case when locked_until > now() then first_failed_at
+                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now()
+                           else first_failed_at end
+where tenant_id = $1 and email = $2
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type CountLoginAttemptParams struct {
+	TenantID uuid.UUID
+	Email    string
+}
+
+// Counts a sign-in attempt against the account before its password is
+// checked (a success clears the count), within a 15-minute window, and
+// returns the account. Counting first means a burst of concurrent guesses
+// cannot all slip through before the lock: attempts past the limit are
+// refused without checking the password.
+// Attempts while the account is locked are not counted: they are refused
+// anyway.
+func (q *Queries) CountLoginAttempt(ctx context.Context, arg CountLoginAttemptParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, countLoginAttempt, arg.TenantID, arg.Email)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
 const createAccount = `-- name: CreateAccount :one
 
 insert into app.users (tenant_id, email, display_name, password_hash, role)
@@ -399,38 +446,6 @@ func (q *Queries) GetSession(ctx context.Context, arg GetSessionParams) (AppSess
 		&i.RevokedReason,
 		&i.Ip,
 		&i.UserAgent,
-	)
-	return i, err
-}
-
-const getUserByEmail = `-- name: GetUserByEmail :one
-select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and email = $2
-`
-
-type GetUserByEmailParams struct {
-	TenantID uuid.UUID
-	Email    string
-}
-
-func (q *Queries) GetUserByEmail(ctx context.Context, arg GetUserByEmailParams) (AppUser, error) {
-	row := q.db.QueryRow(ctx, getUserByEmail, arg.TenantID, arg.Email)
-	var i AppUser
-	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.Email,
-		&i.DisplayName,
-		&i.Status,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.PasswordHash,
-		&i.EmailVerifiedAt,
-		&i.Role,
-		&i.LastLoginAt,
-		&i.FailedLogins,
-		&i.FirstFailedAt,
-		&i.LockedUntil,
-		&i.Lockouts,
 	)
 	return i, err
 }
@@ -717,10 +732,10 @@ func (q *Queries) ListUsersPage(ctx context.Context, arg ListUsersPageParams) ([
 
 const lockAccount = `-- name: LockAccount :exec
 update app.users set
-    locked_until  = now() + least($3::integer * power(2, lockouts) * interval '1 second', interval '1 day'),
+    locked_until  = now() + least($3::integer * power(2, least(lockouts, 7)) * interval '1 second', interval '1 day'),
     lockouts      = lockouts + 1,
     failed_logins = 0, first_failed_at = null
-where tenant_id = $1 and id = $2
+where tenant_id = $1 and id = $2 and (locked_until is null or locked_until <= now())
 `
 
 type LockAccountParams struct {
@@ -729,6 +744,8 @@ type LockAccountParams struct {
 	LockSeconds int32
 }
 
+// Locks the account for lock_seconds times 2^(earlier lockouts), at most a
+// day (the exponent is capped before it can overflow an interval).
 func (q *Queries) LockAccount(ctx context.Context, arg LockAccountParams) error {
 	_, err := q.db.Exec(ctx, lockAccount, arg.TenantID, arg.ID, arg.LockSeconds)
 	return err
@@ -760,34 +777,6 @@ type RecordLoginParams struct {
 func (q *Queries) RecordLogin(ctx context.Context, arg RecordLoginParams) error {
 	_, err := q.db.Exec(ctx, recordLogin, arg.TenantID, arg.ID)
 	return err
-}
-
-const recordLoginFailure = `-- name: RecordLoginFailure :one
-update app.users set
-    failed_logins   = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1 else failed_logins + 1 end,
-    first_failed_at = case when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now() else first_failed_at end
-where tenant_id = $1 and id = $2
-returning failed_logins, lockouts
-`
-
-type RecordLoginFailureParams struct {
-	TenantID uuid.UUID
-	ID       uuid.UUID
-}
-
-type RecordLoginFailureRow struct {
-	FailedLogins int32
-	Lockouts     int32
-}
-
-// Counts a failed password within a 15-minute window; the limit-th
-// failure locks the account for lock_seconds times 2^(earlier lockouts), at
-// most a day.
-func (q *Queries) RecordLoginFailure(ctx context.Context, arg RecordLoginFailureParams) (RecordLoginFailureRow, error) {
-	row := q.db.QueryRow(ctx, recordLoginFailure, arg.TenantID, arg.ID)
-	var i RecordLoginFailureRow
-	err := row.Scan(&i.FailedLogins, &i.Lockouts)
-	return i, err
 }
 
 const retireSigningKeys = `-- name: RetireSigningKeys :execrows
@@ -908,6 +897,9 @@ with spent as (
     join app.sessions s on s.tenant_id = $1 and s.id = spent.session_id
     join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
     where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+    -- A logout or disable committing while this waits is seen: locking
+    -- rechecks the conditions against the row's newest version.
+    for share of s, u
 ), fresh as (
     insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
     select $1, $3, live.id,

@@ -94,7 +94,9 @@ func runKeys(ctx context.Context, args []string, std stdio) error {
 			if err != nil {
 				return fmt.Errorf("rotate %s's signing key: %w", t.Slug, err)
 			}
-			retired, err := k.signing.Retire(ctx, t, t.AccessTokenTTL+identity.Leeway)
+			// A server may sign with a replaced key for KeyCacheTTL after it
+			// stopped signing here; its tokens live AccessTokenTTL.
+			retired, err := k.signing.Retire(ctx, t, identity.KeyCacheTTL+t.AccessTokenTTL+identity.Leeway)
 			if err != nil {
 				return fmt.Errorf("retire %s's signing keys: %w", t.Slug, err)
 			}
