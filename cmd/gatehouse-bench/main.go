@@ -1,18 +1,33 @@
-// Command gatehouse-bench drives load at a running Gatehouse and reports
-// each scenario side by side with a baseline measured in the same run.
+// Command gatehouse-bench drives load at a running Gatehouse over HTTP and
+// reports each scenario (throughput, p50, p95, p99) side by side with a
+// baseline measured in the same run.
 //
-// Today's scenario is tenant resolution: GET /v1/tenant on the given tenant
-// hosts (resolver, cache, tenant middleware, JSON), against GET /healthz on
-// the same server (HTTP stack only) as the baseline.
+//	gatehouse-bench --addr 127.0.0.1:8080 --hosts acme.localhost,globex.localhost \
+//	    --scenarios resolve,login,refresh,me --duration 10s --concurrency 8
 //
-//	gatehouse-bench --addr 127.0.0.1:8080 --hosts acme.localhost,globex.localhost --duration 10s
+// Scenarios and their baselines:
+//   - resolve: GET /v1/tenant (resolver, tenant middleware) against GET
+//     /healthz (the HTTP stack alone).
+//   - login: POST /v1/auth/login (argon2id, session, audit, token) against
+//     raw argon2id at the same parameters, hashed in this process on every
+//     CPU before the load starts (hashes a second).
+//   - refresh: POST /v1/auth/token/refresh, each client following its own
+//     token family, against /healthz.
+//   - me: GET /v1/me with a bearer token (verification, session check)
+//     against /healthz.
 //
-// It only targets loopback addresses: it is for measuring, not for testing
-// someone else's server.
+// The login, refresh and me scenarios sign up one account per host first;
+// run the server with --rate-limits off, or the per-IP limits stop the
+// load within seconds. It only targets loopback addresses: it is for
+// measuring, not for testing someone else's server.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,58 +35,275 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/gatehouse/gatehouse/identity"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "the server's address (loopback only)")
 	hosts := flag.String("hosts", "acme.localhost,globex.localhost", "comma-separated tenant hosts to spread requests over")
+	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me")
 	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
 	concurrency := flag.Int("concurrency", 8, "concurrent clients")
 	maxRequests := flag.Int("max-requests", 1_000_000, "upper bound of requests per scenario")
 	flag.Parse()
-	if err := run(*addr, strings.Split(*hosts, ","), *duration, *concurrency, *maxRequests); err != nil {
+	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests}
+	if err := b.run(strings.Split(*scenarios, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "gatehouse-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, hosts []string, d time.Duration, conc, maxReq int) error {
-	host, _, err := net.SplitHostPort(addr)
+type bench struct {
+	addr       string
+	hosts      []string
+	d          time.Duration
+	conc       int
+	maxReq     int
+	client     *http.Client
+	password   string
+	accounts   map[string]string // host -> email
+	healthz    *result
+	failures   int
+	reportRows []string
+}
+
+func (b *bench) run(names []string) error {
+	host, _, err := net.SplitHostPort(b.addr)
 	if err != nil {
 		return err
 	}
 	if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
 		return errors.New("refusing a non-loopback target")
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}, Timeout: 10 * time.Second}
-	base := scenario{name: "baseline GET /healthz", path: "/healthz", hosts: hosts}
-	resolve := scenario{name: "GET /v1/tenant", path: "/v1/tenant", hosts: hosts}
-	// Warm up caches and connections, then measure.
-	_ = base.run(client, addr, time.Second, conc, maxReq)
-	_ = resolve.run(client, addr, time.Second, conc, maxReq)
-	b := base.run(client, addr, d, conc, maxReq)
-	r := resolve.run(client, addr, d, conc, maxReq)
-	fmt.Printf("%-24s %10s %10s %10s %8s\n", "scenario", "req/s", "p50", "p99", "errors")
-	for _, res := range []result{b, r} {
-		fmt.Printf("%-24s %10.0f %10s %10s %8d\n", res.name, res.rate(), res.pct(50), res.pct(99), res.errors)
+	b.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.conc}, Timeout: 30 * time.Second}
+	fmt.Printf("%-34s %9s %10s %10s %10s %7s\n", "scenario", "req/s", "p50", "p95", "p99", "errors")
+	for _, name := range names {
+		var err error
+		switch strings.TrimSpace(name) {
+		case "resolve":
+			err = b.resolve()
+		case "login":
+			err = b.login()
+		case "refresh":
+			err = b.refresh()
+		case "me":
+			err = b.me()
+		default:
+			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me)", name)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if b.rate() > 0 && r.rate() > 0 {
-		fmt.Printf("\n%s: %.2fx the baseline's p50 latency, %.2fx its throughput\n",
-			r.name, float64(r.pct(50))/float64(b.pct(50)), r.rate()/b.rate())
+	fmt.Println()
+	for _, row := range b.reportRows {
+		fmt.Println(row)
 	}
-	if r.errors > 0 || b.errors > 0 {
-		return fmt.Errorf("%d requests failed", r.errors+b.errors)
+	if b.failures > 0 {
+		return fmt.Errorf("%d requests failed", b.failures)
 	}
 	return nil
 }
 
-type scenario struct {
-	name, path string
-	hosts      []string
+// baseline measures GET /healthz once per run.
+func (b *bench) baseline() result {
+	if b.healthz == nil {
+		get := func(int, int) (*http.Request, error) {
+			return http.NewRequest("GET", "http://"+b.addr+"/healthz", nil)
+		}
+		b.measure("warm-up", get, time.Second)
+		r := b.measure("baseline GET /healthz", get, b.d)
+		b.healthz = &r
+	}
+	return *b.healthz
+}
+
+func (b *bench) resolve() error {
+	base := b.baseline()
+	get := func(w, i int) (*http.Request, error) {
+		req, err := http.NewRequest("GET", "http://"+b.addr+"/v1/tenant", nil)
+		if err == nil {
+			req.Host = b.hosts[(w+i)%len(b.hosts)]
+		}
+		return req, err
+	}
+	b.measure("warm-up", get, time.Second)
+	r := b.measure("GET /v1/tenant", get, b.d)
+	b.compare(r, base)
+	return nil
+}
+
+func (b *bench) login() error {
+	if err := b.signUp(); err != nil {
+		return err
+	}
+	// Raw argon2id at the server's parameters on every CPU: the most
+	// sign-ins a second this machine could do if hashing were all.
+	p := identity.DefaultHashParams
+	salt := make([]byte, p.SaltLen)
+	rand.Read(salt)
+	var n int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			local := int64(0)
+			for time.Since(start) < b.d {
+				argon2.IDKey([]byte(b.password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+				local++
+			}
+			mu.Lock()
+			n += local
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	rawRate := float64(n) / time.Since(start).Seconds()
+	fmt.Printf("%-34s %9.1f\n", "baseline raw argon2id (hashes/s)", rawRate)
+	post := func(w, i int) (*http.Request, error) {
+		host := b.hosts[(w+i)%len(b.hosts)]
+		return b.jsonRequest(host, "/v1/auth/login", map[string]string{"email": b.accounts[host], "password": b.password}, "")
+	}
+	r := b.measure("POST /v1/auth/login", post, b.d)
+	b.reportRows = append(b.reportRows, fmt.Sprintf("%s: %.2fx raw argon2id's hashes a second", r.name, r.rate()/rawRate))
+	return nil
+}
+
+func (b *bench) refresh() error {
+	if err := b.signUp(); err != nil {
+		return err
+	}
+	base := b.baseline()
+	// Each client follows its own refresh-token family.
+	tokens := make([]string, b.conc)
+	for w := range tokens {
+		tok, err := b.signIn(b.hosts[w%len(b.hosts)])
+		if err != nil {
+			return err
+		}
+		tokens[w] = tok.RefreshToken
+	}
+	var mu sync.Mutex
+	r := b.measureWith("POST /v1/auth/token/refresh", func(w, _ int) (*http.Request, error) {
+		mu.Lock()
+		tok := tokens[w]
+		mu.Unlock()
+		return b.jsonRequest(b.hosts[w%len(b.hosts)], "/v1/auth/token/refresh", map[string]string{"refresh_token": tok}, "")
+	}, func(w int, body []byte) {
+		var t identity.Tokens
+		if json.Unmarshal(body, &t) == nil && t.RefreshToken != "" {
+			mu.Lock()
+			tokens[w] = t.RefreshToken
+			mu.Unlock()
+		}
+	}, b.d)
+	b.compare(r, base)
+	return nil
+}
+
+func (b *bench) me() error {
+	if err := b.signUp(); err != nil {
+		return err
+	}
+	base := b.baseline()
+	access := map[string]string{}
+	for _, host := range b.hosts {
+		tok, err := b.signIn(host)
+		if err != nil {
+			return err
+		}
+		access[host] = tok.AccessToken
+	}
+	get := func(w, i int) (*http.Request, error) {
+		host := b.hosts[(w+i)%len(b.hosts)]
+		req, err := http.NewRequest("GET", "http://"+b.addr+"/v1/me", nil)
+		if err == nil {
+			req.Host = host
+			req.Header.Set("Authorization", "Bearer "+access[host])
+		}
+		return req, err
+	}
+	b.measure("warm-up", get, time.Second)
+	r := b.measure("GET /v1/me", get, b.d)
+	b.compare(r, base)
+	return nil
+}
+
+// signUp creates one account per host, once.
+func (b *bench) signUp() error {
+	if b.accounts != nil {
+		return nil
+	}
+	suffix := make([]byte, 6)
+	rand.Read(suffix)
+	b.password = "bench-Password-" + hex.EncodeToString(suffix)
+	b.accounts = map[string]string{}
+	for _, host := range b.hosts {
+		email := "bench-" + hex.EncodeToString(suffix) + "@" + strings.SplitN(host, ".", 2)[0] + ".test"
+		req, err := b.jsonRequest(host, "/v1/auth/signup", map[string]string{"email": email, "password": b.password}, "")
+		if err != nil {
+			return err
+		}
+		status, body, err := b.do(req)
+		if err != nil || status != http.StatusCreated {
+			return fmt.Errorf("sign up on %s: %d %s %v", host, status, body, err)
+		}
+		b.accounts[host] = email
+	}
+	return nil
+}
+
+func (b *bench) signIn(host string) (identity.Tokens, error) {
+	var t identity.Tokens
+	req, err := b.jsonRequest(host, "/v1/auth/login", map[string]string{"email": b.accounts[host], "password": b.password}, "")
+	if err != nil {
+		return t, err
+	}
+	status, body, err := b.do(req)
+	if err != nil || status != http.StatusOK {
+		return t, fmt.Errorf("sign in on %s: %d %s %v (is the server running with --rate-limits off?)", host, status, body, err)
+	}
+	return t, json.Unmarshal(body, &t)
+}
+
+func (b *bench) jsonRequest(host, path string, body any, token string) (*http.Request, error) {
+	buf, _ := json.Marshal(body)
+	req, err := http.NewRequest("POST", "http://"+b.addr+path, bytes.NewReader(buf))
+	if err != nil {
+		return nil, err
+	}
+	req.Host = host
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, nil
+}
+
+func (b *bench) do(req *http.Request) (int, []byte, error) {
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+func (b *bench) compare(r, base result) {
+	if r.rate() > 0 && base.rate() > 0 {
+		b.reportRows = append(b.reportRows, fmt.Sprintf("%s: %.2fx the baseline's p50 latency, %.2fx its throughput",
+			r.name, float64(r.pct(50))/float64(base.pct(50)), r.rate()/base.rate()))
+	}
 }
 
 type result struct {
@@ -90,35 +322,47 @@ func (r result) pct(p int) time.Duration {
 	return r.latencies[(len(r.latencies)-1)*p/100]
 }
 
-func (s scenario) run(client *http.Client, addr string, d time.Duration, conc, maxReq int) result {
+func (b *bench) measure(name string, newReq func(worker, i int) (*http.Request, error), d time.Duration) result {
+	return b.measureWith(name, newReq, nil, d)
+}
+
+// measureWith runs newReq's requests from conc clients for d and collects
+// the latencies of the 2xx answers; seen, if set, gets each 2xx body.
+func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Request, error), seen func(worker int, body []byte), d time.Duration) result {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var mu sync.Mutex
-	res := result{name: s.name}
+	res := result{name: name}
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := range conc {
+	for w := range b.conc {
 		wg.Go(func() {
 			var lat []time.Duration
 			var errs int
-			for i := 0; ctx.Err() == nil && i < maxReq/conc; i++ {
-				req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+s.path, nil)
-				req.Host = s.hosts[(w+i)%len(s.hosts)]
+			for i := 0; ctx.Err() == nil && i < b.maxReq/b.conc; i++ {
+				req, err := newReq(w, i)
+				if err != nil {
+					errs++
+					continue
+				}
 				t0 := time.Now()
-				resp, err := client.Do(req)
+				resp, err := b.client.Do(req.WithContext(ctx))
 				if err != nil {
 					if ctx.Err() == nil {
 						errs++
 					}
 					continue
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
+				if resp.StatusCode/100 != 2 {
 					errs++
 					continue
 				}
 				lat = append(lat, time.Since(t0))
+				if seen != nil {
+					seen(w, body)
+				}
 			}
 			mu.Lock()
 			res.latencies = append(res.latencies, lat...)
@@ -129,5 +373,9 @@ func (s scenario) run(client *http.Client, addr string, d time.Duration, conc, m
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	slices.Sort(res.latencies)
+	if name != "warm-up" {
+		fmt.Printf("%-34s %9.1f %10s %10s %10s %7d\n", res.name, res.rate(), res.pct(50), res.pct(95), res.pct(99), res.errors)
+		b.failures += res.errors
+	}
 	return res
 }

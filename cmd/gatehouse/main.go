@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -51,6 +52,7 @@ Configuration comes from flags or the environment (flags win):
   --addr           GATEHOUSE_ADDR              listen address (default 127.0.0.1:8080)
   --base-domain    GATEHOUSE_BASE_DOMAIN       tenants are served at <slug>.<base domain> (default localhost)
   --log-level      GATEHOUSE_LOG_LEVEL         debug, info, warn or error (default info)
+  --rate-limits    GATEHOUSE_RATE_LIMITS       on (default), or off: no per-IP or per-tenant limits (load tests only)
   --public-url     GATEHOUSE_PUBLIC_URL        tenants' public URL, {tenant} standing for the slug: the token issuer
                                                (default https://{tenant}.<base domain>; http and the port for localhost)
   --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
@@ -73,6 +75,9 @@ type config struct {
 	Vault          secrets.Config
 	VaultTokenFile string
 	PublicURL      string
+	// RateLimits off lifts the per-IP and per-tenant limits: for load
+	// tests on a local stack only.
+	RateLimits string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -89,6 +94,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", env("GATEHOUSE_ADDR", "127.0.0.1:8080"), "listen address")
 	fs.StringVar(&c.BaseDomain, "base-domain", env("GATEHOUSE_BASE_DOMAIN", "localhost"), "base domain of tenant hosts")
 	fs.StringVar(&c.LogLevel, "log-level", env("GATEHOUSE_LOG_LEVEL", "info"), "log level")
+	fs.StringVar(&c.RateLimits, "rate-limits", env("GATEHOUSE_RATE_LIMITS", "on"), "on, or off for load tests")
 	fs.StringVar(&c.PublicURL, "public-url", env("GATEHOUSE_PUBLIC_URL", ""), "tenants' public URL, {tenant} standing for the slug (token issuer)")
 	fs.StringVar(&c.Vault.Addr, "vault-addr", env("GATEHOUSE_VAULT_ADDR", ""), "Vault address")
 	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("GATEHOUSE_VAULT_TOKEN_FILE", ""), "file holding a Vault token")
@@ -148,6 +154,15 @@ func (c *config) publicURL(listen net.Addr) (string, error) {
 		return "http://{tenant}.localhost:" + port, nil
 	}
 	return "https://{tenant}." + c.BaseDomain, nil
+}
+
+// rateLimits returns the identity rate limits: the defaults, or none at
+// all with --rate-limits off.
+func (c *config) rateLimits() map[string]identity.Limits {
+	if c.RateLimits == "off" {
+		return map[string]identity.Limits{}
+	}
+	return nil // identity's defaults
 }
 
 // vault connects to Vault as configured.

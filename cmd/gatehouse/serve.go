@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -30,6 +31,9 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	log := cfg.logger(std.err)
 	if err := cfg.requireDatabase(); err != nil {
 		return err
+	}
+	if cfg.RateLimits != "on" && cfg.RateLimits != "off" {
+		return problem.Errorf(problem.Invalid, "--rate-limits must be on or off")
 	}
 	appURL, err := cfg.appDatabaseURL()
 	if err != nil {
@@ -70,7 +74,10 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	defer sealer.Close()
 	keys := identity.NewKeys(data, sealer, secrets.AAD)
 	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,
-		identity.Config{Issuer: func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }})
+		identity.Config{
+			Issuer: func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) },
+			Limits: cfg.rateLimits(),
+		})
 
 	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
 	// A tenant that changed may have moved, rotated keys or been deleted:
