@@ -137,6 +137,9 @@ func (e *env) send(method, slug, path string, headers map[string]string, body st
 	e.t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.Host = slug + ".localhost"
+	if strings.Contains(slug, ".") { // a full host, e.g. a custom domain
+		req.Host = slug
+	}
 	for k, v := range headers {
 		if v != "" {
 			req.Header.Set(k, v)

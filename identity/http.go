@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ const maxBody = 16 << 10
 func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/auth/signup", s.limit("signup"), s.handleSignup)
 	r.Post("/v1/auth/login", s.limit("login"), s.handleLogin)
+	r.Post("/v1/auth/session", s.limit("login"), s.handleBrowserLogin)
 	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
 	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
 	r.Post("/v1/auth/token/revoke", s.handleRevoke)
@@ -143,7 +145,54 @@ func (s *Service) handleLogout(c *fiber.Ctx) error {
 	if err := s.Logout(c.UserContext(), tenantOf(c), principalOf(c), meta(c)); err != nil {
 		return err
 	}
+	clearSessionCookie(c)
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// sessionCookie names the browser session cookie. The __Host- prefix makes
+// browsers insist on Secure, Path=/ and no Domain: the cookie belongs to
+// this tenant's host alone and no sibling subdomain can set or read it.
+const sessionCookie = "__Host-gatehouse"
+
+func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
+	// Browsers keep Secure cookies only from https origins, and from
+	// localhost for local development; refuse plain http elsewhere rather
+	// than hand out a cookie that would travel in the clear.
+	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
+		return problem.Errorf(problem.Forbidden, "browser sessions need https")
+	}
+	var req loginRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+		return err
+	}
+	b, err := s.BrowserLogin(c.UserContext(), tenantOf(c), req.Email, req.Password, meta(c))
+	if err != nil {
+		return err
+	}
+	c.Cookie(&fiber.Cookie{
+		Name: sessionCookie, Value: b.Cookie, Path: "/", Expires: b.ExpiresAt,
+		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode,
+	})
+	noStore(c)
+	return c.JSON(b)
+}
+
+func clearSessionCookie(c *fiber.Ctx) {
+	if c.Cookies(sessionCookie) != "" {
+		c.Cookie(&fiber.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+			Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode})
+	}
+}
+
+func isLocalhost(host string) bool {
+	h := strings.ToLower(host)
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
 func (s *Service) handleMe(c *fiber.Ctx) error {
@@ -253,9 +302,27 @@ func (s *Service) limit(action string) fiber.Handler {
 }
 
 // requireAuth admits requests with a valid bearer access token of the
-// request's tenant and puts its principal in the context.
+// request's tenant, or a browser session cookie, and puts the principal
+// in the context. A cookie-authenticated request that changes state must
+// also carry the session's CSRF token in X-CSRF-Token: the cookie alone
+// would be sent by any site the browser visits.
 func (s *Service) requireAuth(c *fiber.Ctx) error {
 	h := c.Get(fiber.HeaderAuthorization)
+	if cookie := c.Cookies(sessionCookie); h == "" && cookie != "" {
+		p, csrf, err := s.AuthenticateCookie(c.UserContext(), tenantOf(c), cookie)
+		if err != nil {
+			clearSessionCookie(c)
+			return err
+		}
+		if !safeMethod(c.Method()) {
+			got := c.Get("X-CSRF-Token")
+			if got == "" || csrf == nil || subtle.ConstantTimeCompare(hashToken(got), csrf) != 1 {
+				return problem.Errorf(problem.Forbidden, "missing or wrong CSRF token: send the session's csrf_token in X-CSRF-Token")
+			}
+		}
+		c.Locals(principalKey{}, p)
+		return c.Next()
+	}
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
@@ -271,6 +338,10 @@ func (s *Service) requireAuth(c *fiber.Ctx) error {
 }
 
 type principalKey struct{}
+
+func safeMethod(m string) bool {
+	return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions
+}
 
 func principalOf(c *fiber.Ctx) *Principal {
 	p, _ := c.Locals(principalKey{}).(*Principal)

@@ -175,6 +175,39 @@ var errBadLogin = problem.Errorf(problem.Unauthorized, "invalid email or passwor
 // answer nor its timing tells whether an account exists. Returns
 // Unavailable when the password pool is saturated.
 func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password string, meta Meta) (*Tokens, error) {
+	user, sess, refresh, err := s.signIn(ctx, t, email, password, meta, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.tokens(ctx, t, user, sess, refresh)
+}
+
+// BrowserSession is what a browser sign-in hands out: the session cookie's
+// value and the CSRF token every state-changing request must echo in
+// X-CSRF-Token. Both are 256 random bits; the database keeps their hashes.
+type BrowserSession struct {
+	Cookie    string    `json:"-"`
+	CSRFToken string    `json:"csrf_token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// BrowserLogin is Login for a browser: the session travels in a cookie
+// rather than as tokens. Same errors as Login.
+func (s *Service) BrowserLogin(ctx context.Context, t *tenancy.Tenant, email, password string, meta Meta) (*BrowserSession, error) {
+	cookie, _ := newRefreshToken()
+	csrf, _ := newRefreshToken()
+	b := &BrowserSession{Cookie: cookie, CSRFToken: csrf, ExpiresAt: s.now().Add(s.cfg.RefreshLifetime)}
+	if _, _, _, err := s.signIn(ctx, t, email, password, meta, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// signIn checks email and password and starts a session: for a browser
+// (b set) one carried by b's cookie. Returns the user, the session and its
+// first refresh token.
+func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password string, meta Meta, b *BrowserSession) (uuid.UUID, uuid.UUID, string, error) {
+	fail := func(err error) (uuid.UUID, uuid.UUID, string, error) { return uuid.Nil, uuid.Nil, "", err }
 	pw := NormalizePassword(password)
 	var u queries.AppUser
 	found := true
@@ -195,7 +228,7 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
+		return fail(fmt.Errorf("login: %w", err))
 	}
 	// Hash outside any transaction: 20-odd milliseconds of CPU must not
 	// hold a database connection.
@@ -210,7 +243,7 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		err = s.hasher.VerifyNobody(ctx, pw)
 	}
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	reason := ""
 	switch {
@@ -240,9 +273,9 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 			}
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
 		}); err != nil {
-			return nil, fmt.Errorf("login: %w", err)
+			return fail(fmt.Errorf("login: %w", err))
 		}
-		return nil, errBadLogin
+		return fail(errBadLogin)
 	}
 	var newHash string
 	if rehash {
@@ -268,14 +301,21 @@ func (s *Service) Login(ctx context.Context, t *tenancy.Tenant, email, password 
 		if sess, refresh, err = s.startSession(ctx, q, t, u.ID, meta); err != nil {
 			return err
 		}
+		if b != nil {
+			if err := q.SetSessionCookie(ctx, queries.SetSessionCookieParams{
+				TenantID: t.ID.UUID(), ID: sess, CookieHash: hashToken(b.Cookie), CsrfHash: hashToken(b.CSRFToken),
+			}); err != nil {
+				return err
+			}
+		}
 		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 			Actor: u.ID, Action: "login", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
+		return fail(fmt.Errorf("login: %w", err))
 	}
-	return s.tokens(ctx, t, u.ID, sess, refresh)
+	return u.ID, sess, refresh, nil
 }
 
 // tokens issues an access token for user's session and returns it with
@@ -530,4 +570,25 @@ func (s *Service) Logout(ctx context.Context, t *tenancy.Tenant, p *Principal, m
 func isUniqueViolation(err error) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && pgErr.Code == "23505"
+}
+
+// AuthenticateCookie checks a browser's session cookie on tenant t and
+// returns its principal and the hash of the session's CSRF token. Returns
+// Unauthorized for an unknown cookie or an ended session.
+func (s *Service) AuthenticateCookie(ctx context.Context, t *tenancy.Tenant, cookie string) (*Principal, []byte, error) {
+	if cookie == "" || len(cookie) > 128 {
+		return nil, nil, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+	}
+	var sess queries.AppSession
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		sess, err = q.GetSessionByCookie(ctx, queries.GetSessionByCookieParams{TenantID: t.ID.UUID(), CookieHash: hashToken(cookie)})
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (sess.RevokedAt != nil || !s.now().Before(sess.ExpiresAt))) {
+		return nil, nil, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Principal{User: sess.UserID, Session: sess.ID}, sess.CsrfHash, nil
 }

@@ -222,3 +222,9 @@ limit sqlc.arg(page_size);
 update app.users set role = $3, updated_at = now()
 where tenant_id = $1 and email = $2
 returning *;
+
+-- name: SetSessionCookie :exec
+update app.sessions set cookie_hash = $3, csrf_hash = $4 where tenant_id = $1 and id = $2;
+
+-- name: GetSessionByCookie :one
+select * from app.sessions where tenant_id = $1 and cookie_hash = $2;

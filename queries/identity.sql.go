@@ -290,7 +290,7 @@ func (q *Queries) CreateRefreshToken(ctx context.Context, arg CreateRefreshToken
 const createSession = `-- name: CreateSession :one
 insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent)
 values ($1, $2, $3, $4, $5)
-returning tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent
+returning tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash
 `
 
 type CreateSessionParams struct {
@@ -321,6 +321,8 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (A
 		&i.RevokedReason,
 		&i.Ip,
 		&i.UserAgent,
+		&i.CookieHash,
+		&i.CsrfHash,
 	)
 	return i, err
 }
@@ -424,7 +426,7 @@ func (q *Queries) GetRefreshToken(ctx context.Context, arg GetRefreshTokenParams
 }
 
 const getSession = `-- name: GetSession :one
-select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent from app.sessions where tenant_id = $1 and id = $2
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions where tenant_id = $1 and id = $2
 `
 
 type GetSessionParams struct {
@@ -446,6 +448,37 @@ func (q *Queries) GetSession(ctx context.Context, arg GetSessionParams) (AppSess
 		&i.RevokedReason,
 		&i.Ip,
 		&i.UserAgent,
+		&i.CookieHash,
+		&i.CsrfHash,
+	)
+	return i, err
+}
+
+const getSessionByCookie = `-- name: GetSessionByCookie :one
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions where tenant_id = $1 and cookie_hash = $2
+`
+
+type GetSessionByCookieParams struct {
+	TenantID   uuid.UUID
+	CookieHash []byte
+}
+
+func (q *Queries) GetSessionByCookie(ctx context.Context, arg GetSessionByCookieParams) (AppSession, error) {
+	row := q.db.QueryRow(ctx, getSessionByCookie, arg.TenantID, arg.CookieHash)
+	var i AppSession
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.UserID,
+		&i.CreatedAt,
+		&i.LastSeenAt,
+		&i.ExpiresAt,
+		&i.RevokedAt,
+		&i.RevokedReason,
+		&i.Ip,
+		&i.UserAgent,
+		&i.CookieHash,
+		&i.CsrfHash,
 	)
 	return i, err
 }
@@ -628,7 +661,7 @@ func (q *Queries) ListSigningKeys(ctx context.Context, tenantID uuid.UUID) ([]Ap
 }
 
 const listUserSessions = `-- name: ListUserSessions :many
-select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent from app.sessions
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions
 where tenant_id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
 order by last_seen_at desc
 limit 100
@@ -659,6 +692,8 @@ func (q *Queries) ListUserSessions(ctx context.Context, arg ListUserSessionsPara
 			&i.RevokedReason,
 			&i.Ip,
 			&i.UserAgent,
+			&i.CookieHash,
+			&i.CsrfHash,
 		); err != nil {
 			return nil, err
 		}
@@ -993,6 +1028,27 @@ func (q *Queries) SetRoleByEmail(ctx context.Context, arg SetRoleByEmailParams) 
 		&i.Lockouts,
 	)
 	return i, err
+}
+
+const setSessionCookie = `-- name: SetSessionCookie :exec
+update app.sessions set cookie_hash = $3, csrf_hash = $4 where tenant_id = $1 and id = $2
+`
+
+type SetSessionCookieParams struct {
+	TenantID   uuid.UUID
+	ID         uuid.UUID
+	CookieHash []byte
+	CsrfHash   []byte
+}
+
+func (q *Queries) SetSessionCookie(ctx context.Context, arg SetSessionCookieParams) error {
+	_, err := q.db.Exec(ctx, setSessionCookie,
+		arg.TenantID,
+		arg.ID,
+		arg.CookieHash,
+		arg.CsrfHash,
+	)
+	return err
 }
 
 const updateDisplayName = `-- name: UpdateDisplayName :one

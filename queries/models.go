@@ -60,6 +60,8 @@ type AppSession struct {
 	RevokedReason *string
 	Ip            *netip.Addr
 	UserAgent     *string
+	CookieHash    []byte
+	CsrfHash      []byte
 }
 
 type AppSigningKey struct {
