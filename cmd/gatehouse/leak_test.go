@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
@@ -30,7 +31,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		return "plaintext-" + what + "-" + hex.EncodeToString(b)
 	}
 	appPassword, siloPassword := secret("app-password"), secret("silo-password")
-	smtpPassword, sealedValue := secret("smtp"), secret("sealed")
+	smtpPassword, sealedValue, userPassword := secret("smtp"), secret("sealed"), secret("user-password")
 	t.Setenv("GATEHOUSE_APP_PASSWORD", appPassword)
 
 	cluster := pgtest.Primary(t)
@@ -115,6 +116,37 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	for _, host := range []string{"acme.localhost", "globex.localhost", "nobody.localhost"} {
 		get(host, "/v1/tenant")
 	}
+	// An account: its password, tokens and session cookie are secrets too.
+	post := func(host, path, body string) (int, map[string]any, string) {
+		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		json.NewDecoder(res.Body).Decode(&out)
+		return res.StatusCode, out, res.Header.Get("Set-Cookie")
+	}
+	creds := `{"email":"ada@example.com","password":"` + userPassword + `"}`
+	if code, _, _ := post("globex.localhost", "/v1/auth/signup", creds); code != 201 {
+		t.Fatalf("signup: %d", code)
+	}
+	post("globex.localhost", "/v1/auth/login", `{"email":"ada@example.com","password":"`+userPassword+`-wrong"}`)
+	_, tokens, _ := post("globex.localhost", "/v1/auth/login", creds)
+	access, _ := tokens["access_token"].(string)
+	refresh, _ := tokens["refresh_token"].(string)
+	_, refreshed, _ := post("globex.localhost", "/v1/auth/token/refresh", `{"refresh_token":"`+refresh+`"}`)
+	post("globex.localhost", "/v1/auth/token/refresh", `{"refresh_token":"`+refresh+`"}`) // reuse
+	_, browser, cookie := post("globex.localhost", "/v1/auth/session", creds)
+	csrf, _ := browser["csrf_token"].(string)
+	next, _ := refreshed["refresh_token"].(string)
+	if access == "" || refresh == "" || next == "" || csrf == "" || cookie == "" {
+		t.Fatalf("sign-in did not hand out every secret: %v %v %v %q", tokens, refreshed, browser, cookie)
+	}
+	cookieValue := strings.SplitN(strings.SplitN(cookie, ";", 2)[0], "=", 2)[1]
 	vault.Stop(t)
 	eventually(t, 10*time.Second, "readyz reports Vault down", func() bool { return get("localhost", "/readyz") == 503 })
 	runLogged("", "tenant", "create", "--slug", "hooli", "--name", "Hooli", "--placement", "silo", "--silo-cluster", siloCluster)
@@ -142,6 +174,8 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	plaintexts := map[string]string{
 		"gatehouse_app's password": appPassword, "silo cluster password": siloPassword,
 		"smtp password": smtpPassword, "sealed value": sealedValue, "vault token": vault.Token,
+		"user password": userPassword, "access token": access, "refresh token": refresh,
+		"rotated refresh token": next, "session cookie": cookieValue, "csrf token": csrf,
 	}
 	for where, text := range sources {
 		for what, p := range plaintexts {
