@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/problem"
@@ -59,20 +60,20 @@ func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) err
 	return scopedTx(ctx, conn, t.ID, fn)
 }
 
-// scopedTx begins a transaction on conn and sets the tenant for it alone.
+// scopedTx runs fn in a transaction on conn scoped to tenant id.
 //
-// BEGIN and set_config travel in one pipelined batch: one round trip instead
-// of two, which keeps a tenant transaction as cheap as a plain one (see
-// BenchmarkTx). set_config(..., true) is transaction-local, so the tenant
-// cannot leak to the next user of the pooled connection.
+// BEGIN and set_config travel in one pipelined batch with fn's first
+// statement: a tenant transaction with one statement costs two round trips
+// (that batch, then COMMIT), one fewer than a plain BEGIN, statement,
+// COMMIT (see BenchmarkTx). set_config(..., true) is transaction-local, so
+// the tenant cannot leak to the next user of the pooled connection. A fn
+// that runs no statement opens no transaction at all.
 func scopedTx(ctx context.Context, conn *pgxpool.Conn, id ID, fn func(tx queries.DBTX) error) (err error) {
-	b := &pgx.Batch{}
-	b.Queue("begin")
-	b.Queue("select set_config('gatehouse.tenant_id', $1, true)", id.String())
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return unavailable(err)
-	}
+	tx := &lazyTx{conn: conn, tenant: id.String()}
 	defer func() {
+		if !tx.started {
+			return
+		}
 		if p := recover(); p != nil {
 			_, _ = conn.Exec(context.WithoutCancel(ctx), "rollback")
 			panic(p)
@@ -81,7 +82,7 @@ func scopedTx(ctx context.Context, conn *pgxpool.Conn, id ID, fn func(tx queries
 			_, _ = conn.Exec(context.WithoutCancel(ctx), "rollback")
 		}
 	}()
-	if err = fn(conn); err != nil {
+	if err = fn(tx); err != nil || !tx.started {
 		return err
 	}
 	tag, err := conn.Exec(ctx, "commit")
@@ -94,6 +95,109 @@ func scopedTx(ctx context.Context, conn *pgxpool.Conn, id ID, fn func(tx queries
 		return pgx.ErrTxCommitRollback
 	}
 	return nil
+}
+
+// lazyTx is the queries.DBTX a scoped transaction's fn works with. Its
+// first statement is sent in one batch after BEGIN and the tenant setting;
+// the rest go straight to the connection, inside that transaction.
+type lazyTx struct {
+	conn    *pgxpool.Conn
+	tenant  string
+	started bool
+}
+
+const setTenant = "select set_config('gatehouse.tenant_id', $1, true)"
+
+// begin sends BEGIN, the tenant setting and the first statement in one
+// batch, and returns the batch positioned at that statement's result.
+func (t *lazyTx) begin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	t.started = true
+	b := &pgx.Batch{}
+	b.Queue("begin")
+	b.Queue(setTenant, t.tenant)
+	b.Queue(sql, args...)
+	br := t.conn.SendBatch(ctx, b)
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return nil, unavailable(err)
+		}
+	}
+	return br, nil
+}
+
+func (t *lazyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.started {
+		return t.conn.Exec(ctx, sql, args...)
+	}
+	br, err := t.begin(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.started {
+		return t.conn.Query(ctx, sql, args...)
+	}
+	br, err := t.begin(ctx, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+func (t *lazyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if t.started {
+		return t.conn.QueryRow(ctx, sql, args...)
+	}
+	rows, err := t.Query(ctx, sql, args...)
+	return &firstRow{rows: rows, err: err}
+}
+
+// batchRows are a batched statement's rows; closing them closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r *batchRows) Close() {
+	r.Rows.Close()
+	r.br.Close()
+}
+
+// firstRow is pgx.Row over rows: the first row, or pgx.ErrNoRows.
+type firstRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *firstRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
 }
 
 // unavailable marks a failure to reach a database as a 503 for the caller.
