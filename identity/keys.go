@@ -113,48 +113,33 @@ func (k *Keys) signer(ctx context.Context, t *tenancy.Tenant) (*signer, error) {
 	if ok && now.Before(s.until) {
 		return s, nil
 	}
-	var row *queries.AppSigningKey
-	err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
-		rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
-		for _, r := range rows {
-			if r.RetiringAt == nil {
-				row = &r
-				break
+	// The newest key that is not retiring signs; a tenant without one
+	// gets its first key now.
+	for attempt := 0; ; attempt++ {
+		var row *queries.AppSigningKey
+		err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
+			rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
+			for _, r := range rows {
+				if r.RetiringAt == nil {
+					row = &r
+					break
+				}
 			}
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load signing key: %w", err)
-	}
-	if row == nil {
-		kid, err := k.Rotate(ctx, t)
+			return err
+		})
 		if err != nil {
+			return nil, fmt.Errorf("load signing key: %w", err)
+		}
+		if row != nil {
+			return k.open(t, row)
+		}
+		if attempt > 0 {
+			return nil, errors.New("load signing key: the new key vanished")
+		}
+		if _, err := k.Rotate(ctx, t); err != nil {
 			return nil, err
 		}
-		return k.signerFor(ctx, t, kid)
 	}
-	return k.open(t, row)
-}
-
-func (k *Keys) signerFor(ctx context.Context, t *tenancy.Tenant, kid string) (*signer, error) {
-	var row *queries.AppSigningKey
-	err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
-		rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
-		for _, r := range rows {
-			if r.Kid == kid {
-				row = &r
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load signing key: %w", err)
-	}
-	if row == nil {
-		return nil, errors.New("load signing key: the new key vanished")
-	}
-	return k.open(t, row)
 }
 
 func (k *Keys) open(t *tenancy.Tenant, row *queries.AppSigningKey) (*signer, error) {

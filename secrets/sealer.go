@@ -217,9 +217,6 @@ func newSealer(v *Vault, gens Generations, o SealerOptions, now func() time.Time
 // at most its lifetime plus this.
 const JanitorTick = 250 * time.Millisecond
 
-// SealKeyTTL is how long a data key may go on sealing after it was issued.
-func (s *Sealer) SealKeyTTL() time.Duration { return s.opt.SealKeyTTL }
-
 // Seal encrypts plain for tenant t, bound to aad (see AAD). It refuses
 // while the last health check saw Vault down, even with a cached data key:
 // an unavailable or sealed Vault stops new encryption (an operator's
