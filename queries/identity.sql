@@ -228,3 +228,20 @@ update app.sessions set cookie_hash = $3, csrf_hash = $4 where tenant_id = $1 an
 
 -- name: GetSessionByCookie :one
 select * from app.sessions where tenant_id = $1 and cookie_hash = $2;
+
+-- name: GetUserByEmail :one
+select * from app.users where tenant_id = $1 and email = $2;
+
+-- name: CreateAccountIfNew :one
+-- Sign-up: creates the account unless the email has one (no row then).
+insert into app.users (tenant_id, email, display_name, password_hash, role)
+values ($1, $2, $3, $4, 'member')
+on conflict (tenant_id, email) do nothing
+returning *;
+
+-- name: SetEmailVerified :one
+-- Confirms the user's address, if it is still the one the token was sent
+-- to; on an email change, the new address replaces the old.
+update app.users set email = sqlc.arg(email), email_verified_at = now(), updated_at = now()
+where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id)
+returning *;

@@ -265,6 +265,49 @@ func (q *Queries) CreateAccount(ctx context.Context, arg CreateAccountParams) (A
 	return i, err
 }
 
+const createAccountIfNew = `-- name: CreateAccountIfNew :one
+insert into app.users (tenant_id, email, display_name, password_hash, role)
+values ($1, $2, $3, $4, 'member')
+on conflict (tenant_id, email) do nothing
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type CreateAccountIfNewParams struct {
+	TenantID     uuid.UUID
+	Email        string
+	DisplayName  string
+	PasswordHash *string
+}
+
+// Sign-up: creates the account unless the email has one (no row then).
+func (q *Queries) CreateAccountIfNew(ctx context.Context, arg CreateAccountIfNewParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, createAccountIfNew,
+		arg.TenantID,
+		arg.Email,
+		arg.DisplayName,
+		arg.PasswordHash,
+	)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
 const createRefreshToken = `-- name: CreateRefreshToken :exec
 insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
 values ($1, $2, $3, $4)
@@ -479,6 +522,38 @@ func (q *Queries) GetSessionByCookie(ctx context.Context, arg GetSessionByCookie
 		&i.UserAgent,
 		&i.CookieHash,
 		&i.CsrfHash,
+	)
+	return i, err
+}
+
+const getUserByEmail = `-- name: GetUserByEmail :one
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and email = $2
+`
+
+type GetUserByEmailParams struct {
+	TenantID uuid.UUID
+	Email    string
+}
+
+func (q *Queries) GetUserByEmail(ctx context.Context, arg GetUserByEmailParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, getUserByEmail, arg.TenantID, arg.Email)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
 	)
 	return i, err
 }
@@ -976,6 +1051,43 @@ func (q *Queries) RotateRefreshToken(ctx context.Context, arg RotateRefreshToken
 	)
 	var i RotateRefreshTokenRow
 	err := row.Scan(&i.SessionID, &i.UserID)
+	return i, err
+}
+
+const setEmailVerified = `-- name: SetEmailVerified :one
+update app.users set email = $1, email_verified_at = now(), updated_at = now()
+where tenant_id = $2 and id = $3
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type SetEmailVerifiedParams struct {
+	Email    string
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+// Confirms the user's address, if it is still the one the token was sent
+// to; on an email change, the new address replaces the old.
+func (q *Queries) SetEmailVerified(ctx context.Context, arg SetEmailVerifiedParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, setEmailVerified, arg.Email, arg.TenantID, arg.ID)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
 	return i, err
 }
 

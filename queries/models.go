@@ -33,6 +33,30 @@ type AppAuditHead struct {
 	Hash     []byte
 }
 
+type AppEmailToken struct {
+	TenantID  uuid.UUID
+	TokenHash []byte
+	UserID    uuid.UUID
+	Purpose   string
+	Email     string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
+type AppMailOutbox struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	Kind          string
+	PayloadSealed []byte
+	Status        string
+	Attempts      int32
+	NextAttemptAt time.Time
+	LastError     *string
+	CreatedAt     time.Time
+	DoneAt        *time.Time
+}
+
 type AppRateLimit struct {
 	TenantID    uuid.UUID
 	Key         string
@@ -108,6 +132,10 @@ type ControlTenant struct {
 	Signup               string
 	RequireVerifiedEmail bool
 	AccessTokenTtl       int32
+	MailFromAddress      *string
+	MailFromName         *string
+	MailReplyTo          *string
+	LinkBaseUrl          *string
 }
 
 type ControlTenantDomain struct {

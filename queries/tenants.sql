@@ -54,3 +54,18 @@ select * from control.tenant_domains where tenant_id = $1 order by domain;
 -- name: SetTenantKeyGeneration :execrows
 update control.tenants set key_generation = sqlc.arg(key_generation), updated_at = now()
 where id = sqlc.arg(id) and key_generation = sqlc.arg(previous) and status <> 'deleted';
+
+-- name: UpdateTenantSettings :one
+-- Changes the settings given (null: unchanged); an empty string clears a
+-- mail setting back to the server's default.
+update control.tenants set
+    signup                 = coalesce(sqlc.narg(signup), signup),
+    require_verified_email = coalesce(sqlc.narg(require_verified_email), require_verified_email),
+    access_token_ttl       = coalesce(sqlc.narg(access_token_ttl), access_token_ttl),
+    mail_from_address      = case when sqlc.narg(mail_from_address)::text is null then mail_from_address else nullif(sqlc.narg(mail_from_address), '') end,
+    mail_from_name         = case when sqlc.narg(mail_from_name)::text is null then mail_from_name else nullif(sqlc.narg(mail_from_name), '') end,
+    mail_reply_to          = case when sqlc.narg(mail_reply_to)::text is null then mail_reply_to else nullif(sqlc.narg(mail_reply_to), '') end,
+    link_base_url          = case when sqlc.narg(link_base_url)::text is null then link_base_url else nullif(sqlc.narg(link_base_url), '') end,
+    updated_at             = now()
+where id = sqlc.arg(id) and status <> 'deleted'
+returning *;

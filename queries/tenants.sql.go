@@ -38,7 +38,7 @@ const createTenant = `-- name: CreateTenant :one
 
 insert into control.tenants (id, slug, name, placement, silo_ref, plan, signup)
 values ($1, $2, $3, $4, $5, $6, $7)
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
 `
 
 type CreateTenantParams struct {
@@ -78,12 +78,16 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }
 
 const getLiveTenantByDomain = `-- name: GetLiveTenantByDomain :one
-select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation, t.signup, t.require_verified_email, t.access_token_ttl from control.tenants t
+select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation, t.signup, t.require_verified_email, t.access_token_ttl, t.mail_from_address, t.mail_from_name, t.mail_reply_to, t.link_base_url from control.tenants t
 join control.tenant_domains d on d.tenant_id = t.id
 where d.domain = $1 and d.verified_at is not null and t.status <> 'deleted'
 `
@@ -106,12 +110,16 @@ func (q *Queries) GetLiveTenantByDomain(ctx context.Context, domain string) (Con
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }
 
 const getLiveTenantBySlug = `-- name: GetLiveTenantBySlug :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where slug = $1 and status <> 'deleted'
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where slug = $1 and status <> 'deleted'
 `
 
 func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (ControlTenant, error) {
@@ -132,12 +140,16 @@ func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (Control
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }
 
 const getTenantByID = `-- name: GetTenantByID :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where id = $1
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where id = $1
 `
 
 func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -158,6 +170,10 @@ func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenan
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }
@@ -174,7 +190,7 @@ func (q *Queries) GetTenantKeyGeneration(ctx context.Context, id uuid.UUID) (int
 }
 
 const listLiveTenants = `-- name: ListLiveTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants where status <> 'deleted' order by slug
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where status <> 'deleted' order by slug
 `
 
 func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) {
@@ -201,6 +217,10 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.Signup,
 			&i.RequireVerifiedEmail,
 			&i.AccessTokenTtl,
+			&i.MailFromAddress,
+			&i.MailFromName,
+			&i.MailReplyTo,
+			&i.LinkBaseUrl,
 		); err != nil {
 			return nil, err
 		}
@@ -213,7 +233,7 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 }
 
 const listSiloTenants = `-- name: ListSiloTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl from control.tenants
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants
 where placement = 'silo' and status <> 'deleted'
 order by slug
 `
@@ -242,6 +262,10 @@ func (q *Queries) ListSiloTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.Signup,
 			&i.RequireVerifiedEmail,
 			&i.AccessTokenTtl,
+			&i.MailFromAddress,
+			&i.MailFromName,
+			&i.MailReplyTo,
+			&i.LinkBaseUrl,
 		); err != nil {
 			return nil, err
 		}
@@ -285,7 +309,7 @@ func (q *Queries) ListTenantDomains(ctx context.Context, tenantID uuid.UUID) ([]
 const markTenantDeleted = `-- name: MarkTenantDeleted :one
 update control.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
 where id = $1 and status <> 'deleted'
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
 `
 
 func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -306,6 +330,10 @@ func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlT
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }
@@ -358,7 +386,7 @@ func (q *Queries) SetTenantKeyGeneration(ctx context.Context, arg SetTenantKeyGe
 const setTenantStatus = `-- name: SetTenantStatus :one
 update control.tenants set status = $1, updated_at = now()
 where id = $2 and status = any($3::text[])
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
 `
 
 type SetTenantStatusParams struct {
@@ -385,6 +413,72 @@ func (q *Queries) SetTenantStatus(ctx context.Context, arg SetTenantStatusParams
 		&i.Signup,
 		&i.RequireVerifiedEmail,
 		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
+	)
+	return i, err
+}
+
+const updateTenantSettings = `-- name: UpdateTenantSettings :one
+update control.tenants set
+    signup                 = coalesce($1, signup),
+    require_verified_email = coalesce($2, require_verified_email),
+    access_token_ttl       = coalesce($3, access_token_ttl),
+    mail_from_address      = case when $4::text is null then mail_from_address else nullif($4, '') end,
+    mail_from_name         = case when $5::text is null then mail_from_name else nullif($5, '') end,
+    mail_reply_to          = case when $6::text is null then mail_reply_to else nullif($6, '') end,
+    link_base_url          = case when $7::text is null then link_base_url else nullif($7, '') end,
+    updated_at             = now()
+where id = $8 and status <> 'deleted'
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+`
+
+type UpdateTenantSettingsParams struct {
+	Signup               *string
+	RequireVerifiedEmail *bool
+	AccessTokenTtl       *int32
+	MailFromAddress      *string
+	MailFromName         *string
+	MailReplyTo          *string
+	LinkBaseUrl          *string
+	ID                   uuid.UUID
+}
+
+// Changes the settings given (null: unchanged); an empty string clears a
+// mail setting back to the server's default.
+func (q *Queries) UpdateTenantSettings(ctx context.Context, arg UpdateTenantSettingsParams) (ControlTenant, error) {
+	row := q.db.QueryRow(ctx, updateTenantSettings,
+		arg.Signup,
+		arg.RequireVerifiedEmail,
+		arg.AccessTokenTtl,
+		arg.MailFromAddress,
+		arg.MailFromName,
+		arg.MailReplyTo,
+		arg.LinkBaseUrl,
+		arg.ID,
+	)
+	var i ControlTenant
+	err := row.Scan(
+		&i.ID,
+		&i.Slug,
+		&i.Name,
+		&i.Status,
+		&i.Placement,
+		&i.Plan,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DeletedAt,
+		&i.SiloRef,
+		&i.KeyGeneration,
+		&i.Signup,
+		&i.RequireVerifiedEmail,
+		&i.AccessTokenTtl,
+		&i.MailFromAddress,
+		&i.MailFromName,
+		&i.MailReplyTo,
+		&i.LinkBaseUrl,
 	)
 	return i, err
 }

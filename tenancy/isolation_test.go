@@ -53,6 +53,16 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 		_, err := tx.Exec(ctx, `insert into app.rate_limits (tenant_id, key, window_start, hits) values ($1, 'login/tenant', '2026-01-01', 1)`, tenant)
 		return err
 	},
+	"email_tokens": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.email_tokens (tenant_id, token_hash, user_id, purpose, email, expires_at)
+			values ($1, sha256('same mailed token'), '00000000-0000-4000-8000-000000000001', 'reset_password', 'same@example.com', now() + interval '1 hour')`, tenant)
+		return err
+	},
+	"mail_outbox": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.mail_outbox (tenant_id, id, kind, payload_sealed)
+			values ($1, '00000000-0000-4000-8000-000000000003', 'reset_password', '\x01')`, tenant)
+		return err
+	},
 	"audit_heads": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.audit_heads (tenant_id, seq, hash) values ($1, 1, sha256('same event'))`, tenant)
 		return err

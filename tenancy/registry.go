@@ -203,7 +203,11 @@ func (r *Registry) Get(ctx context.Context, slug string) (*Tenant, error) {
 
 // List returns every live tenant, ordered by slug.
 func (r *Registry) List(ctx context.Context) ([]*Tenant, error) {
-	rows, err := queries.New(r.admin).ListLiveTenants(ctx)
+	return listLive(ctx, r.admin)
+}
+
+func listLive(ctx context.Context, db queries.DBTX) ([]*Tenant, error) {
+	rows, err := queries.New(db).ListLiveTenants(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}

@@ -225,3 +225,13 @@ func (r *Resolver) listen(ctx context.Context) error {
 		}
 	}
 }
+
+// Live returns every tenant that is not deleted, read afresh from the
+// control plane (for background work that visits every tenant).
+func (r *Resolver) Live(ctx context.Context) ([]*Tenant, error) {
+	ts, err := listLive(ctx, r.pool)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return ts, nil
+}

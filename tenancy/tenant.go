@@ -66,6 +66,14 @@ type Tenant struct {
 	RequireVerifiedEmail bool
 	// AccessTokenTTL is how long the tenant's access tokens live.
 	AccessTokenTTL time.Duration
+
+	// Mail settings; empty means the server's default. Mail goes out From
+	// MailFromName <MailFromAddress>, with replies to MailReplyTo, and
+	// its links point under LinkBaseURL.
+	MailFromAddress string
+	MailFromName    string
+	MailReplyTo     string
+	LinkBaseURL     string
 }
 
 // Signup is a tenant's sign-up policy.
@@ -91,8 +99,13 @@ func tenantFromRow(r queries.ControlTenant) *Tenant {
 		RequireVerifiedEmail: r.RequireVerifiedEmail,
 		AccessTokenTTL:       time.Duration(r.AccessTokenTtl) * time.Second,
 	}
-	if r.SiloRef != nil {
-		t.SiloRef = *r.SiloRef
+	for dst, src := range map[*string]*string{
+		&t.SiloRef: r.SiloRef, &t.MailFromAddress: r.MailFromAddress, &t.MailFromName: r.MailFromName,
+		&t.MailReplyTo: r.MailReplyTo, &t.LinkBaseURL: r.LinkBaseUrl,
+	} {
+		if src != nil {
+			*dst = *src
+		}
 	}
 	return t
 }

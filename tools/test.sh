@@ -9,7 +9,9 @@ ensure_go
 pg_bindir >/dev/null  # the tests start their own throwaway clusters
 # ... and their own Vault servers, from the cached binary.
 GATEHOUSE_VAULT_BIN=$(tool vault)
-export GATEHOUSE_VAULT_BIN
+# ... and their own mail catchers.
+GATEHOUSE_MAILPIT_BIN=$(tool mailpit)
+export GATEHOUSE_VAULT_BIN GATEHOUSE_MAILPIT_BIN
 
 echo "== generated code is current (sqlc diff)"
 "$(tool sqlc)" diff
