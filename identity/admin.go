@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -109,42 +110,124 @@ type CreateUserInput struct {
 	Role        string
 }
 
-// CreateUser creates an account without a password in tenant t: its owner
-// sets one through the invitation (email flows). Admins only. Returns
+// CreateUser creates an account without a password in tenant t and
+// mails its owner an invitation to choose one. Admins only. Returns
 // Invalid for a bad email, name or role, Conflict if the email is taken.
 func (s *Service) CreateUser(ctx context.Context, t *tenancy.Tenant, p *Principal, in CreateUserInput, meta Meta) (*User, error) {
+	var u *User
+	err := s.createInvited(ctx, t, in, func(fn func(q *queries.Queries) error) error {
+		return s.adminTx(ctx, t, p, "user.create", meta, fn)
+	}, func(created queries.AppUser) Event {
+		u = userFromRow(created)
+		return Event{Actor: p.User, Action: "user.create", Target: "user:" + created.ID.String(), Outcome: Success, Meta: meta,
+			Details: map[string]string{"role": created.Role}}
+	})
+	return u, err
+}
+
+// InviteAdmin creates the first admin of tenant t on a platform
+// operator's authority and mails them an invitation. Audited with no
+// actor. Returns Invalid for a bad email or name, Conflict if the email
+// has an account (grant it the role with SetRole instead).
+func (s *Service) InviteAdmin(ctx context.Context, t *tenancy.Tenant, email, name string) (*User, error) {
+	var u *User
+	err := s.createInvited(ctx, t, CreateUserInput{Email: email, DisplayName: name, Role: RoleAdmin}, func(fn func(q *queries.Queries) error) error {
+		return s.db.Tx(ctx, t, fn)
+	}, func(created queries.AppUser) Event {
+		u = userFromRow(created)
+		return Event{Action: "user.create", Target: "user:" + created.ID.String(), Outcome: Success,
+			Details: map[string]string{"role": RoleAdmin, "by": "operator"}}
+	})
+	return u, err
+}
+
+// createInvited creates an invited account in a transaction that tx
+// opens, with its invitation mail and the audit event that event makes.
+func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in CreateUserInput, tx func(func(*queries.Queries) error) error, event func(queries.AppUser) Event) error {
 	email, err := NormalizeEmail(in.Email)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	name, err := displayName(in.DisplayName)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if in.Role == "" {
 		in.Role = RoleMember
 	}
 	if in.Role != RoleMember && in.Role != RoleAdmin {
-		return nil, problem.InvalidField("role", "must be member or admin")
+		return problem.InvalidField("role", "must be member or admin")
 	}
-	var u queries.AppUser
-	err = s.adminTx(ctx, t, p, "user.create", meta, func(q *queries.Queries) (err error) {
-		u, err = q.AdminCreateUser(ctx, queries.AdminCreateUserParams{TenantID: t.ID.UUID(), Email: email, DisplayName: name, Role: in.Role})
+	invite, err := s.newTokenMail(ctx, t, mail.Invite, purposeInvite, pageInvite, email)
+	if err != nil {
+		return err
+	}
+	err = tx(func(q *queries.Queries) error {
+		u, err := q.AdminCreateUser(ctx, queries.AdminCreateUserParams{TenantID: t.ID.UUID(), Email: email, DisplayName: name, Role: in.Role})
 		if err != nil {
 			return err
 		}
-		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-			Actor: p.User, Action: "user.create", Target: "user:" + u.ID.String(), Outcome: Success, Meta: meta,
-			Details: map[string]string{"role": in.Role},
-		})
+		if err := invite.write(ctx, q, t, u.ID); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), event(u))
 	})
 	if isUniqueViolation(err) {
-		return nil, problem.Errorf(problem.Conflict, "an account with this email already exists")
+		return problem.Errorf(problem.Conflict, "an account with this email already exists")
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return userFromRow(u), nil
+	s.cfg.Outbox.Notify(t)
+	return nil
+}
+
+// SendPasswordReset mails one of tenant t's users a link to choose a new
+// password (an invitation again, if they never chose one). Their password
+// stays valid until the link is used. Admins only. Returns NotFound, or
+// Conflict for a disabled account.
+func (s *Service) SendPasswordReset(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
+	var u queries.AppUser
+	err := s.adminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) (err error) {
+		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
+		return notFound(err, "no such user")
+	})
+	if err != nil {
+		return err
+	}
+	if u.Status != "active" {
+		return problem.Errorf(problem.Conflict, "the account is disabled; enable it first")
+	}
+	kind, purpose, page := mail.ResetPassword, purposeReset, pageReset
+	if u.PasswordHash == nil {
+		kind, purpose, page = mail.Invite, purposeInvite, pageInvite
+	}
+	m, err := s.newTokenMail(ctx, t, kind, purpose, page, u.Email)
+	if err != nil {
+		return err
+	}
+	err = s.adminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) error {
+		// The address may have changed since it was read: the mail must
+		// go to the current one.
+		now, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
+		if err = notFound(err, "no such user"); err != nil {
+			return err
+		}
+		if now.Email != u.Email || now.Status != "active" {
+			return problem.Errorf(problem.Conflict, "the account changed meanwhile; try again")
+		}
+		if err := m.write(ctx, q, t, id); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "user.reset_password", Target: "user:" + id.String(), Outcome: Success, Meta: meta,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	s.cfg.Outbox.Notify(t)
+	return nil
 }
 
 // UpdateUserInput changes what is set.

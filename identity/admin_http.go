@@ -22,6 +22,7 @@ func (s *Service) adminRoutes(r fiber.Router) {
 	a.Post("/users/:id/disable", s.handleSetStatus("disabled"))
 	a.Post("/users/:id/enable", s.handleSetStatus("active"))
 	a.Post("/users/:id/unlock", s.handleUnlock)
+	a.Post("/users/:id/reset-password", s.handleSendPasswordReset)
 	a.Get("/users/:id/sessions", s.handleUserSessions)
 	a.Delete("/users/:id/sessions/:sid", s.handleRevokeUserSession)
 	a.Get("/audit", s.handleListAudit)
@@ -130,6 +131,17 @@ func (s *Service) handleUnlock(c *fiber.Ctx) error {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Service) handleSendPasswordReset(c *fiber.Ctx) error {
+	id, err := pathID(c, "id", "no such user")
+	if err != nil {
+		return err
+	}
+	if err := s.SendPasswordReset(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+		return err
+	}
+	return accepted(c, "a link to choose a new password is on its way to the account's address")
 }
 
 func (s *Service) handleUserSessions(c *fiber.Ctx) error {

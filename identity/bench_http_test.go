@@ -73,7 +73,7 @@ func BenchmarkRefresh(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := e.svc.Signup(ctx, tn, identity.SignupInput{Email: "bench@example.com", Password: goodPassword}, identity.Meta{}); err != nil {
+	if err := e.svc.Signup(ctx, tn, identity.SignupInput{Email: "bench@example.com", Password: goodPassword}, identity.Meta{}); err != nil {
 		b.Fatal(err)
 	}
 	tokens, err := e.svc.Login(ctx, tn, "bench@example.com", goodPassword, identity.Meta{})

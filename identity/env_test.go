@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/identity/mail"
+	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
@@ -26,6 +28,7 @@ import (
 func TestMain(m *testing.M) {
 	code := pgtest.Main(m)
 	vaulttest.StopShared()
+	mailtest.StopShared()
 	os.Exit(code)
 }
 
@@ -44,6 +47,8 @@ type env struct {
 	svc    *identity.Service
 	keys   *identity.Keys
 	app    *fiber.App
+	mail   *mailtest.Server
+	outbox *mail.Outbox
 }
 
 func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
@@ -57,7 +62,25 @@ func init() {
 	}
 }
 
-func newEnv(t *testing.T, options ...func(*identity.Config)) *env {
+// envSettings are what an env's options may change.
+type envSettings struct {
+	cfg  identity.Config
+	mail *mailtest.Server // default: the shared one
+}
+
+type envOption func(*envSettings)
+
+// withConfig changes the identity configuration of an env.
+func withConfig(f func(*identity.Config)) envOption {
+	return func(s *envSettings) { f(&s.cfg) }
+}
+
+// withMail sends an env's mail to srv.
+func withMail(srv *mailtest.Server) envOption {
+	return func(s *envSettings) { s.mail = srv }
+}
+
+func newEnv(t *testing.T, options ...envOption) *env {
 	t.Helper()
 	e := newBenchEnv(t, options...)
 	e.t = t
@@ -65,7 +88,7 @@ func newEnv(t *testing.T, options ...func(*identity.Config)) *env {
 }
 
 // newBenchEnv is newEnv for benchmarks too (no HTTP helpers).
-func newBenchEnv(t testing.TB, options ...func(*identity.Config)) *env {
+func newBenchEnv(t testing.TB, options ...envOption) *env {
 	t.Helper()
 	db := pgtest.NewPrimary(t)
 	v := vaulttest.Shared(t).Connect(t)
@@ -79,10 +102,22 @@ func newBenchEnv(t testing.TB, options ...func(*identity.Config)) *env {
 	sealer := secrets.NewSealer(v, secrets.ControlPlane(appPool), secrets.SealerOptions{})
 	t.Cleanup(sealer.Close)
 	e.keys = identity.NewKeys(data, sealer, secrets.AAD)
-	cfg := identity.Config{Issuer: issuer, Limits: roomy}
+	e.outbox = mail.NewOutbox(sealer, secrets.AAD)
+	set := envSettings{cfg: identity.Config{Issuer: issuer, Limits: roomy, Outbox: e.outbox, MailFrom: "no-reply@gatehouse.test"}}
 	for _, o := range options {
-		o(&cfg)
+		o(&set)
 	}
+	cfg := set.cfg
+	e.mail = set.mail
+	if e.mail == nil {
+		e.mail = mailtest.Shared(t)
+	}
+	relay := mail.NewRelay(data, e.reg.List, e.outbox, mail.NewSMTP(e.mail.Config()),
+		mail.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { relay.Run(ctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
@@ -184,7 +219,13 @@ const goodPassword = "violet-Harbor-93-lantern"
 // signup creates an account and returns nothing; login returns tokens.
 func (e *env) signup(slug, email, password string) {
 	e.t.Helper()
-	e.must(201, "POST", slug, "/v1/auth/signup", "", map[string]string{"email": email, "password": password})
+	e.must(202, "POST", slug, "/v1/auth/signup", "", map[string]string{"email": email, "password": password})
+}
+
+// mails waits for n mails to the address and returns them, oldest first.
+func (e *env) mails(to string, n int) []mailtest.Message {
+	e.t.Helper()
+	return e.mail.Wait(e.t, to, n, 20*time.Second)
 }
 
 func (e *env) login(slug, email, password string) identity.Tokens {

@@ -31,14 +31,20 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
 	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
 	r.Post("/v1/auth/token/revoke", s.handleRevoke)
+	r.Post("/v1/auth/email/verify", s.handleVerifyEmail)
+	r.Post("/v1/auth/email/resend", s.limit("forgot"), s.handleResendVerification)
+	r.Post("/v1/auth/password/forgot", s.limit("forgot"), s.handleForgotPassword)
+	r.Post("/v1/auth/password/reset", s.limit("password"), s.handleResetPassword)
 	r.Get("/v1/me/sessions", s.requireAuth, s.handleSessions)
 	r.Delete("/v1/me/sessions/:id", s.requireAuth, s.handleEndSession)
 	r.Get("/v1/me", s.requireAuth, s.handleMe)
 	r.Patch("/v1/me", s.requireAuth, s.handleUpdateMe)
 	r.Post("/v1/me/password", s.requireAuth, s.limit("password"), s.handleChangePassword)
+	r.Post("/v1/me/email", s.requireAuth, s.limit("password"), s.handleChangeEmail)
 	r.Get("/.well-known/jwks.json", s.handleJWKS)
 	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
 	s.adminRoutes(r)
+	s.pageRoutes(r)
 }
 
 type signupRequest struct {
@@ -55,11 +61,104 @@ func (s *Service) handleSignup(c *fiber.Ctx) error {
 	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	u, err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), meta(c))
-	if err != nil {
+	if err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), meta(c)); err != nil {
 		return err
 	}
-	return c.Status(fiber.StatusCreated).JSON(u)
+	return accepted(c, "check your mail: a link to confirm your address is on its way")
+}
+
+// accepted answers 202 with a message that is the same whatever happened
+// behind it (whether an account exists, say).
+func accepted(c *fiber.Ctx, message string) error {
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "accepted", "message": message})
+}
+
+type tokenRequest struct {
+	Token string `json:"token"`
+}
+
+func (s *Service) handleVerifyEmail(c *fiber.Ctx) error {
+	var req tokenRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"token": req.Token}); err != nil {
+		return err
+	}
+	if err := s.VerifyEmail(c.UserContext(), tenantOf(c), req.Token, meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+type emailRequest struct {
+	Email string `json:"email"`
+}
+
+func (s *Service) handleResendVerification(c *fiber.Ctx) error {
+	var req emailRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email}); err != nil {
+		return err
+	}
+	if err := s.ResendVerification(c.UserContext(), tenantOf(c), req.Email, meta(c)); err != nil {
+		return err
+	}
+	return accepted(c, "if this address has an unconfirmed account, a new link is on its way")
+}
+
+func (s *Service) handleForgotPassword(c *fiber.Ctx) error {
+	var req emailRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email}); err != nil {
+		return err
+	}
+	if err := s.ForgotPassword(c.UserContext(), tenantOf(c), req.Email, meta(c)); err != nil {
+		return err
+	}
+	return accepted(c, "if this address has an account, a link to reset its password is on its way")
+}
+
+type resetPasswordRequest struct {
+	Token       string `json:"token"`
+	NewPassword string `json:"new_password"`
+}
+
+func (s *Service) handleResetPassword(c *fiber.Ctx) error {
+	var req resetPasswordRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
+		return err
+	}
+	if err := s.ResetPassword(c.UserContext(), tenantOf(c), req.Token, req.NewPassword, meta(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+type changeEmailRequest struct {
+	Email           string `json:"email"`
+	CurrentPassword string `json:"current_password"`
+}
+
+func (s *Service) handleChangeEmail(c *fiber.Ctx) error {
+	var req changeEmailRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
+		return err
+	}
+	if err := s.ChangeEmail(c.UserContext(), tenantOf(c), principalOf(c), req.Email, req.CurrentPassword, meta(c)); err != nil {
+		return err
+	}
+	return accepted(c, "a link to confirm the new address is on its way to it; the address changes when it is opened")
 }
 
 type loginRequest struct {

@@ -65,11 +65,11 @@ func TestRepeatedFailuresLockTheAccount(t *testing.T) {
 
 func TestRateLimitsAnswerWithHeadersAndRetryAfter(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *identity.Config) {
 		c.Limits = map[string]identity.Limits{
 			"login": {PerIP: identity.Limit{Requests: 3, Window: time.Hour}, PerTenant: identity.Limit{Requests: 100, Window: time.Hour}},
 		}
-	})
+	}))
 	e.tenant("acme", tenancy.Shared, "")
 	e.tenant("globex", tenancy.Shared, "")
 	body := map[string]string{"email": "x@example.com", "password": "whatever-password"}
@@ -95,11 +95,11 @@ func TestRateLimitsAnswerWithHeadersAndRetryAfter(t *testing.T) {
 
 func TestTenantWideRateLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *identity.Config) {
 		c.Limits = map[string]identity.Limits{
 			"signup": {PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 2, Window: time.Hour}},
 		}
-	})
+	}))
 	e.tenant("acme", tenancy.Shared, "")
 	e.signup("acme", "one@example.com", goodPassword)
 	e.signup("acme", "two@example.com", goodPassword)

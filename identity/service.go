@@ -8,7 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/mail"
+	netmail "net/mail"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -34,6 +35,16 @@ type Config struct {
 	// Limits are the rate limits by action (login, signup, refresh,
 	// forgot); default DefaultLimits.
 	Limits map[string]Limits
+
+	// Outbox is where mails wait until the relay sends them; required.
+	Outbox *mail.Outbox
+	// MailFrom is the From address of tenants that set none of their
+	// own; default no-reply@gatehouse.invalid.
+	MailFrom string
+	// How long mailed links work: password reset (default 30 minutes),
+	// address confirmation (default 24 hours), invitation (default 7
+	// days).
+	ResetTTL, VerifyTTL, InviteTTL time.Duration
 }
 
 // Service is identity's business logic: accounts, sign-in, sessions. It
@@ -58,6 +69,13 @@ func NewService(db *tenancy.DB, hasher *Hasher, keys *Keys, cfg Config) *Service
 	if cfg.Limits == nil {
 		cfg.Limits = DefaultLimits
 	}
+	if cfg.Outbox == nil {
+		panic("identity: Config.Outbox is required")
+	}
+	cfg.MailFrom = cmp.Or(cfg.MailFrom, "no-reply@gatehouse.invalid")
+	cfg.ResetTTL = cmp.Or(cfg.ResetTTL, 30*time.Minute)
+	cfg.VerifyTTL = cmp.Or(cfg.VerifyTTL, 24*time.Hour)
+	cfg.InviteTTL = cmp.Or(cfg.InviteTTL, 7*24*time.Hour)
 	return &Service{db: db, hasher: hasher, keys: keys, cfg: cfg, now: time.Now}
 }
 
@@ -102,7 +120,7 @@ func NormalizeEmail(email string) (string, error) {
 	if len(e) > 254 || !utf8.ValidString(e) {
 		return "", problem.InvalidField("email", "must be a valid email address of at most 254 characters")
 	}
-	a, err := mail.ParseAddress(e)
+	a, err := netmail.ParseAddress(e)
 	if err != nil || a.Address != e || a.Name != "" {
 		return "", problem.InvalidField("email", "must be a valid email address")
 	}
@@ -117,51 +135,6 @@ type SignupInput struct {
 	Email       string
 	Password    string
 	DisplayName string
-}
-
-// Signup creates an account in tenant t. Returns Forbidden if the tenant
-// does not allow self sign-up, Invalid for a bad email, name or password
-// (naming the rule), Conflict if the email already has an account in t,
-// Unavailable when the password pool is saturated.
-func (s *Service) Signup(ctx context.Context, t *tenancy.Tenant, in SignupInput, meta Meta) (*User, error) {
-	if t.Signup != tenancy.SignupOpen {
-		return nil, problem.Errorf(problem.Forbidden, "sign-up is by invitation only")
-	}
-	email, err := NormalizeEmail(in.Email)
-	if err != nil {
-		return nil, err
-	}
-	name, err := displayName(in.DisplayName)
-	if err != nil {
-		return nil, err
-	}
-	pw, err := CheckPassword(in.Password, email)
-	if err != nil {
-		return nil, err
-	}
-	hash, err := s.hasher.Hash(ctx, pw)
-	if err != nil {
-		return nil, err
-	}
-	var u queries.AppUser
-	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
-		u, err = q.CreateAccount(ctx, queries.CreateAccountParams{
-			TenantID: t.ID.UUID(), Email: email, DisplayName: name, PasswordHash: &hash, Role: "member",
-		})
-		if err != nil {
-			return err
-		}
-		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-			Actor: u.ID, Action: "signup", Target: "user:" + u.ID.String(), Outcome: Success, Meta: meta,
-		})
-	})
-	if isUniqueViolation(err) {
-		return nil, problem.Errorf(problem.Conflict, "an account with this email already exists")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sign up: %w", err)
-	}
-	return userFromRow(u), nil
 }
 
 // errBadLogin is the one answer to every failed sign-in: the same status
@@ -274,6 +247,11 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
 		}); err != nil {
 			return fail(fmt.Errorf("login: %w", err))
+		}
+		if reason == "email not verified" {
+			// Only the right password gets here: telling its owner what
+			// is missing reveals nothing they do not know.
+			return fail(problem.Errorf(problem.Forbidden, "confirm your email address first (POST /v1/auth/email/resend sends a new link)"))
 		}
 		return fail(errBadLogin)
 	}
@@ -473,55 +451,13 @@ func (s *Service) UpdateMe(ctx context.Context, t *tenancy.Tenant, p *Principal,
 // Unauthorized for a wrong current password or an ended session, Invalid
 // if the new password breaks the policy.
 func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Principal, current, next string, meta Meta) error {
-	// The current password is guessed against like a sign-in: the same
-	// attempt count and lockout apply, so a stolen access token cannot
-	// brute-force it.
-	var u queries.AppUser
-	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-		u, err = s.liveSession(ctx, q, t, p)
-		return err
+	var pw string
+	_, err := s.confirmPassword(ctx, t, p, current, "password.change", meta, func(u queries.AppUser) (err error) {
+		pw, err = CheckPassword(next, u.Email)
+		return asField(err, "new_password")
 	})
 	if err != nil {
 		return err
-	}
-	// A new password that breaks the policy is refused before anything
-	// is counted: it is no guess.
-	pw, err := CheckPassword(next, u.Email)
-	if err != nil {
-		return err
-	}
-	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: u.Email})
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if u.LockedUntil != nil && s.now().Before(*u.LockedUntil) || u.FailedLogins > lockoutFailures {
-		return tooMany(time.Until(*cmp.Or(u.LockedUntil, ptr(s.now().Add(lockoutBase)))))
-	}
-	ok := false
-	if u.PasswordHash != nil {
-		if ok, _, err = s.hasher.Verify(ctx, *u.PasswordHash, NormalizePassword(current)); err != nil {
-			return err
-		}
-	}
-	if !ok {
-		err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
-			if u.FailedLogins >= lockoutFailures {
-				if err := s.lock(ctx, q, t, u, meta); err != nil {
-					return err
-				}
-			}
-			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-				Actor: p.User, Action: "password.change", Target: "user:" + p.User.String(), Outcome: Failure,
-				Details: map[string]string{"reason": "wrong current password"}, Meta: meta,
-			})
-		})
-		if err != nil {
-			return fmt.Errorf("change password: %w", err)
-		}
-		return problem.Errorf(problem.Unauthorized, "the current password is wrong")
 	}
 	hash, err := s.hasher.Hash(ctx, pw)
 	if err != nil {
@@ -529,9 +465,6 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 	}
 	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if err := q.SetPasswordHash(ctx, queries.SetPasswordHashParams{TenantID: t.ID.UUID(), ID: p.User, PasswordHash: &hash}); err != nil {
-			return err
-		}
-		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: p.User}); err != nil {
 			return err
 		}
 		reason := "password changed"
@@ -544,6 +477,65 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 			Actor: p.User, Action: "password.change", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta,
 		})
 	})
+}
+
+// confirmPassword checks the signed-in user's current password before a
+// sensitive change (action, for the audit trail), after check has
+// accepted the request itself: a request that is refused on its own
+// merits is no guess and is not counted. Guesses count like sign-ins:
+// the same attempt count and lockout apply, so a stolen access token
+// cannot brute-force the password. A good password clears the count.
+// Returns Unauthorized for a wrong password or an ended session,
+// TooMany while the account is locked, or check's error.
+func (s *Service) confirmPassword(ctx context.Context, t *tenancy.Tenant, p *Principal, current, action string, meta Meta, check func(queries.AppUser) error) (queries.AppUser, error) {
+	var u queries.AppUser
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = s.liveSession(ctx, q, t, p)
+		return err
+	})
+	if err != nil {
+		return u, err
+	}
+	if err := check(u); err != nil {
+		return u, err
+	}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: u.Email})
+		return err
+	})
+	if err != nil {
+		return u, err
+	}
+	if u.LockedUntil != nil && s.now().Before(*u.LockedUntil) || u.FailedLogins > lockoutFailures {
+		return u, tooMany(time.Until(*cmp.Or(u.LockedUntil, ptr(s.now().Add(lockoutBase)))))
+	}
+	ok := false
+	if u.PasswordHash != nil {
+		if ok, _, err = s.hasher.Verify(ctx, *u.PasswordHash, NormalizePassword(current)); err != nil {
+			return u, err
+		}
+	}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if ok {
+			return q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: p.User})
+		}
+		if u.FailedLogins >= lockoutFailures {
+			if err := s.lock(ctx, q, t, u, meta); err != nil {
+				return err
+			}
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: action, Target: "user:" + p.User.String(), Outcome: Failure,
+			Details: map[string]string{"reason": "wrong current password"}, Meta: meta,
+		})
+	})
+	if err != nil {
+		return u, fmt.Errorf("%s: %w", action, err)
+	}
+	if !ok {
+		return u, problem.Errorf(problem.Unauthorized, "the current password is wrong")
+	}
+	return u, nil
 }
 
 // Logout ends the session the access token belongs to: its refresh

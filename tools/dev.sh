@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Starts Gatehouse locally with demo tenants: a Postgres cluster and a Vault
-# server in .local/, migrations, tenants acme (shared) and globex (silo), and
-# the server on GATEHOUSE_ADDR (default 127.0.0.1:8080). Ctrl-C stops
-# everything; data stays in .local/ for the next start.
+# Starts Gatehouse locally with demo tenants: a Postgres cluster, a Vault
+# server and a mail catcher (Mailpit) in .local/, migrations, tenants acme
+# (shared) and globex (silo), and the server on GATEHOUSE_ADDR (default
+# 127.0.0.1:8080). Ctrl-C stops everything; data stays in .local/ for the
+# next start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
@@ -10,6 +11,7 @@ source tools/lib.sh
 ensure_go
 bin=$(pg_bindir)
 vault_bin=$(tool vault)
+mailpit_bin=$(tool mailpit)
 port=${GATEHOUSE_DEV_PG_PORT:-54329}
 root="$PWD/.local"
 data="$root/pg"
@@ -81,9 +83,19 @@ export GATEHOUSE_VAULT_ADDR="$VAULT_ADDR"
 export GATEHOUSE_VAULT_TOKEN_FILE="$vdir/token"
 "$vault_bin" operator unseal "$unseal_key" >/dev/null
 
+# Mail goes to a local catcher: read it at http://127.0.0.1:8025.
+smtp_port=${GATEHOUSE_DEV_SMTP_PORT:-1025}
+mail_ui=${GATEHOUSE_DEV_MAIL_UI:-127.0.0.1:8025}
+"$mailpit_bin" --smtp "127.0.0.1:$smtp_port" --listen "$mail_ui" --database "$root/mailpit.db" \
+  --disable-version-check --smtp-disable-rdns --quiet >>"$root/mailpit.log" 2>&1 &
+mailpit_pid=$!
+on_exit+=("kill $mailpit_pid; wait $mailpit_pid 2>/dev/null")
+export GATEHOUSE_SMTP_URL="smtp://127.0.0.1:$smtp_port?tls=none"
+
 mkdir -p .cache/bin
 go build -o .cache/bin/gatehouse ./cmd/gatehouse
 echo "GATEHOUSE_DATABASE_URL=$GATEHOUSE_DATABASE_URL"
 echo "GATEHOUSE_VAULT_ADDR=$GATEHOUSE_VAULT_ADDR"
 echo "GATEHOUSE_VAULT_TOKEN_FILE=$GATEHOUSE_VAULT_TOKEN_FILE"
+echo "mail: http://$mail_ui"
 .cache/bin/gatehouse dev

@@ -70,28 +70,33 @@ func exportAudit(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, path st
 // runTenantAdmin is `tenant admin grant|revoke --tenant SLUG --email E`:
 // the operator's way to give a tenant its first admin.
 func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || (args[0] != "grant" && args[0] != "revoke") {
-		return usageErr("tenant admin: want grant or revoke")
+	if len(args) == 0 || (args[0] != "grant" && args[0] != "revoke" && args[0] != "invite") {
+		return usageErr("tenant admin: want grant, revoke or invite")
 	}
-	role := identity.RoleAdmin
-	if args[0] == "revoke" {
-		role = identity.RoleMember
-	}
+	sub := args[0]
 	var cfg config
-	fs := flag.NewFlagSet("tenant admin "+args[0], flag.ContinueOnError)
+	fs := flag.NewFlagSet("tenant admin "+sub, flag.ContinueOnError)
 	cfg.flags(fs)
 	slug := fs.String("tenant", "", "the tenant")
 	email := fs.String("email", "", "the account's email")
+	name := fs.String("name", "", "invite: the new admin's display name")
 	if err := positional(fs, args[1:], std, 0); err != nil {
 		return err
 	}
 	if *slug == "" || *email == "" {
-		return usageErr("tenant admin %s: give --tenant SLUG and --email EMAIL", args[0])
+		return usageErr("tenant admin %s: give --tenant SLUG and --email EMAIL", sub)
 	}
 	return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
 		t, err := k.reg.Get(ctx, *slug)
 		if err != nil {
 			return err
+		}
+		if sub == "invite" {
+			return k.inviteAdmin(ctx, std, t, *email, *name)
+		}
+		role := identity.RoleAdmin
+		if sub == "revoke" {
+			role = identity.RoleMember
 		}
 		u, err := identity.SetRole(ctx, k.data, t, *email, role)
 		if err != nil {
@@ -100,4 +105,15 @@ func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
 		fmt.Fprintf(std.out, "%s is now %s of %s\n", u.Email, map[string]string{identity.RoleAdmin: "an admin", identity.RoleMember: "a member"}[role], t.Slug)
 		return nil
 	})
+}
+
+// inviteAdmin creates an admin account of t for email and queues its
+// invitation.
+func (k *keyTools) inviteAdmin(ctx context.Context, std stdio, t *tenancy.Tenant, email, name string) error {
+	u, err := k.accounts.InviteAdmin(ctx, t, email, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(std.out, "invited %s as an admin of %s (the invitation goes out with the servers' mail)\n", u.Email, t.Slug)
+	return nil
 }

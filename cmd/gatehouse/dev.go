@@ -9,14 +9,19 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// demoTenants are what `gatehouse dev` makes sure exist.
-var demoTenants = []tenancy.CreateParams{
-	{Slug: "acme", Name: "Acme Inc", Placement: tenancy.Shared},
-	{Slug: "globex", Name: "Globex Corporation", Placement: tenancy.Silo},
+// demoTenants are what `gatehouse dev` makes sure exist, with the
+// address each one's first admin is invited at.
+var demoTenants = []struct {
+	tenancy.CreateParams
+	admin string
+}{
+	{tenancy.CreateParams{Slug: "acme", Name: "Acme Inc", Placement: tenancy.Shared}, "admin@acme.test"},
+	{tenancy.CreateParams{Slug: "globex", Name: "Globex Corporation", Placement: tenancy.Silo}, "admin@globex.test"},
 }
 
 // runDev is for a local machine: migrate, create the demo tenants if they
-// are missing, and serve, printing where to look.
+// are missing (inviting their first admins), and serve, printing where
+// to look.
 func runDev(ctx context.Context, args []string, std stdio) error {
 	cfg, err := configFrom("dev", args, std)
 	if err != nil {
@@ -35,16 +40,21 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 	if err := cfg.migrate(ctx, std.out); err != nil {
 		return err
 	}
-	err = withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
+	err = withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
 		for _, p := range demoTenants {
-			_, err := r.Get(ctx, p.Slug)
-			if problem.CodeOf(err) == problem.NotFound {
-				_, err = r.Create(ctx, p)
-				if err == nil {
-					fmt.Fprintf(std.out, "created demo tenant %s (%s)\n", p.Slug, p.Placement)
+			_, err := k.reg.Get(ctx, p.Slug)
+			if problem.CodeOf(err) != problem.NotFound {
+				if err != nil {
+					return err
 				}
+				continue
 			}
+			t, err := k.reg.Create(ctx, p.CreateParams)
 			if err != nil {
+				return err
+			}
+			fmt.Fprintf(std.out, "created demo tenant %s (%s)\n", p.Slug, p.Placement)
+			if err := k.inviteAdmin(ctx, std, t, p.admin, "Demo admin"); err != nil {
 				return err
 			}
 		}

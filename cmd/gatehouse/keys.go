@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -25,6 +26,9 @@ type keyTools struct {
 	data    *tenancy.DB
 	rotator *secrets.Rotator
 	signing *identity.Keys
+	// accounts acts on an operator's authority: it writes invitations
+	// to the outbox, which the servers' relays send.
+	accounts *identity.Service
 }
 
 func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Duration, fn func(*keyTools) error) error {
@@ -53,10 +57,18 @@ func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Durati
 		data := tenancy.NewDB(app, silos)
 		sealer := secrets.NewSealer(v, secrets.ControlPlane(admin), secrets.SealerOptions{})
 		defer sealer.Close()
+		signing := identity.NewKeys(data, sealer, secrets.AAD)
+		issuer, err := cfg.issuer()
+		if err != nil {
+			return err
+		}
 		return fn(&keyTools{
 			reg: reg, admin: admin, data: data,
 			rotator: secrets.NewRotator(v, data, secrets.ControlPlane(admin), settle),
-			signing: identity.NewKeys(data, sealer, secrets.AAD),
+			signing: signing,
+			accounts: identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 1, 10*time.Second), signing, identity.Config{
+				Issuer: issuer, Outbox: mail.NewOutbox(sealer, secrets.AAD), MailFrom: cfg.mailFrom(),
+			}),
 		})
 	})
 }

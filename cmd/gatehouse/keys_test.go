@@ -107,5 +107,5 @@ func TestTenantAdminGrant(t *testing.T) {
 	}
 	c.fails(1, "no account with this email", "tenant", "admin", "grant", "--tenant", "acme", "--email", "nobody@example.com")
 	c.fails(2, "give --tenant SLUG and --email EMAIL", "tenant", "admin", "grant", "--tenant", "acme")
-	c.fails(2, "want grant or revoke", "tenant", "admin", "crown")
+	c.fails(2, "want grant, revoke or invite", "tenant", "admin", "crown")
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
@@ -33,6 +34,8 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	appPassword, siloPassword := secret("app-password"), secret("silo-password")
 	smtpPassword, sealedValue, userPassword := secret("smtp"), secret("sealed"), secret("user-password")
 	t.Setenv("GATEHOUSE_APP_PASSWORD", appPassword)
+	t.Setenv("GATEHOUSE_SMTP_PASSWORD", smtpPassword)
+	catcher := mailtest.Start(t)
 
 	cluster := pgtest.Primary(t)
 	vault := vaulttest.Start(t)
@@ -91,7 +94,8 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	serverOut := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(serveCtx, append([]string{"serve", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "debug"}, c.vault...),
+		done <- run(serveCtx, append([]string{"serve", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "debug",
+			"--smtp-url", "smtp://gatehouse@" + catcher.SMTPAddr() + "?tls=none"}, c.vault...),
 			stdio{nil, serverOut, serverLog})
 	}()
 	var addr string
@@ -131,7 +135,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		return res.StatusCode, out, res.Header.Get("Set-Cookie")
 	}
 	creds := `{"email":"ada@example.com","password":"` + userPassword + `"}`
-	if code, _, _ := post("globex.localhost", "/v1/auth/signup", creds); code != 201 {
+	if code, _, _ := post("globex.localhost", "/v1/auth/signup", creds); code != 202 {
 		t.Fatalf("signup: %d", code)
 	}
 	post("globex.localhost", "/v1/auth/login", `{"email":"ada@example.com","password":"`+userPassword+`-wrong"}`)
@@ -147,6 +151,12 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		t.Fatalf("sign-in did not hand out every secret: %v %v %v %q", tokens, refreshed, browser, cookie)
 	}
 	cookieValue := strings.SplitN(strings.SplitN(cookie, ";", 2)[0], "=", 2)[1]
+	// Mailed tokens, which pass through the outbox on their way.
+	if code, _, _ := post("globex.localhost", "/v1/auth/password/forgot", `{"email":"ada@example.com"}`); code != 202 {
+		t.Fatalf("forgot: %d", code)
+	}
+	mails := catcher.Wait(t, "ada@example.com", 2, 20*time.Second)
+	verifyToken, resetToken := mails[0].Token(t, "verify-email"), mails[1].Token(t, "reset-password")
 	vault.Stop(t)
 	eventually(t, 10*time.Second, "readyz reports Vault down", func() bool { return get("localhost", "/readyz") == 503 })
 	runLogged("", "tenant", "create", "--slug", "hooli", "--name", "Hooli", "--placement", "silo", "--silo-cluster", siloCluster)
@@ -176,6 +186,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		"smtp password": smtpPassword, "sealed value": sealedValue, "vault token": vault.Token,
 		"user password": userPassword, "access token": access, "refresh token": refresh,
 		"rotated refresh token": next, "session cookie": cookieValue, "csrf token": csrf,
+		"mailed confirmation token": verifyToken, "mailed reset token": resetToken,
 	}
 	for where, text := range sources {
 		for what, p := range plaintexts {

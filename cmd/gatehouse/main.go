@@ -30,6 +30,9 @@ Usage:
   gatehouse migrate                    migrate the primary database and every silo
   gatehouse dev                        migrate, create demo tenants, serve (local use)
   gatehouse tenant create --slug S --name N [--placement shared|silo] [--silo-cluster URL] [--plan P] [--signup open|invite]
+                          [--admin-email E [--admin-name N]]   and invite E as its first admin
+  gatehouse tenant set SLUG [--signup open|invite] [--require-verified-email true|false] [--access-token-ttl 15m]
+                          [--sender ADDR] [--sender-name N] [--reply-to ADDR] [--link-base-url URL]
   gatehouse tenant list [--json]
   gatehouse tenant show SLUG [--json]
   gatehouse tenant suspend SLUG
@@ -40,6 +43,7 @@ Usage:
   gatehouse tenant domain list SLUG
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
   gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
+  gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
   gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
   gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON
@@ -55,6 +59,10 @@ Configuration comes from flags or the environment (flags win):
   --rate-limits    GATEHOUSE_RATE_LIMITS       on (default), or off: no per-IP or per-tenant limits (load tests only)
   --public-url     GATEHOUSE_PUBLIC_URL        tenants' public URL, {tenant} standing for the slug: the token issuer
                                                (default https://{tenant}.<base domain>; http and the port for localhost)
+  --smtp-url       GATEHOUSE_SMTP_URL          SMTP server for mail: smtp://user@host:587?tls=starttls|tls|none
+                                               (none: loopback only); without it, mail waits in the outbox
+                   GATEHOUSE_SMTP_PASSWORD     the SMTP user's password (environment only)
+  --mail-from      GATEHOUSE_MAIL_FROM         From address of tenants that set none (default no-reply@<base domain>)
   --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
                    GATEHOUSE_VAULT_ROLE_ID     AppRole login for servers (environment only) …
                    GATEHOUSE_VAULT_SECRET_ID   … with its secret id (environment only)
@@ -78,6 +86,12 @@ type config struct {
 	// RateLimits off lifts the per-IP and per-tenant limits: for load
 	// tests on a local stack only.
 	RateLimits string
+	// SMTPURL is where mail goes (smtp://user@host:port?tls=...); its
+	// password is SMTPPassword, from the environment only.
+	SMTPURL      string
+	SMTPPassword string
+	// MailFrom is the From address of tenants that set none.
+	MailFrom string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -96,12 +110,15 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", env("GATEHOUSE_LOG_LEVEL", "info"), "log level")
 	fs.StringVar(&c.RateLimits, "rate-limits", env("GATEHOUSE_RATE_LIMITS", "on"), "on, or off for load tests")
 	fs.StringVar(&c.PublicURL, "public-url", env("GATEHOUSE_PUBLIC_URL", ""), "tenants' public URL, {tenant} standing for the slug (token issuer)")
+	fs.StringVar(&c.SMTPURL, "smtp-url", env("GATEHOUSE_SMTP_URL", ""), "SMTP server for mail: smtp://user@host:587?tls=starttls|tls|none")
+	fs.StringVar(&c.MailFrom, "mail-from", env("GATEHOUSE_MAIL_FROM", ""), "From address of tenants that set none (default no-reply@<base domain>)")
 	fs.StringVar(&c.Vault.Addr, "vault-addr", env("GATEHOUSE_VAULT_ADDR", ""), "Vault address")
 	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("GATEHOUSE_VAULT_TOKEN_FILE", ""), "file holding a Vault token")
 	fs.StringVar(&c.Vault.KVMount, "vault-kv-mount", env("GATEHOUSE_VAULT_KV_MOUNT", "kv"), "Vault KV v2 mount")
 	fs.StringVar(&c.Vault.TransitMount, "vault-transit-mount", env("GATEHOUSE_VAULT_TRANSIT_MOUNT", "transit"), "Vault Transit mount")
 	// Credentials come from the environment only: flags show in ps.
 	c.AppPassword = os.Getenv("GATEHOUSE_APP_PASSWORD")
+	c.SMTPPassword = os.Getenv("GATEHOUSE_SMTP_PASSWORD")
 	c.Vault.Token = os.Getenv("GATEHOUSE_VAULT_TOKEN")
 	c.Vault.RoleID = os.Getenv("GATEHOUSE_VAULT_ROLE_ID")
 	c.Vault.SecretID = os.Getenv("GATEHOUSE_VAULT_SECRET_ID")
@@ -156,6 +173,20 @@ func (c *config) publicURL(listen net.Addr) (string, error) {
 	return "https://{tenant}." + c.BaseDomain, nil
 }
 
+// issuer returns tenants' issuer URLs for commands that run beside the
+// server: the public URL as the server at --addr makes it.
+func (c *config) issuer() (func(*tenancy.Tenant) string, error) {
+	addr, err := net.ResolveTCPAddr("tcp", c.Addr)
+	if err != nil {
+		return nil, problem.Errorf(problem.Invalid, "--addr %q is not a host:port", c.Addr)
+	}
+	tmpl, err := c.publicURL(addr)
+	if err != nil {
+		return nil, err
+	}
+	return func(t *tenancy.Tenant) string { return strings.ReplaceAll(tmpl, "{tenant}", t.Slug) }, nil
+}
+
 // rateLimits returns the identity rate limits: the defaults, or none at
 // all with --rate-limits off.
 func (c *config) rateLimits() map[string]identity.Limits {
@@ -163,6 +194,17 @@ func (c *config) rateLimits() map[string]identity.Limits {
 		return map[string]identity.Limits{}
 	}
 	return nil // identity's defaults
+}
+
+// mailFrom is the From address of tenants that set none.
+func (c *config) mailFrom() string {
+	if c.MailFrom != "" {
+		return c.MailFrom
+	}
+	if c.BaseDomain == "localhost" {
+		return "no-reply@gatehouse.localhost"
+	}
+	return "no-reply@" + c.BaseDomain
 }
 
 // vault connects to Vault as configured.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -22,6 +24,7 @@ import (
 func TestMain(m *testing.M) {
 	code := pgtest.Main(m)
 	vaulttest.StopShared()
+	mailtest.StopShared()
 	os.Exit(code)
 }
 
@@ -100,7 +103,7 @@ func TestTenantCommands(t *testing.T) {
 		t.Fatalf("second migrate:\n%s", out)
 	}
 	c.must("tenant", "create", "--slug", "acme", "--name", "Acme Inc")
-	if out := c.must("tenant", "create", "--slug", "globex", "--name", "Globex", "--placement", "silo"); !strings.Contains(out, "placement:  silo") {
+	if out := c.must("tenant", "create", "--slug", "globex", "--name", "Globex", "--placement", "silo"); !regexp.MustCompile(`placement:\s+silo`).MatchString(out) {
 		t.Fatalf("silo create output:\n%s", out)
 	}
 
@@ -122,18 +125,42 @@ func TestTenantCommands(t *testing.T) {
 		t.Fatalf("tenant list after the failures: %+v", list)
 	}
 
+	// Settings, and bad ones refused by name with nothing changed.
+	if out := c.must("tenant", "set", "acme", "--signup", "invite", "--require-verified-email", "true",
+		"--access-token-ttl", "10m", "--sender", "login@acme.test", "--link-base-url", "https://app.acme.test/auth"); !regexp.MustCompile(`signup:\s+invite`).MatchString(out) ||
+		!regexp.MustCompile(`access token ttl:\s+10m0s`).MatchString(out) || !regexp.MustCompile(`mail from:\s+login@acme.test`).MatchString(out) {
+		t.Fatalf("tenant set:\n%s", out)
+	}
+	c.fails(1, "mail_from_address: must be a plain email address", "tenant", "set", "acme", "--sender", "Acme <x@acme.test>")
+	c.fails(1, "access_token_ttl: must be whole seconds between 1m and 24h", "tenant", "set", "acme", "--access-token-ttl", "48h")
+	c.fails(1, "link_base_url: must be an http(s) URL", "tenant", "set", "acme", "--link-base-url", "javascript:alert(1)")
+	c.fails(2, "--require-verified-email wants true or false", "tenant", "set", "acme", "--require-verified-email", "maybe")
+	c.fails(2, "give at least one setting", "tenant", "set", "acme")
+	if out := c.must("tenant", "set", "acme", "--sender", ""); strings.Contains(out, "mail from:") || !strings.Contains(out, "link base url:") {
+		t.Fatalf("clearing the sender:\n%s", out)
+	}
+	// A tenant with its first admin invited.
+	if out := c.must("tenant", "create", "--slug", "initech", "--name", "Initech", "--admin-email", "Boss@Initech.test"); !strings.Contains(out, "invited boss@initech.test as an admin of initech") {
+		t.Fatalf("create with an admin:\n%s", out)
+	}
+	c.fails(1, "an account with this email already exists", "tenant", "admin", "invite", "--tenant", "initech", "--email", "boss@initech.test")
+	c.fails(1, "--admin-email: email: must be a valid email address",
+		"tenant", "create", "--slug", "initech2", "--name", "Initech 2", "--admin-email", "not an address")
+	c.fails(1, `no tenant "initech2"`, "tenant", "show", "initech2")
+	c.must("tenant", "delete", "initech", "--yes")
+
 	// Migrate now covers the silo too.
 	if out := c.must("migrate"); !strings.Contains(out, "silo globex: tenant migrations up to date") {
 		t.Fatalf("migrate does not cover the silo:\n%s", out)
 	}
 
-	if out := c.must("tenant", "suspend", "acme"); !strings.Contains(out, "status:     suspended") {
+	if out := c.must("tenant", "suspend", "acme"); !regexp.MustCompile(`status:\s+suspended`).MatchString(out) {
 		t.Fatalf("suspend:\n%s", out)
 	}
 	c.must("tenant", "resume", "acme")
 	c.must("tenant", "domain", "add", "acme", "login.acme.test")
 	c.fails(1, "already registered", "tenant", "domain", "add", "globex", "login.acme.test")
-	if out := c.must("tenant", "show", "acme"); !strings.Contains(out, "domain:     login.acme.test") || !strings.Contains(out, "status:     active") {
+	if out := c.must("tenant", "show", "acme"); !regexp.MustCompile(`domain:\s+login\.acme\.test`).MatchString(out) || !regexp.MustCompile(`status:\s+active`).MatchString(out) {
 		t.Fatalf("show:\n%s", out)
 	}
 	if out := c.must("tenant", "domain", "list", "acme"); out != "login.acme.test\n" {
@@ -182,8 +209,9 @@ func TestDevServesDemoTenants(t *testing.T) {
 	// Mounts of its own, which dev must create on first start as it would
 	// on a fresh Vault.
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	catcher := mailtest.Shared(t)
 	args := append([]string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn",
-		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix}, c.vault...)
+		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix, "--smtp-url", catcher.URL()}, c.vault...)
 	for round := range 2 { // the second run finds everything in place
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuffer{}
@@ -232,6 +260,9 @@ func TestDevServesDemoTenants(t *testing.T) {
 			res.Body.Close()
 			return res.StatusCode == 200
 		})
+		if round == 0 {
+			acceptDemoInvitation(t, catcher, "127.0.0.1:"+ready[1])
+		}
 		cancel()
 		select {
 		case code := <-done:
@@ -241,6 +272,36 @@ func TestDevServesDemoTenants(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("dev did not stop")
 		}
+	}
+}
+
+// acceptDemoInvitation reads the invitation dev sent acme's first admin,
+// chooses a password through its link and signs in with it.
+func acceptDemoInvitation(t *testing.T, catcher *mailtest.Server, addr string) {
+	t.Helper()
+	m := catcher.Wait(t, "admin@acme.test", 1, 30*time.Second)[0]
+	link, err := url.Parse(m.Link(t, "/account/accept-invite"))
+	if err != nil || !strings.HasPrefix(link.Host, "acme.localhost:") {
+		t.Fatalf("invitation link %v", link)
+	}
+	send := func(path, contentType, body string) int {
+		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
+		req.Host = "acme.localhost"
+		req.Header.Set("Content-Type", contentType)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	const pw = "first-Boss-chooses-this-9"
+	form := url.Values{"token": {link.Query().Get("token")}, "password": {pw}, "confirm": {pw}}
+	if code := send(link.Path, "application/x-www-form-urlencoded", form.Encode()); code != 200 {
+		t.Fatalf("accepting the invitation: %d", code)
+	}
+	if code := send("/v1/auth/login", "application/json", `{"email":"admin@acme.test","password":"`+pw+`"}`); code != 200 {
+		t.Fatalf("the invited admin's sign-in: %d", code)
 	}
 }
 

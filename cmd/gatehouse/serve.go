@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/server"
@@ -34,6 +35,14 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	}
 	if cfg.RateLimits != "on" && cfg.RateLimits != "off" {
 		return problem.Errorf(problem.Invalid, "--rate-limits must be on or off")
+	}
+	var smtp *mail.SMTP
+	if cfg.SMTPURL != "" {
+		sc, err := mail.ParseSMTPURL(cfg.SMTPURL, cfg.SMTPPassword)
+		if err != nil {
+			return problem.Wrap(problem.Invalid, err, "--smtp-url: "+err.Error())
+		}
+		smtp = mail.NewSMTP(sc)
 	}
 	appURL, err := cfg.appDatabaseURL()
 	if err != nil {
@@ -66,6 +75,7 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	if err != nil {
 		return err
 	}
+	issuer := func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }
 
 	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{})
 	defer silos.Close()
@@ -73,10 +83,13 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	sealer := secrets.NewSealer(vault, secrets.ControlPlane(pool), secrets.SealerOptions{})
 	defer sealer.Close()
 	keys := identity.NewKeys(data, sealer, secrets.AAD)
+	outbox := mail.NewOutbox(sealer, secrets.AAD)
 	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,
 		identity.Config{
-			Issuer: func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) },
-			Limits: cfg.rateLimits(),
+			Issuer:   issuer,
+			Limits:   cfg.rateLimits(),
+			Outbox:   outbox,
+			MailFrom: cfg.mailFrom(),
 		})
 
 	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
@@ -92,6 +105,12 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	defer stopResolver()
 	go resolver.Run(runCtx)
 	go vault.Watch(runCtx, 2*time.Second)
+	if smtp != nil {
+		relay := mail.NewRelay(data, resolver.Live, outbox, smtp, mail.RelayOptions{Log: log})
+		go relay.Run(runCtx)
+	} else {
+		log.Warn("no SMTP server configured (--smtp-url): mail waits in the tenants' outboxes until one is")
+	}
 
 	srv := server.New(server.Config{}, server.Deps{
 		Log:      log,

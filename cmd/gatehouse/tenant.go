@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -37,7 +39,7 @@ func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, fu
 
 func runTenant(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
-		return usageErr("tenant: want one of create, list, show, suspend, resume, delete, domain, byok, admin")
+		return usageErr("tenant: want one of create, set, list, show, suspend, resume, delete, domain, byok, admin")
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -61,13 +63,85 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 		fs.StringVar(&p.SiloCluster, "silo-cluster", "", "admin URL of the cluster for a silo (default: the primary's)")
 		fs.StringVar(&p.Plan, "plan", "free", "plan")
 		signup := fs.String("signup", "open", "who may sign up: open (anyone) or invite (invited people only)")
+		adminEmail := fs.String("admin-email", "", "invite this address as the tenant's first admin")
+		adminName := fs.String("admin-name", "", "the first admin's display name")
 		if err := positional(fs, args, std, 0); err != nil {
 			return err
 		}
 		p.Placement = tenancy.Placement(placement)
 		p.Signup = tenancy.Signup(*signup)
+		if *adminEmail == "" {
+			return withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
+				t, err := r.Create(ctx, p)
+				if err != nil {
+					return err
+				}
+				return printTenant(std, t, nil, *asJSON, cfg.BaseDomain)
+			})
+		}
+		// A bad address is refused before anything is created.
+		if _, err := identity.NormalizeEmail(*adminEmail); err != nil {
+			return problem.Errorf(problem.Invalid, "--admin-email: %s", problem.MessageOf(err))
+		}
+		return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+			t, err := k.reg.Create(ctx, p)
+			if err != nil {
+				return err
+			}
+			if err := printTenant(std, t, nil, *asJSON, cfg.BaseDomain); err != nil {
+				return err
+			}
+			if err := k.inviteAdmin(ctx, std, t, *adminEmail, *adminName); err != nil {
+				return &problem.Error{Code: problem.CodeOf(err), Err: err, Message: fmt.Sprintf(
+					"tenant %s was created, but its admin was not invited (%s); invite them with `gatehouse tenant admin invite --tenant %s --email %s`",
+					t.Slug, problem.MessageOf(err), t.Slug, *adminEmail)}
+			}
+			return nil
+		})
+	case "set":
+		var slug string
+		signup := fs.String("signup", "", "who may sign up: open or invite")
+		verified := fs.String("require-verified-email", "", "true: accounts must confirm their address before signing in")
+		ttl := fs.Duration("access-token-ttl", 0, "access tokens' lifetime, 1m to 24h")
+		from := fs.String("sender", "", "the tenant's From address (\"\": the server's)")
+		fromName := fs.String("sender-name", "", "the name mail comes from (\"\": the tenant's name)")
+		replyTo := fs.String("reply-to", "", "where replies to the tenant's mail go (\"\": nowhere)")
+		links := fs.String("link-base-url", "", "where mailed links point: the tenant's app pages (\"\": Gatehouse's hosted pages)")
+		if err := positional(fs, args, std, 1, &slug); err != nil {
+			return err
+		}
+		var st tenancy.Settings
+		var bad error
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "signup":
+				st.Signup = (*tenancy.Signup)(signup)
+			case "require-verified-email":
+				b, err := strconv.ParseBool(*verified)
+				if err != nil {
+					bad = usageErr("tenant set: --require-verified-email wants true or false")
+				}
+				st.RequireVerifiedEmail = &b
+			case "access-token-ttl":
+				st.AccessTokenTTL = ttl
+			case "sender":
+				st.MailFromAddress = from
+			case "sender-name":
+				st.MailFromName = fromName
+			case "reply-to":
+				st.MailReplyTo = replyTo
+			case "link-base-url":
+				st.LinkBaseURL = links
+			}
+		})
+		if bad != nil {
+			return bad
+		}
+		if st == (tenancy.Settings{}) {
+			return usageErr("tenant set: give at least one setting (see gatehouse help)")
+		}
 		return withRegistry(ctx, cfg, std, func(r *tenancy.Registry) error {
-			t, err := r.Create(ctx, p)
+			t, err := r.UpdateSettings(ctx, slug, st)
 			if err != nil {
 				return err
 			}
@@ -259,6 +333,12 @@ func printTenant(std stdio, t *tenancy.Tenant, ds []*tenancy.Domain, asJSON bool
 		fmt.Fprintf(w, "silo:\t%s\n", t.SiloRef)
 	}
 	fmt.Fprintf(w, "plan:\t%s\nhost:\t%s.%s\n", t.Plan, t.Slug, base)
+	fmt.Fprintf(w, "signup:\t%s\nverified email required:\t%t\naccess token ttl:\t%s\n", t.Signup, t.RequireVerifiedEmail, t.AccessTokenTTL)
+	for _, m := range [][2]string{{"mail from", t.MailFromAddress}, {"mail from name", t.MailFromName}, {"mail reply-to", t.MailReplyTo}, {"link base url", t.LinkBaseURL}} {
+		if m[1] != "" {
+			fmt.Fprintf(w, "%s:\t%s\n", m[0], m[1])
+		}
+	}
 	for _, d := range ds {
 		fmt.Fprintf(w, "domain:\t%s\n", d.Name)
 	}

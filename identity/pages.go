@@ -1,0 +1,157 @@
+package identity
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"html/template"
+	"mime"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/gatehouse/gatehouse/problem"
+)
+
+// The hosted pages that mailed links open when a tenant has no app page
+// of its own for them (its link base, tenancy.Tenant.LinkBaseURL). They
+// are plain HTML forms: no script, nothing loaded from elsewhere. Opening
+// a link only shows a form; the token is spent by the form's POST, so a
+// mail scanner that fetches every link spends nothing.
+
+//go:embed pages/page.html
+var pageFS embed.FS
+
+var pageTemplate = template.Must(template.ParseFS(pageFS, "pages/page.html"))
+
+// pageCSP lets the pages use their own inline style and post their form
+// to their own origin, and nothing else.
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+type pageData struct {
+	Tenant, Title, Action, Button string
+	Token, Email                  string
+	AskPassword                   bool
+	Error, Done                   string
+}
+
+// hostedPage is one of the pages: what it asks and what it does.
+type hostedPage struct {
+	title, button, done string
+	purposes            []string
+	askPassword         bool
+}
+
+var hostedPages = map[string]hostedPage{
+	pageVerify: {title: "Confirm your email address", button: "Confirm my address",
+		done: "Your address is confirmed. You can close this page.", purposes: []string{purposeVerify}},
+	pageReset: {title: "Choose a new password", button: "Set my password", askPassword: true,
+		done:     "Your password is set, and every session of the account was ended. Sign in with the new password.",
+		purposes: []string{purposeReset, purposeInvite}},
+	pageInvite: {title: "Welcome: choose your password", button: "Set my password", askPassword: true,
+		done: "Your password is set. Sign in with it.", purposes: []string{purposeReset, purposeInvite}},
+}
+
+func (s *Service) pageRoutes(r fiber.Router) {
+	for name := range hostedPages {
+		r.Get("/account/"+name, s.showPage(name))
+		action := s.handlePage(name)
+		if hostedPages[name].askPassword {
+			r.Post("/account/"+name, s.limit("password"), action)
+		} else {
+			r.Post("/account/"+name, action)
+		}
+	}
+}
+
+// showPage shows page's form for the link's token, or says at once that
+// the link no longer works.
+func (s *Service) showPage(name string) fiber.Handler {
+	p := hostedPages[name]
+	return func(c *fiber.Ctx) error {
+		t := tenantOf(c)
+		d := pageData{Tenant: t.Name, Title: p.title, Action: "/account/" + name, Button: p.button, AskPassword: p.askPassword}
+		_, u, err := s.peekToken(c.UserContext(), t, c.Query("token"), p.purposes...)
+		if err != nil {
+			return s.pageError(c, d, err)
+		}
+		d.Token, d.Email = c.Query("token"), u.Email
+		return renderPage(c, fiber.StatusOK, d)
+	}
+}
+
+// handlePage takes page's form and does what it asks.
+func (s *Service) handlePage(name string) fiber.Handler {
+	p := hostedPages[name]
+	return func(c *fiber.Ctx) error {
+		t := tenantOf(c)
+		d := pageData{Tenant: t.Name, Title: p.title, Action: "/account/" + name, Button: p.button, AskPassword: p.askPassword}
+		if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
+			return s.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
+		}
+		if len(c.Body()) > maxBody {
+			return s.pageError(c, d, problem.Errorf(problem.TooLarge, "the form is too large"))
+		}
+		token := c.FormValue("token")
+		var err error
+		switch {
+		case !p.askPassword:
+			err = s.VerifyEmail(c.UserContext(), t, token, meta(c))
+		case c.FormValue("password") != c.FormValue("confirm"):
+			err = problem.InvalidField("confirm", "the two passwords differ")
+		default:
+			err = s.ResetPassword(c.UserContext(), t, token, c.FormValue("password"), meta(c))
+		}
+		if err != nil {
+			// A form that can be corrected is shown again with the error.
+			if _, u, perr := s.peekToken(c.UserContext(), t, token, p.purposes...); perr == nil && problem.CodeOf(err) != problem.Internal {
+				d.Token, d.Email = token, u.Email
+			}
+			return s.pageError(c, d, err)
+		}
+		d.Done = p.done
+		return renderPage(c, fiber.StatusOK, d)
+	}
+}
+
+// pageError shows err on the page with its status; internal errors go to
+// the server's error handler, which logs them and shows no detail.
+func (s *Service) pageError(c *fiber.Ctx, d pageData, err error) error {
+	code := problem.CodeOf(err)
+	if code == problem.Internal {
+		return err
+	}
+	d.Error = problem.MessageOf(err)
+	if e, ok := errors.AsType[*problem.Error](err); ok {
+		if len(e.Fields) > 0 {
+			d.Error = fieldLabel(e.Fields[0].Field) + " " + e.Fields[0].Reason
+		}
+		if e.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, seconds(e.RetryAfter))
+		}
+	}
+	return renderPage(c, problem.Status(code), d)
+}
+
+// fieldLabel names a request field the way a page's reader knows it.
+func fieldLabel(f string) string {
+	switch f {
+	case "token":
+		return "This link"
+	case "password", "new_password":
+		return "The password"
+	case "confirm":
+		return "The repeated password:"
+	}
+	return f
+}
+
+func renderPage(c *fiber.Ctx, status int, d pageData) error {
+	var b bytes.Buffer
+	if err := pageTemplate.Execute(&b, d); err != nil {
+		return err
+	}
+	c.Set("Content-Security-Policy", pageCSP)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	return c.Status(status).Send(b.Bytes())
+}
