@@ -15,24 +15,19 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/secrets"
 )
 
@@ -46,9 +41,8 @@ type Server struct {
 	unsealKey  string
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	logs bytes.Buffer
-	done chan struct{}
+	proc *proctest.Process
+	logs proctest.Log
 }
 
 var (
@@ -95,7 +89,7 @@ func Start(t testing.TB) *Server {
 
 // Launch starts a new Vault; the caller closes it.
 func Launch() (*Server, error) {
-	bin, err := binary()
+	bin, err := proctest.Binary("GATEHOUSE_VAULT_BIN", "vault")
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +97,7 @@ func Launch() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := proctest.FreePorts(2)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -142,26 +136,18 @@ log_level     = "warn"
 
 // run starts the server process and waits until it answers.
 func (s *Server) run() error {
-	cmd := exec.Command(s.bin, "server", "-config", filepath.Join(s.dir, "vault.hcl"))
-	cmd.Env = append(os.Environ(), "VAULT_LOG_FORMAT=standard")
-	s.mu.Lock()
-	cmd.Stdout, cmd.Stderr = &lockedWriter{s}, &lockedWriter{s}
-	s.mu.Unlock()
-	// Vault must not outlive a test binary that crashed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start vault: %w", err)
+	proc, err := proctest.Start(&s.logs, []string{"VAULT_LOG_FORMAT=standard"}, s.bin, "server", "-config", filepath.Join(s.dir, "vault.hcl"))
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
+	s.proc = proc
 	s.mu.Unlock()
 	c := s.client("")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case <-done:
+		case <-proc.Exited():
 			return fmt.Errorf("vault exited at start:\n%s", s.Logs())
 		default:
 		}
@@ -301,18 +287,11 @@ func (s *Server) Stop(t testing.TB) {
 
 func (s *Server) stop() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
+	proc := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Stop()
 	}
 }
 
@@ -347,79 +326,10 @@ func (s *Server) Unseal(t testing.TB) {
 }
 
 // Logs returns what the Vault process printed.
-func (s *Server) Logs() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
-}
+func (s *Server) Logs() string { return s.logs.String() }
 
 // Close stops Vault and removes its data.
 func (s *Server) Close() {
 	s.stop()
 	os.RemoveAll(s.dir)
-}
-
-type lockedWriter struct{ s *Server }
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	return w.s.logs.Write(p)
-}
-
-// binary finds the vault binary: GATEHOUSE_VAULT_BIN, or the newest
-// vault-* in the tool cache of the enclosing checkout.
-func binary() (string, error) {
-	if b := os.Getenv("GATEHOUSE_VAULT_BIN"); b != "" {
-		return b, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		found, _ := filepath.Glob(filepath.Join(dir, ".cache", "tools", "vault-v*"))
-		found = executables(found)
-		if len(found) > 0 {
-			sort.Strings(found)
-			return found[len(found)-1], nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no vault binary: run tools/test.sh (which builds it into .cache/tools) or set GATEHOUSE_VAULT_BIN")
-		}
-		dir = parent
-	}
-}
-
-func executables(paths []string) []string {
-	var out []string
-	for _, p := range paths {
-		if strings.HasSuffix(p, ".tmp") { // still being built
-			continue
-		}
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

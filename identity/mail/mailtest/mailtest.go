@@ -13,24 +13,21 @@ package mailtest
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity/mail"
+	"github.com/gatehouse/gatehouse/internal/proctest"
 )
 
 // Server is a running Mailpit.
@@ -42,9 +39,8 @@ type Server struct {
 	apiPort  int
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	logs bytes.Buffer
-	done chan struct{}
+	proc *proctest.Process
+	logs proctest.Log
 }
 
 var (
@@ -92,7 +88,7 @@ func Start(t testing.TB) *Server {
 
 // Launch starts a new mail catcher; the caller closes it.
 func Launch() (*Server, error) {
-	bin, err := binary()
+	bin, err := proctest.Binary("GATEHOUSE_MAILPIT_BIN", "mailpit")
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +96,7 @@ func Launch() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := proctest.FreePorts(2)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -115,7 +111,7 @@ func Launch() (*Server, error) {
 }
 
 func (s *Server) run() error {
-	cmd := exec.Command(s.bin,
+	proc, err := proctest.Start(&s.logs, nil, s.bin,
 		"--smtp", "127.0.0.1:"+strconv.Itoa(s.SMTPPort),
 		"--listen", "127.0.0.1:"+strconv.Itoa(s.apiPort),
 		"--database", filepath.Join(s.dir, "mailpit.db"),
@@ -124,23 +120,16 @@ func (s *Server) run() error {
 		// own rules (plain text to loopback only) are what is tested.
 		"--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
 		"--enable-chaos", "--disable-version-check", "--smtp-disable-rdns", "--quiet")
-	s.mu.Lock()
-	cmd.Stdout, cmd.Stderr = &lockedWriter{s}, &lockedWriter{s}
-	s.mu.Unlock()
-	// The catcher must not outlive a test binary that crashed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start mailpit: %w", err)
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
+	s.proc = proc
 	s.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case <-done:
+		case <-proc.Exited():
 			return fmt.Errorf("mailpit exited at start:\n%s", s.Logs())
 		default:
 		}
@@ -312,18 +301,11 @@ func (s *Server) Restart(t testing.TB) {
 
 func (s *Server) stop() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
+	proc := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Stop()
 	}
 }
 
@@ -334,11 +316,7 @@ func (s *Server) Close() {
 }
 
 // Logs returns what the server printed.
-func (s *Server) Logs() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
-}
+func (s *Server) Logs() string { return s.logs.String() }
 
 func (s *Server) get(path string, v any) error {
 	res, err := http.Get(s.API + path)
@@ -350,61 +328,4 @@ func (s *Server) get(path string, v any) error {
 		return fmt.Errorf("GET %s: %s", path, res.Status)
 	}
 	return json.NewDecoder(res.Body).Decode(v)
-}
-
-type lockedWriter struct{ s *Server }
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	return w.s.logs.Write(p)
-}
-
-// binary finds the mailpit binary: GATEHOUSE_MAILPIT_BIN, or the newest
-// mailpit-* in the tool cache of the enclosing checkout.
-func binary() (string, error) {
-	if b := os.Getenv("GATEHOUSE_MAILPIT_BIN"); b != "" {
-		return b, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		found, _ := filepath.Glob(filepath.Join(dir, ".cache", "tools", "mailpit-v*"))
-		var bins []string
-		for _, p := range found {
-			if fi, err := os.Stat(p); err == nil && !strings.HasSuffix(p, ".tmp") && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-				bins = append(bins, p)
-			}
-		}
-		if len(bins) > 0 {
-			sort.Strings(bins)
-			return bins[len(bins)-1], nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no mailpit binary: run tools/test.sh (which builds it into .cache/tools) or set GATEHOUSE_MAILPIT_BIN")
-		}
-		dir = parent
-	}
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
