@@ -104,7 +104,7 @@ func (m *tokenMail) write(ctx context.Context, q *queries.Queries, t *tenancy.Te
 	}); err != nil {
 		return err
 	}
-	return m.mail.Write(ctx, q)
+	return m.mail.Write(ctx, q, user)
 }
 
 func (s *Service) tokenTTL(purpose string) time.Duration {
@@ -271,7 +271,7 @@ func (s *Service) VerifyEmail(ctx context.Context, t *tenancy.Tenant, token stri
 			}); err != nil {
 				return err
 			}
-			if err := notice.Write(ctx, q); err != nil {
+			if err := notice.Write(ctx, q, u.ID); err != nil {
 				return err
 			}
 		}

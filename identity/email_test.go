@@ -365,3 +365,36 @@ func TestMailSurvivesAnSMTPOutage(t *testing.T) {
 		t.Fatalf("after a permanent refusal: status %q, payload wiped %v", status, wiped)
 	}
 }
+
+func TestDeletingAnAccountDeletesItsPendingMail(t *testing.T) {
+	t.Parallel()
+	srv := mailtest.Start(t)
+	e := newEnv(t, withMail(srv))
+	tn := e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "ivy@delete.test", goodPassword)
+	e.mail.Wait(t, "ivy@delete.test", 1, 20*time.Second)
+	if _, err := identity.SetRole(context.Background(), e.data, tn, "ivy@delete.test", identity.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	admin := e.login("acme", "ivy@delete.test", goodPassword)
+
+	srv.Refuse(t, 451) // the invitation stays pending
+	var u identity.User
+	e.must(201, "POST", "acme", "/v1/admin/users", admin.AccessToken, map[string]string{"email": "jo@delete.test"}).json(t, &u)
+	var pending int
+	e.admin.QueryRow(context.Background(), "select count(*) from app.mail_outbox where user_id = $1 and status = 'pending'", u.ID).Scan(&pending)
+	if pending != 1 {
+		t.Fatalf("%d pending mails for the new account, want 1", pending)
+	}
+	e.must(204, "DELETE", "acme", "/v1/admin/users/"+u.ID.String(), admin.AccessToken, nil)
+	var left int
+	e.admin.QueryRow(context.Background(), "select count(*) from app.mail_outbox where user_id = $1 or (kind = 'invite' and status = 'pending')", u.ID).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d mails of the deleted account left", left)
+	}
+	srv.Refuse(t, 0)
+	time.Sleep(time.Second)
+	if n := len(srv.Messages(t, "jo@delete.test")); n != 0 {
+		t.Fatalf("%d mails reached the deleted account", n)
+	}
+}

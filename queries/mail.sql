@@ -29,8 +29,8 @@ delete from app.email_tokens
 where tenant_id = $1 and user_id = $2 and (used_at is not null or expires_at <= now());
 
 -- name: EnqueueMail :exec
-insert into app.mail_outbox (tenant_id, id, kind, payload_sealed)
-values ($1, $2, $3, $4);
+insert into app.mail_outbox (tenant_id, id, kind, payload_sealed, user_id)
+values ($1, $2, $3, $4, $5);
 
 -- name: ClaimMail :many
 -- Claims up to lim due mails for lease seconds: a relay that dies while

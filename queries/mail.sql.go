@@ -94,8 +94,8 @@ func (q *Queries) CreateEmailToken(ctx context.Context, arg CreateEmailTokenPara
 }
 
 const enqueueMail = `-- name: EnqueueMail :exec
-insert into app.mail_outbox (tenant_id, id, kind, payload_sealed)
-values ($1, $2, $3, $4)
+insert into app.mail_outbox (tenant_id, id, kind, payload_sealed, user_id)
+values ($1, $2, $3, $4, $5)
 `
 
 type EnqueueMailParams struct {
@@ -103,6 +103,7 @@ type EnqueueMailParams struct {
 	ID            uuid.UUID
 	Kind          string
 	PayloadSealed []byte
+	UserID        *uuid.UUID
 }
 
 func (q *Queries) EnqueueMail(ctx context.Context, arg EnqueueMailParams) error {
@@ -111,6 +112,7 @@ func (q *Queries) EnqueueMail(ctx context.Context, arg EnqueueMailParams) error 
 		arg.ID,
 		arg.Kind,
 		arg.PayloadSealed,
+		arg.UserID,
 	)
 	return err
 }
@@ -134,7 +136,7 @@ func (q *Queries) FailMail(ctx context.Context, arg FailMailParams) error {
 }
 
 const getMail = `-- name: GetMail :one
-select tenant_id, id, kind, payload_sealed, status, attempts, next_attempt_at, last_error, created_at, done_at from app.mail_outbox where tenant_id = $1 and id = $2
+select tenant_id, id, kind, payload_sealed, status, attempts, next_attempt_at, last_error, created_at, done_at, user_id from app.mail_outbox where tenant_id = $1 and id = $2
 `
 
 type GetMailParams struct {
@@ -156,6 +158,7 @@ func (q *Queries) GetMail(ctx context.Context, arg GetMailParams) (AppMailOutbox
 		&i.LastError,
 		&i.CreatedAt,
 		&i.DoneAt,
+		&i.UserID,
 	)
 	return i, err
 }

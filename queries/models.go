@@ -55,6 +55,7 @@ type AppMailOutbox struct {
 	LastError     *string
 	CreatedAt     time.Time
 	DoneAt        *time.Time
+	UserID        *uuid.UUID
 }
 
 type AppRateLimit struct {

@@ -69,10 +69,11 @@ func (o *Outbox) Prepare(ctx context.Context, t *tenancy.Tenant, kind string, m 
 	return &Pending{tenant: t.ID, id: id, kind: kind, sealed: sealed}, nil
 }
 
-// Write adds the mail to the outbox in q's transaction: it is sent if and
-// only if that transaction commits.
-func (p *Pending) Write(ctx context.Context, q *queries.Queries) error {
-	return q.EnqueueMail(ctx, queries.EnqueueMailParams{TenantID: p.tenant.UUID(), ID: p.id, Kind: p.kind, PayloadSealed: p.sealed})
+// Write adds the mail, about the account user, to the outbox in q's
+// transaction: it is sent if and only if that transaction commits, and
+// deleted unsent if the account is deleted first.
+func (p *Pending) Write(ctx context.Context, q *queries.Queries, user uuid.UUID) error {
+	return q.EnqueueMail(ctx, queries.EnqueueMailParams{TenantID: p.tenant.UUID(), ID: p.id, Kind: p.kind, PayloadSealed: p.sealed, UserID: &user})
 }
 
 // ID returns the mail's outbox id.
