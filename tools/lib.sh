@@ -37,7 +37,7 @@ ensure_go() {
 
 # tool NAME prints the path of a pinned tool binary, building it once into
 # .cache/tools/NAME-VERSION. Versions come from the tool's module: tools/
-# for the small ones; heavy ones (vault, mailpit) have a module of their own under
+# for the small ones; heavy ones (vault, mailpit, spicedb) have a module of their own under
 # tools/NAME so that their dependency graphs never meet.
 tool() {
   local name=$1 pkg dir=tools
@@ -46,6 +46,7 @@ tool() {
     goose) pkg=github.com/pressly/goose/v3/cmd/goose ;;
     vault) pkg=github.com/hashicorp/vault dir=tools/vault ;;
     mailpit) pkg=github.com/axllent/mailpit dir=tools/mailpit ;;
+    spicedb) pkg=github.com/authzed/spicedb/cmd/spicedb dir=tools/spicedb ;;
     *) echo "unknown tool $name" >&2; return 1 ;;
   esac
   local version bin

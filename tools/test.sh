@@ -9,9 +9,10 @@ ensure_go
 pg_bindir >/dev/null  # the tests start their own throwaway clusters
 # ... and their own Vault servers, from the cached binary.
 GATEHOUSE_VAULT_BIN=$(tool vault)
-# ... and their own mail catchers.
+# ... their own mail catchers and SpiceDB servers.
 GATEHOUSE_MAILPIT_BIN=$(tool mailpit)
-export GATEHOUSE_VAULT_BIN GATEHOUSE_MAILPIT_BIN
+GATEHOUSE_SPICEDB_BIN=$(tool spicedb)
+export GATEHOUSE_VAULT_BIN GATEHOUSE_MAILPIT_BIN GATEHOUSE_SPICEDB_BIN
 
 echo "== generated code is current (sqlc diff)"
 "$(tool sqlc)" diff

@@ -1,0 +1,308 @@
+package rebac
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	authzed "github.com/authzed/authzed-go/v1"
+	"github.com/authzed/grpcutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Config says how to reach SpiceDB.
+type Config struct {
+	Addr string // host:port of its gRPC API
+	Key  string // the preshared key
+	// Plaintext talks to SpiceDB unencrypted: allowed to a loopback
+	// address only. Otherwise TLS, verified against the system's roots or
+	// CAFile.
+	Plaintext bool
+	CAFile    string
+	// Timeout bounds each call; default 5s.
+	Timeout time.Duration
+}
+
+// Client talks to SpiceDB on behalf of tenants.
+type Client struct {
+	api     *authzed.Client
+	timeout time.Duration
+}
+
+// Connect returns a client for cfg. It does not wait for SpiceDB: calls
+// made while it is unreachable fail with Unavailable.
+func Connect(cfg Config) (*Client, error) {
+	if cfg.Addr == "" {
+		return nil, problem.Errorf(problem.Invalid, "no SpiceDB address")
+	}
+	if cfg.Key == "" {
+		return nil, problem.Errorf(problem.Invalid, "no SpiceDB preshared key")
+	}
+	var opts []grpc.DialOption
+	if cfg.Plaintext {
+		host, _, err := net.SplitHostPort(cfg.Addr)
+		if err != nil || !isLoopback(host) {
+			return nil, problem.Errorf(problem.Invalid, "plaintext to SpiceDB is allowed to a loopback address only, not %s", cfg.Addr)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(cfg.Key))
+	} else {
+		var tlsOpt grpc.DialOption
+		var err error
+		if cfg.CAFile != "" {
+			tlsOpt, err = grpcutil.WithCustomCerts(grpcutil.VerifyCA, cfg.CAFile)
+		} else {
+			tlsOpt, err = grpcutil.WithSystemCerts(grpcutil.VerifyCA)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("spicedb tls: %w", err)
+		}
+		opts = append(opts, tlsOpt, grpcutil.WithBearerToken(cfg.Key))
+	}
+	api, err := authzed.NewClient(cfg.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("spicedb client: %w", err)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	return &Client{api: api, timeout: cfg.Timeout}, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.api.Close() }
+
+// EnsureSchema writes SchemaText to SpiceDB unless it is already what
+// SpiceDB has, and reports whether it wrote.
+func (c *Client) EnsureSchema(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	_, err := c.api.ReadSchema(ctx, &v1.ReadSchemaRequest{})
+	if err == nil {
+		diff, err := c.api.DiffSchema(ctx, &v1.DiffSchemaRequest{
+			Consistency:      &v1.Consistency{Requirement: &v1.Consistency_FullyConsistent{FullyConsistent: true}},
+			ComparisonSchema: SchemaText,
+		})
+		if err != nil {
+			return false, callError("compare schema", err)
+		}
+		if len(diff.Diffs) == 0 {
+			return false, nil
+		}
+	} else if status.Code(err) != codes.NotFound {
+		return false, callError("read schema", err)
+	}
+	if _, err := c.api.WriteSchema(ctx, &v1.WriteSchemaRequest{Schema: SchemaText}); err != nil {
+		return false, callError("write schema", err)
+	}
+	return true, nil
+}
+
+// Healthy checks that SpiceDB answers (for readiness).
+func (c *Client) Healthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	_, err := c.api.ReadSchema(ctx, &v1.ReadSchemaRequest{})
+	return callError("read schema", err)
+}
+
+// Ref is an object of a tenant: its type and its local id (the tenant
+// is added by the client).
+type Ref struct {
+	Type string
+	ID   string
+}
+
+// SubjectRef is a subject of a relationship or a check: an object, or a
+// set of them (Relation, e.g. group#member).
+type SubjectRef struct {
+	Ref
+	Relation string
+}
+
+// Relationship is one relationship of a tenant: resource's relation to
+// subject.
+type Relationship struct {
+	Resource Ref
+	Relation string
+	Subject  SubjectRef
+}
+
+// ZedToken is SpiceDB's consistency token: a check made with one sees
+// at least every change up to the write that returned it.
+type ZedToken string
+
+func (c *Client) objectRef(t tenancy.ID, field string, r Ref) (*v1.ObjectReference, error) {
+	if _, ok := Schema[r.Type]; !ok {
+		return nil, problem.InvalidField(field+".type", "is not a known object type")
+	}
+	id, err := ObjectID(t, field+".id", r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ObjectReference{ObjectType: r.Type, ObjectId: id}, nil
+}
+
+func (c *Client) subjectRef(t tenancy.ID, field string, s SubjectRef) (*v1.SubjectReference, error) {
+	if s.Type == "user" && s.ID == "*" && s.Relation == "" {
+		// A wildcard: every user of the schema, used only to carry a
+		// role's permissions. Its id is SpiceDB's own.
+		return &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "*"}}, nil
+	}
+	o, err := c.objectRef(t, field, s.Ref)
+	if err != nil {
+		return nil, err
+	}
+	if s.Relation != "" && !HasPermission(s.Type, s.Relation) {
+		return nil, problem.InvalidField(field+".relation", "is not a relation or permission of "+s.Type)
+	}
+	return &v1.SubjectReference{Object: o, OptionalRelation: s.Relation}, nil
+}
+
+// update builds a relationship update of tenant t, checked against the
+// schema.
+func (c *Client) update(t tenancy.ID, op v1.RelationshipUpdate_Operation, r Relationship) (*v1.RelationshipUpdate, error) {
+	res, err := c.objectRef(t, "resource", r.Resource)
+	if err != nil {
+		return nil, err
+	}
+	subject, err := c.subjectRef(t, "subject", r.Subject)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := Schema[r.Resource.Type].Relations[r.Relation]; !ok {
+		return nil, problem.InvalidField("relation", "is not a relation of "+r.Resource.Type)
+	}
+	subjectID := r.Subject.ID
+	if subjectID != "*" {
+		subjectID = ""
+	}
+	want := r.Subject.Type
+	if subjectID == "*" {
+		want += ":*"
+	}
+	if !Admits(r.Resource.Type, r.Relation, want, r.Subject.Relation) {
+		return nil, problem.InvalidField("subject", fmt.Sprintf("%s#%s does not take %s", r.Resource.Type, r.Relation, subjectName(r.Subject)))
+	}
+	return &v1.RelationshipUpdate{Operation: op, Relationship: &v1.Relationship{Resource: res, Relation: r.Relation, Subject: subject}}, nil
+}
+
+func subjectName(s SubjectRef) string {
+	n := s.Type
+	if s.ID == "*" {
+		n += ":*"
+	}
+	if s.Relation != "" {
+		n += "#" + s.Relation
+	}
+	return n
+}
+
+// Write applies relationship changes of tenant t atomically: touch
+// (create or keep) and delete are both idempotent, so a write may be
+// retried. Returns the ZedToken of the change; Invalid naming the field
+// for input the schema does not take; Unavailable when SpiceDB is
+// unreachable.
+func (c *Client) Write(ctx context.Context, t tenancy.ID, touch, del []Relationship) (ZedToken, error) {
+	var updates []*v1.RelationshipUpdate
+	for _, r := range touch {
+		u, err := c.update(t, v1.RelationshipUpdate_OPERATION_TOUCH, r)
+		if err != nil {
+			return "", err
+		}
+		updates = append(updates, u)
+	}
+	for _, r := range del {
+		u, err := c.update(t, v1.RelationshipUpdate_OPERATION_DELETE, r)
+		if err != nil {
+			return "", err
+		}
+		updates = append(updates, u)
+	}
+	if len(updates) == 0 {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res, err := c.api.WriteRelationships(ctx, &v1.WriteRelationshipsRequest{Updates: updates})
+	if err != nil {
+		return "", callError("write relationships", err)
+	}
+	return ZedToken(res.WrittenAt.GetToken()), nil
+}
+
+// consistency asks for answers at least as fresh as at (when set).
+func consistency(at ZedToken) *v1.Consistency {
+	if at == "" {
+		return &v1.Consistency{Requirement: &v1.Consistency_MinimizeLatency{MinimizeLatency: true}}
+	}
+	return &v1.Consistency{Requirement: &v1.Consistency_AtLeastAsFresh{AtLeastAsFresh: &v1.ZedToken{Token: string(at)}}}
+}
+
+// Check reports whether subject has permission on resource in tenant t,
+// seeing at least every change up to at, and returns the token the
+// answer was computed at. Returns Invalid naming the field for input the
+// schema does not know; Unavailable (and false) when SpiceDB cannot
+// answer: a check never allows by default.
+func (c *Client) Check(ctx context.Context, t tenancy.ID, subject SubjectRef, permission string, resource Ref, at ZedToken) (bool, ZedToken, error) {
+	res, err := c.objectRef(t, "resource", resource)
+	if err != nil {
+		return false, "", err
+	}
+	if !HasPermission(resource.Type, permission) {
+		return false, "", problem.InvalidField("permission", "is not a permission of "+resource.Type)
+	}
+	sub, err := c.subjectRef(t, "subject", subject)
+	if err != nil {
+		return false, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.api.CheckPermission(ctx, &v1.CheckPermissionRequest{
+		Consistency: consistency(at), Resource: res, Permission: permission, Subject: sub,
+	})
+	if err != nil {
+		return false, "", callError("check permission", err)
+	}
+	return r.Permissionship == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION, ZedToken(r.CheckedAt.GetToken()), nil
+}
+
+// errUnavailable is what callers see of a SpiceDB they cannot reach: the
+// gRPC error itself stays in the cause, for logs.
+const unavailableMessage = "the permission service is unavailable; try again shortly"
+
+// callError maps a SpiceDB call's error to a problem. SpiceDB's own
+// messages never reach callers: input is checked against the schema
+// before a call, so anything SpiceDB refuses is our fault or its outage.
+func callError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted:
+		e := problem.Wrap(problem.Unavailable, fmt.Errorf("spicedb %s: %w", op, err), unavailableMessage)
+		e.RetryAfter = 2 * time.Second
+		return e
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return problem.Wrap(problem.Unavailable, fmt.Errorf("spicedb %s: %w", op, err), unavailableMessage)
+	}
+	return fmt.Errorf("spicedb %s: %w", op, err)
+}
