@@ -18,34 +18,77 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// Admin rights: for now the role column of the user; the ReBAC issue
-// moves them into SpiceDB.
+// Account roles. An admin of a tenant may do everything in it; the role
+// is kept on the account (what admins see) and mirrored to SpiceDB,
+// which decides every admin request (Authorizer), custom roles and
+// groups included.
 const (
 	RoleMember = "member"
 	RoleAdmin  = "admin"
 )
 
-// adminTx runs fn in a transaction of tenant t after checking that p's
-// session stands and its user is an admin of t. Returns Unauthorized if
-// the session ended, Forbidden for a non-admin (the attempt is audited).
-func (s *Service) adminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
-	denied := false
-	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
-		u, err := s.liveSession(ctx, q, t, p)
-		if err != nil {
+// Authorizer decides and records admin rights (rebac.Service, over
+// SpiceDB).
+type Authorizer interface {
+	// Allowed reports whether user holds permission on tenant t, seeing
+	// every change made so far; Unavailable when it cannot tell.
+	Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, permission string) (bool, error)
+	// SetAdmin records, in q's transaction, that user is or is no
+	// longer an admin of t.
+	SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error
+	// ForgetUser removes, in q's transaction, every grant of a deleted
+	// user.
+	ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error
+	// Flush makes t's recorded changes take effect now (after commit).
+	Flush(ctx context.Context, t *tenancy.Tenant)
+}
+
+// adminPermission is the tenant permission an admin action needs.
+func adminPermission(action string) string {
+	switch {
+	case strings.HasPrefix(action, "audit."):
+		return "view_audit"
+	case strings.HasPrefix(action, "role."):
+		return "manage_roles"
+	case action == "user.role":
+		// Making admins is for admins: a custom role that manages users
+		// must not be a way to become one.
+		return "admin"
+	}
+	return "manage_users"
+}
+
+// AdminTx runs fn in a transaction of tenant t after checking that p's
+// session stands and that its user holds the permission action needs.
+// Every decision is audited. Returns Unauthorized if the session ended,
+// Forbidden when the permission is missing, Unavailable when it cannot
+// be checked (never allowing by default).
+func (s *Service) AdminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
+	perm := adminPermission(action)
+	allowed, err := s.cfg.Authorizer.Allowed(ctx, t, p.User, perm)
+	if err != nil {
+		return err
+	}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if _, err := s.liveSession(ctx, q, t, p); err != nil {
 			return err
 		}
-		if u.Role != RoleAdmin {
-			denied = true
+		if !allowed {
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 				Actor: p.User, Action: action, Outcome: Denied, Meta: meta,
-				Details: map[string]string{"reason": "not a tenant admin"},
+				Details: map[string]string{"permission": perm},
 			})
+		}
+		if err := appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Actor: p.User, Action: "authz.check", Outcome: Success, Meta: meta,
+			Details: map[string]string{"permission": perm, "for": action},
+		}); err != nil {
+			return err
 		}
 		return fn(q)
 	})
-	if err == nil && denied {
-		return problem.Errorf(problem.Forbidden, "only the tenant's admins may do this")
+	if err == nil && !allowed {
+		return problem.Errorf(problem.Forbidden, "you lack the %s permission of this tenant", perm)
 	}
 	return err
 }
@@ -67,7 +110,7 @@ func (s *Service) ListUsers(ctx context.Context, t *tenancy.Tenant, p *Principal
 		return nil, problem.Errorf(problem.Invalid, "search and cursor are at most 254 characters")
 	}
 	page := &UserPage{Users: []*User{}}
-	err := s.adminTx(ctx, t, p, "user.list", meta, func(q *queries.Queries) error {
+	err := s.AdminTx(ctx, t, p, "user.list", meta, func(q *queries.Queries) error {
 		rows, err := q.ListUsersPage(ctx, queries.ListUsersPageParams{
 			TenantID: t.ID.UUID(), After: cursor, Search: strings.ToLower(search), PageSize: int32(limit + 1),
 		})
@@ -93,7 +136,7 @@ func (s *Service) ListUsers(ctx context.Context, t *tenancy.Tenant, p *Principal
 // if t has no such user (another tenant's users included).
 func (s *Service) GetUser(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) (*User, error) {
 	var u queries.AppUser
-	err := s.adminTx(ctx, t, p, "user.get", meta, func(q *queries.Queries) (err error) {
+	err := s.AdminTx(ctx, t, p, "user.get", meta, func(q *queries.Queries) (err error) {
 		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
 		return notFound(err, "no such user")
 	})
@@ -115,8 +158,12 @@ type CreateUserInput struct {
 // Invalid for a bad email, name or role, Conflict if the email is taken.
 func (s *Service) CreateUser(ctx context.Context, t *tenancy.Tenant, p *Principal, in CreateUserInput, meta Meta) (*User, error) {
 	var u *User
+	action := "user.create"
+	if in.Role == RoleAdmin {
+		action = "user.role"
+	}
 	err := s.createInvited(ctx, t, in, func(fn func(q *queries.Queries) error) error {
-		return s.adminTx(ctx, t, p, "user.create", meta, fn)
+		return s.AdminTx(ctx, t, p, action, meta, fn)
 	}, func(created queries.AppUser) Event {
 		u = userFromRow(created)
 		return Event{Actor: p.User, Action: "user.create", Target: "user:" + created.ID.String(), Outcome: Success, Meta: meta,
@@ -167,6 +214,11 @@ func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in Creat
 		if err != nil {
 			return err
 		}
+		if in.Role == RoleAdmin {
+			if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, u.ID, true); err != nil {
+				return err
+			}
+		}
 		if err := invite.write(ctx, q, t, u.ID); err != nil {
 			return err
 		}
@@ -179,6 +231,9 @@ func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in Creat
 		return err
 	}
 	s.cfg.Outbox.Notify(t)
+	if in.Role == RoleAdmin {
+		s.cfg.Authorizer.Flush(ctx, t)
+	}
 	return nil
 }
 
@@ -188,7 +243,7 @@ func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in Creat
 // Conflict for a disabled account.
 func (s *Service) SendPasswordReset(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
 	var u queries.AppUser
-	err := s.adminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) (err error) {
+	err := s.AdminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) (err error) {
 		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
 		return notFound(err, "no such user")
 	})
@@ -206,7 +261,7 @@ func (s *Service) SendPasswordReset(ctx context.Context, t *tenancy.Tenant, p *P
 	if err != nil {
 		return err
 	}
-	err = s.adminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) error {
+	err = s.AdminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) error {
 		// The address may have changed since it was read: the mail must
 		// go to the current one.
 		now, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
@@ -262,12 +317,21 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		return nil, problem.Errorf(problem.Conflict, "admins cannot disable or demote themselves; ask another admin")
 	}
 	var u queries.AppUser
-	err := s.adminTx(ctx, t, p, "user.update", meta, func(q *queries.Queries) (err error) {
+	action := "user.update"
+	if in.Role != nil {
+		action = "user.role"
+	}
+	err := s.AdminTx(ctx, t, p, action, meta, func(q *queries.Queries) (err error) {
 		u, err = q.AdminUpdateUser(ctx, queries.AdminUpdateUserParams{
 			TenantID: t.ID.UUID(), ID: id, DisplayName: in.DisplayName, Status: in.Status, Role: in.Role,
 		})
 		if err = notFound(err, "no such user"); err != nil {
 			return err
+		}
+		if in.Role != nil {
+			if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, id, *in.Role == RoleAdmin); err != nil {
+				return err
+			}
 		}
 		if in.Status != nil && *in.Status == "disabled" {
 			reason := "account disabled"
@@ -288,12 +352,15 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 	if err != nil {
 		return nil, err
 	}
+	if in.Role != nil {
+		s.cfg.Authorizer.Flush(ctx, t)
+	}
 	return userFromRow(u), nil
 }
 
 // Unlock lifts a lockout of one of tenant t's users. Admins only.
 func (s *Service) Unlock(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
-	return s.adminTx(ctx, t, p, "user.unlock", meta, func(q *queries.Queries) error {
+	return s.AdminTx(ctx, t, p, "user.unlock", meta, func(q *queries.Queries) error {
 		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 			return notFound(err, "no such user")
 		}
@@ -313,7 +380,7 @@ func (s *Service) DeleteUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 	if id == p.User {
 		return problem.Errorf(problem.Conflict, "admins cannot delete themselves; ask another admin")
 	}
-	return s.adminTx(ctx, t, p, "user.delete", meta, func(q *queries.Queries) error {
+	err := s.AdminTx(ctx, t, p, "user.delete", meta, func(q *queries.Queries) error {
 		n, err := q.DeleteUser(ctx, queries.DeleteUserParams{TenantID: t.ID.UUID(), ID: id})
 		if err != nil {
 			return err
@@ -321,16 +388,24 @@ func (s *Service) DeleteUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		if n == 0 {
 			return problem.Errorf(problem.NotFound, "no such user")
 		}
+		if err := s.cfg.Authorizer.ForgetUser(ctx, q, t, id); err != nil {
+			return err
+		}
 		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 			Actor: p.User, Action: "user.delete", Target: "user:" + id.String(), Outcome: Success, Meta: meta,
 		})
 	})
+	if err != nil {
+		return err
+	}
+	s.cfg.Authorizer.Flush(ctx, t)
+	return nil
 }
 
 // UserSessions lists one of tenant t's users' active sessions. Admins only.
 func (s *Service) UserSessions(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) ([]Session, error) {
 	var rows []queries.AppSession
-	err := s.adminTx(ctx, t, p, "session.list", meta, func(q *queries.Queries) (err error) {
+	err := s.AdminTx(ctx, t, p, "session.list", meta, func(q *queries.Queries) (err error) {
 		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 			return notFound(err, "no such user")
 		}
@@ -346,7 +421,7 @@ func (s *Service) UserSessions(ctx context.Context, t *tenancy.Tenant, p *Princi
 // RevokeUserSession ends one session of one of tenant t's users. Admins
 // only. Returns NotFound if that user has no such active session.
 func (s *Service) RevokeUserSession(ctx context.Context, t *tenancy.Tenant, p *Principal, user, session uuid.UUID, meta Meta) error {
-	return s.adminTx(ctx, t, p, "session.revoke", meta, func(q *queries.Queries) error {
+	return s.AdminTx(ctx, t, p, "session.revoke", meta, func(q *queries.Queries) error {
 		reason := "ended by an admin"
 		n, err := q.RevokeSession(ctx, queries.RevokeSessionParams{TenantID: t.ID.UUID(), ID: session, UserID: user, RevokedReason: &reason})
 		if err != nil {
@@ -396,7 +471,7 @@ func (s *Service) ListAudit(ctx context.Context, t *tenancy.Tenant, p *Principal
 		return nil, problem.InvalidField("action", "must be at most 100 characters")
 	}
 	page := &AuditPage{Events: []AuditRecord{}}
-	err := s.adminTx(ctx, t, p, "audit.list", meta, func(q *queries.Queries) error {
+	err := s.AdminTx(ctx, t, p, "audit.list", meta, func(q *queries.Queries) error {
 		rows, err := q.ListAuditPage(ctx, queries.ListAuditPageParams{
 			TenantID: t.ID.UUID(), Before: f.Before, Actor: f.Actor, Action: f.Action,
 			Since: f.Since, Until: f.Until, PageSize: int32(f.Limit + 1),
@@ -457,7 +532,7 @@ func notFound(err error, msg string) error {
 // platform operator's authority (the first admin of a tenant, or a
 // tenant that lost its admins). Audited with no actor. Returns NotFound
 // if t has no such account, Invalid for a bad email or role.
-func SetRole(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, email, role string) (*User, error) {
+func (s *Service) SetRole(ctx context.Context, t *tenancy.Tenant, email, role string) (*User, error) {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return nil, err
@@ -466,12 +541,15 @@ func SetRole(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, email, role
 		return nil, problem.InvalidField("role", "must be member or admin")
 	}
 	var u queries.AppUser
-	err = db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		u, err = q.SetRoleByEmail(ctx, queries.SetRoleByEmailParams{TenantID: t.ID.UUID(), Email: e, Role: role})
 		if err = notFound(err, "no account with this email"); err != nil {
 			return err
 		}
-		return appendAudit(ctx, q, t.ID.UUID(), time.Now(), Event{
+		if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, u.ID, role == RoleAdmin); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 			Action: "user.role", Target: "user:" + u.ID.String(), Outcome: Success,
 			Details: map[string]string{"role": role, "by": "operator"},
 		})
@@ -479,5 +557,6 @@ func SetRole(ctx context.Context, db *tenancy.DB, t *tenancy.Tenant, email, role
 	if err != nil {
 		return nil, err
 	}
+	s.cfg.Authorizer.Flush(ctx, t)
 	return userFromRow(u), nil
 }

@@ -1,19 +1,19 @@
 package identity
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/server"
 )
 
 // adminRoutes registers the tenant admin API. Every handler checks admin
-// rights in the same transaction as its work (Service.adminTx).
+// rights in the same transaction as its work (Service.AdminTx).
 func (s *Service) adminRoutes(r fiber.Router) {
-	a := r.Group("/v1/admin", s.requireAuth)
+	a := r.Group("/v1/admin", s.RequireAuth)
 	a.Get("/users", s.handleListUsers)
 	a.Post("/users", s.handleCreateUser)
 	a.Get("/users/:id", s.handleGetUser)
@@ -29,15 +29,15 @@ func (s *Service) adminRoutes(r fiber.Router) {
 }
 
 func (s *Service) handleListUsers(c *fiber.Ctx) error {
-	limit, err := intQuery(c, "limit", 50)
+	limit, err := server.IntQuery(c, "limit", 50)
 	if err != nil {
 		return err
 	}
-	page, err := s.ListUsers(c.UserContext(), tenantOf(c), principalOf(c), c.Query("search"), c.Query("cursor"), limit, meta(c))
+	page, err := s.ListUsers(c.UserContext(), tenantOf(c), PrincipalOf(c), c.Query("search"), c.Query("cursor"), limit, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(page)
 }
 
@@ -49,13 +49,13 @@ type createUserRequest struct {
 
 func (s *Service) handleCreateUser(c *fiber.Ctx) error {
 	var req createUserRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	u, err := s.CreateUser(c.UserContext(), tenantOf(c), principalOf(c), CreateUserInput(req), meta(c))
+	u, err := s.CreateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), CreateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -63,15 +63,15 @@ func (s *Service) handleCreateUser(c *fiber.Ctx) error {
 }
 
 func (s *Service) handleGetUser(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	u, err := s.GetUser(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c))
+	u, err := s.GetUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -82,15 +82,15 @@ type updateUserRequest struct {
 }
 
 func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
 	var req updateUserRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	u, err := s.UpdateUser(c.UserContext(), tenantOf(c), principalOf(c), id, UpdateUserInput(req), meta(c))
+	u, err := s.UpdateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, UpdateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -99,11 +99,11 @@ func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
 
 func (s *Service) handleSetStatus(status string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		id, err := pathID(c, "id", "no such user")
+		id, err := server.PathID(c, "id", "no such user")
 		if err != nil {
 			return err
 		}
-		u, err := s.UpdateUser(c.UserContext(), tenantOf(c), principalOf(c), id, UpdateUserInput{Status: &status}, meta(c))
+		u, err := s.UpdateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, UpdateUserInput{Status: &status}, MetaOf(c))
 		if err != nil {
 			return err
 		}
@@ -112,61 +112,61 @@ func (s *Service) handleSetStatus(status string) fiber.Handler {
 }
 
 func (s *Service) handleDeleteUser(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.DeleteUser(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+	if err := s.DeleteUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleUnlock(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.Unlock(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+	if err := s.Unlock(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleSendPasswordReset(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.SendPasswordReset(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+	if err := s.SendPasswordReset(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to choose a new password is on its way to the account's address")
 }
 
 func (s *Service) handleUserSessions(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	list, err := s.UserSessions(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c))
+	list, err := s.UserSessions(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(fiber.Map{"sessions": list})
 }
 
 func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such user")
+	id, err := server.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	sid, err := pathID(c, "sid", "no such session")
+	sid, err := server.PathID(c, "sid", "no such session")
 	if err != nil {
 		return err
 	}
-	if err := s.RevokeUserSession(c.UserContext(), tenantOf(c), principalOf(c), id, sid, meta(c)); err != nil {
+	if err := s.RevokeUserSession(c.UserContext(), tenantOf(c), PrincipalOf(c), id, sid, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -175,10 +175,10 @@ func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
 func (s *Service) handleListAudit(c *fiber.Ctx) error {
 	var f AuditFilter
 	var err error
-	if f.Limit, err = intQuery(c, "limit", 100); err != nil {
+	if f.Limit, err = server.IntQuery(c, "limit", 100); err != nil {
 		return err
 	}
-	cursor, err := intQuery(c, "cursor", 0)
+	cursor, err := server.IntQuery(c, "cursor", 0)
 	if err != nil {
 		return err
 	}
@@ -198,32 +198,10 @@ func (s *Service) handleListAudit(c *fiber.Ctx) error {
 			}
 		}
 	}
-	page, err := s.ListAudit(c.UserContext(), tenantOf(c), principalOf(c), f, meta(c))
+	page, err := s.ListAudit(c.UserContext(), tenantOf(c), PrincipalOf(c), f, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(page)
-}
-
-// pathID reads a uuid path parameter; a malformed one is simply not found.
-func pathID(c *fiber.Ctx, name, missing string) (uuid.UUID, error) {
-	id, err := uuid.Parse(c.Params(name))
-	if err != nil {
-		return uuid.Nil, problem.Errorf(problem.NotFound, "%s", missing)
-	}
-	return id, nil
-}
-
-// intQuery reads a non-negative integer query parameter.
-func intQuery(c *fiber.Ctx, name string, def int) (int, error) {
-	v := c.Query(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, problem.InvalidField(name, "must be a non-negative integer")
-	}
-	return n, nil
 }

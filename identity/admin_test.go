@@ -15,7 +15,11 @@ import (
 func (e *env) adminLogin(slug, email string) identity.Tokens {
 	e.t.Helper()
 	e.signup(slug, email, goodPassword)
-	if _, err := e.admin.Exec(context.Background(), "update app.users set role = 'admin' where email = $1 and tenant_id = (select id from control.tenants where slug = $2)", email, slug); err != nil {
+	tn, err := e.reg.Get(context.Background(), slug)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.svc.SetRole(context.Background(), tn, email, identity.RoleAdmin); err != nil {
 		e.t.Fatal(err)
 	}
 	return e.login(slug, email, goodPassword)

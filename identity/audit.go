@@ -45,6 +45,12 @@ const (
 	Denied  = "denied"
 )
 
+// Audit appends e to tenant t's audit trail in q's transaction (see
+// appendAudit), for other packages' admin actions.
+func Audit(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, e Event) error {
+	return appendAudit(ctx, q, t.ID.UUID(), time.Now(), e)
+}
+
 // appendAudit appends e to tenant's audit trail inside the caller's
 // transaction, chained to the previous event by hash, in one round trip.
 // It locks the tenant's chain head until commit, which orders concurrent

@@ -256,6 +256,13 @@ func (s *Service) VerifyEmail(ctx context.Context, t *tenancy.Tenant, token stri
 		}
 	}
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		locked, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: u.ID})
+		if err != nil {
+			return notFound(err, "no such user")
+		}
+		if locked.Email != u.Email {
+			return problem.Errorf(problem.Conflict, "the account's address changed meanwhile; ask for a new link")
+		}
 		if _, err := s.spendToken(ctx, q, t, token, purposeVerify); err != nil {
 			return err
 		}
@@ -266,9 +273,7 @@ func (s *Service) VerifyEmail(ctx context.Context, t *tenancy.Tenant, token stri
 		if notice != nil {
 			action = "email.change"
 			// Links mailed to the old address must not work any more.
-			if err := q.SpendUserEmailTokens(ctx, queries.SpendUserEmailTokensParams{
-				TenantID: t.ID.UUID(), UserID: u.ID, Purposes: []string{purposeReset, purposeInvite, purposeVerify},
-			}); err != nil {
+			if err := spendAllTokens(ctx, q, t, u.ID); err != nil {
 				return err
 			}
 			if err := notice.Write(ctx, q, u.ID); err != nil {
@@ -354,6 +359,9 @@ func (s *Service) ResetPassword(ctx context.Context, t *tenancy.Tenant, token, p
 		return err
 	}
 	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		if _, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
+			return notFound(err, "no such user")
+		}
 		tok, err := s.spendToken(ctx, q, t, token, purposeReset, purposeInvite)
 		if err != nil {
 			return err
@@ -369,9 +377,9 @@ func (s *Service) ResetPassword(ctx context.Context, t *tenancy.Tenant, token, p
 		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
 			return err
 		}
-		if err := q.SpendUserEmailTokens(ctx, queries.SpendUserEmailTokensParams{
-			TenantID: t.ID.UUID(), UserID: u.ID, Purposes: []string{purposeReset, purposeInvite},
-		}); err != nil {
+		// Every other link too: a pending address change asked for by
+		// whoever held the account before the reset must not complete.
+		if err := spendAllTokens(ctx, q, t, u.ID); err != nil {
 			return err
 		}
 		reason := "password reset"
@@ -391,9 +399,9 @@ func (s *Service) ResetPassword(ctx context.Context, t *tenancy.Tenant, token, p
 // ChangeEmail starts changing the signed-in user's address: a link goes
 // to the new address, and the change happens when it is opened
 // (VerifyEmail). The current password is required, and guesses of it count
-// towards the account's lockout. Returns Invalid for a bad address or the
-// current one, Conflict if the address has an account, Unauthorized for
-// a wrong password or an ended session.
+// towards the account's lockout. An address that has an account gets no
+// link, with the same answer. Returns Invalid for a bad address or the
+// current one, Unauthorized for a wrong password or an ended session.
 func (s *Service) ChangeEmail(ctx context.Context, t *tenancy.Tenant, p *Principal, newEmail, current string, meta Meta) error {
 	var e string
 	_, err := s.confirmPassword(ctx, t, p, current, "email.change", meta, func(u queries.AppUser) (err error) {
@@ -412,23 +420,30 @@ func (s *Service) ChangeEmail(ctx context.Context, t *tenancy.Tenant, p *Princip
 	if err != nil {
 		return err
 	}
+	sent := false
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		ev := Event{Actor: p.User, Action: "email.change_request", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta}
+		// An address that has an account gets no link, and the answer is
+		// the same: signed-in users cannot probe which addresses have
+		// accounts either.
 		if _, err := q.GetUserByEmail(ctx, queries.GetUserByEmailParams{TenantID: t.ID.UUID(), Email: e}); err == nil {
-			return problem.Errorf(problem.Conflict, "an account with this email already exists")
+			ev.Outcome, ev.Details = Failure, map[string]string{"reason": "the address has an account"}
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return err
+		} else {
+			if err := m.write(ctx, q, t, p.User); err != nil {
+				return err
+			}
+			sent = true
 		}
-		if err := m.write(ctx, q, t, p.User); err != nil {
-			return err
-		}
-		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-			Actor: p.User, Action: "email.change_request", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta,
-		})
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
 	})
 	if err != nil {
 		return err
 	}
-	s.cfg.Outbox.Notify(t)
+	if sent {
+		s.cfg.Outbox.Notify(t)
+	}
 	return nil
 }
 
@@ -475,4 +490,11 @@ func asField(err error, field string) error {
 		return problem.InvalidField(field, e.Fields[0].Reason)
 	}
 	return err
+}
+
+// spendAllTokens spends every open mailed token of user.
+func spendAllTokens(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error {
+	return q.SpendUserEmailTokens(ctx, queries.SpendUserEmailTokensParams{
+		TenantID: t.ID.UUID(), UserID: user, Purposes: []string{purposeReset, purposeInvite, purposeVerify},
+	})
 }

@@ -28,13 +28,21 @@ func TestSignupMailsAConfirmationLink(t *testing.T) {
 	}
 	token := m.Token(t, "verify-email")
 
-	// Neither the token nor the mail stays readable in Postgres.
-	var inClear, pending int
-	e.admin.QueryRow(context.Background(), `select count(*) from app.email_tokens where encode(token_hash, 'escape') like '%'||$1||'%'`, token).Scan(&inClear)
-	e.admin.QueryRow(context.Background(), `select count(*) from app.mail_outbox where status <> 'sent' or payload_sealed is not null`).Scan(&pending)
-	if inClear != 0 || pending != 0 {
-		t.Fatalf("token in the clear: %d rows; outbox rows not sent and wiped: %d", inClear, pending)
+	// Postgres keeps the token's hash only, and nothing of the mail once
+	// it is sent.
+	var hashed, inClear int
+	if err := e.admin.QueryRow(context.Background(), `select count(*) filter (where token_hash = sha256(convert_to($1, 'UTF8'))),
+		count(*) filter (where strpos(t::text, $1) > 0) from app.email_tokens t`, token).Scan(&hashed, &inClear); err != nil {
+		t.Fatal(err)
 	}
+	if hashed != 1 || inClear != 0 {
+		t.Fatalf("tokens stored by hash: %d (want 1); rows holding the token: %d (want 0)", hashed, inClear)
+	}
+	eventuallyTrue(t, "the sent mail is wiped", func() bool {
+		var left int
+		e.admin.QueryRow(context.Background(), `select count(*) from app.mail_outbox where status <> 'sent' or payload_sealed is not null`).Scan(&left)
+		return left == 0
+	})
 
 	tok := e.login("acme", "ada@confirm.test", goodPassword)
 	var me identity.User
@@ -87,13 +95,13 @@ func TestTenantRequiringVerifiedEmail(t *testing.T) {
 	e.signup("strict", "cy@strict.test", goodPassword)
 	e.mails("cy@strict.test", 1)
 
-	// The right password learns what is missing; a wrong one learns
-	// nothing more than for an unknown account.
-	d := e.problemOf(e.do("POST", "strict", "/v1/auth/login", "", map[string]string{"email": "cy@strict.test", "password": goodPassword}), 403)
-	if !strings.Contains(d.Detail, "confirm your email") {
-		t.Fatalf("detail %q", d.Detail)
+	// Unconfirmed, even the right password answers like a wrong one:
+	// whoever signed the address up chose that password.
+	right := e.problemOf(e.do("POST", "strict", "/v1/auth/login", "", map[string]string{"email": "cy@strict.test", "password": goodPassword}), 401)
+	wrong := e.problemOf(e.do("POST", "strict", "/v1/auth/login", "", map[string]string{"email": "cy@strict.test", "password": "wrong-password-here"}), 401)
+	if right.Detail != wrong.Detail {
+		t.Fatalf("answers differ: %q / %q", right.Detail, wrong.Detail)
 	}
-	e.problemOf(e.do("POST", "strict", "/v1/auth/login", "", map[string]string{"email": "cy@strict.test", "password": "wrong-password-here"}), 401)
 
 	// A new link; both work until one is used.
 	resend := e.must(202, "POST", "strict", "/v1/auth/email/resend", "", map[string]string{"email": "cy@strict.test"})
@@ -102,6 +110,9 @@ func TestTenantRequiringVerifiedEmail(t *testing.T) {
 		t.Fatalf("resend answers differ: %s / %s", resend.body, unknown.body)
 	}
 	ms := e.mails("cy@strict.test", 2)
+	if ms[0].Token(t, "verify-email") == ms[1].Token(t, "verify-email") {
+		t.Fatal("the new link is the old one")
+	}
 	e.must(204, "POST", "strict", "/v1/auth/email/verify", "", map[string]string{"token": ms[1].Token(t, "verify-email")})
 	e.login("strict", "cy@strict.test", goodPassword)
 	// Confirmed: no more links.
@@ -225,7 +236,12 @@ func TestEmailChange(t *testing.T) {
 	tok := e.login("acme", "gil@old.test", goodPassword)
 
 	e.problemOf(e.do("POST", "acme", "/v1/me/email", tok.AccessToken, map[string]string{"email": "gil@new.test", "current_password": "not-my-password"}), 401)
-	e.problemOf(e.do("POST", "acme", "/v1/me/email", tok.AccessToken, map[string]string{"email": "taken@old.test", "current_password": goodPassword}), 409)
+	// A taken address answers the same, and gets no link.
+	e.must(202, "POST", "acme", "/v1/me/email", tok.AccessToken, map[string]string{"email": "taken@old.test", "current_password": goodPassword})
+	var linksToTaken int
+	if err := e.admin.QueryRow(context.Background(), "select count(*) from app.email_tokens where email = 'taken@old.test' and purpose = 'verify_email' and user_id <> (select id from app.users where email = 'taken@old.test')").Scan(&linksToTaken); err != nil || linksToTaken != 0 {
+		t.Fatalf("links to a taken address: %d, %v", linksToTaken, err)
+	}
 	e.problemOf(e.do("POST", "acme", "/v1/me/email", tok.AccessToken, map[string]string{"email": "gil@old.test", "current_password": goodPassword}), 400)
 	e.must(202, "POST", "acme", "/v1/me/email", tok.AccessToken, map[string]string{"email": "Gil@New.test", "current_password": goodPassword})
 
@@ -373,7 +389,7 @@ func TestDeletingAnAccountDeletesItsPendingMail(t *testing.T) {
 	tn := e.tenant("acme", tenancy.Shared, "")
 	e.signup("acme", "ivy@delete.test", goodPassword)
 	e.mail.Wait(t, "ivy@delete.test", 1, 20*time.Second)
-	if _, err := identity.SetRole(context.Background(), e.data, tn, "ivy@delete.test", identity.RoleAdmin); err != nil {
+	if _, err := e.svc.SetRole(context.Background(), tn, "ivy@delete.test", identity.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 	admin := e.login("acme", "ivy@delete.test", goodPassword)
@@ -396,5 +412,80 @@ func TestDeletingAnAccountDeletesItsPendingMail(t *testing.T) {
 	time.Sleep(time.Second)
 	if n := len(srv.Messages(t, "jo@delete.test")); n != 0 {
 		t.Fatalf("%d mails reached the deleted account", n)
+	}
+}
+
+func TestPasswordResetCancelsAPendingEmailChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "kim@takeover.test", goodPassword)
+	e.mails("kim@takeover.test", 1)
+	// Whoever holds the session asks to move the account to their address …
+	thief := e.login("acme", "kim@takeover.test", goodPassword)
+	e.must(202, "POST", "acme", "/v1/me/email", thief.AccessToken, map[string]string{"email": "thief@takeover.test", "current_password": goodPassword})
+	link := e.mails("thief@takeover.test", 1)[0].Token(t, "verify-email")
+	// … the owner resets the password …
+	e.must(202, "POST", "acme", "/v1/auth/password/forgot", "", map[string]string{"email": "kim@takeover.test"})
+	reset := e.mails("kim@takeover.test", 2)[1].Token(t, "reset-password")
+	e.must(204, "POST", "acme", "/v1/auth/password/reset", "", map[string]string{"token": reset, "new_password": "owner-Takes-it-back-5"})
+	// … and the change can no longer complete.
+	e.problemOf(e.do("POST", "acme", "/v1/auth/email/verify", "", map[string]string{"token": link}), 400)
+	owner := e.login("acme", "kim@takeover.test", "owner-Takes-it-back-5")
+	if me := e.me("acme", owner.AccessToken); me.Email != "kim@takeover.test" {
+		t.Fatalf("the account moved to %s", me.Email)
+	}
+}
+
+func TestMailedTokensServeTheirPurposeOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "lee@purpose.test", goodPassword)
+	verify := e.mails("lee@purpose.test", 1)[0].Token(t, "verify-email")
+	e.problemOf(e.do("POST", "acme", "/v1/auth/password/reset", "", map[string]string{"token": verify, "new_password": "sneaky-New-password-3"}), 400)
+	e.must(202, "POST", "acme", "/v1/auth/password/forgot", "", map[string]string{"email": "lee@purpose.test"})
+	reset := e.mails("lee@purpose.test", 2)[1].Token(t, "reset-password")
+	e.problemOf(e.do("POST", "acme", "/v1/auth/email/verify", "", map[string]string{"token": reset}), 400)
+	// Both still work for what they are.
+	e.must(204, "POST", "acme", "/v1/auth/email/verify", "", map[string]string{"token": verify})
+	e.must(204, "POST", "acme", "/v1/auth/password/reset", "", map[string]string{"token": reset, "new_password": "honest-New-password-4"})
+}
+
+func TestConcurrentSpendsOfOneAccountsLinks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "max@race.test", goodPassword)
+	e.mails("max@race.test", 1)
+	for range 2 {
+		e.must(202, "POST", "acme", "/v1/auth/password/forgot", "", map[string]string{"email": "max@race.test"})
+	}
+	ms := e.mails("max@race.test", 3)
+	codes := make(chan int, 2)
+	for _, m := range ms[1:] {
+		go func() {
+			codes <- e.do("POST", "acme", "/v1/auth/password/reset", "", map[string]string{"token": m.Token(t, "reset-password"), "new_password": "racing-New-password-6"}).status
+		}()
+	}
+	got := map[int]int{}
+	for range 2 {
+		got[<-codes]++
+	}
+	// One wins; the other finds its link spent (never a 500).
+	if got[204] != 1 || got[400] != 1 {
+		t.Fatalf("concurrent resets answered %v; want one 204 and one 400", got)
+	}
+}
+
+// eventuallyTrue polls cond for up to 10 seconds.
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/rebac"
+	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/server"
@@ -29,6 +31,7 @@ func TestMain(m *testing.M) {
 	code := pgtest.Main(m)
 	vaulttest.StopShared()
 	mailtest.StopShared()
+	spicedbtest.StopShared()
 	os.Exit(code)
 }
 
@@ -49,6 +52,8 @@ type env struct {
 	app    *fiber.App
 	mail   *mailtest.Server
 	outbox *mail.Outbox
+	authz  *rebac.Service
+	relay  *rebac.Relay
 }
 
 func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
@@ -64,8 +69,9 @@ func init() {
 
 // envSettings are what an env's options may change.
 type envSettings struct {
-	cfg  identity.Config
-	mail *mailtest.Server // default: the shared one
+	cfg     identity.Config
+	mail    *mailtest.Server    // default: the shared one
+	spicedb *spicedbtest.Server // default: the shared one
 }
 
 type envOption func(*envSettings)
@@ -73,6 +79,11 @@ type envOption func(*envSettings)
 // withConfig changes the identity configuration of an env.
 func withConfig(f func(*identity.Config)) envOption {
 	return func(s *envSettings) { f(&s.cfg) }
+}
+
+// withSpiceDB checks an env's permissions with srv.
+func withSpiceDB(srv *spicedbtest.Server) envOption {
+	return func(s *envSettings) { s.spicedb = srv }
 }
 
 // withMail sends an env's mail to srv.
@@ -112,16 +123,26 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	if e.mail == nil {
 		e.mail = mailtest.Shared(t)
 	}
+	// SpiceDB: a datastore of this env's own on the shared server.
+	if set.spicedb == nil {
+		set.spicedb = spicedbtest.Shared(t)
+	}
+	spicedb := set.spicedb.Connect(t)
+	e.relay = rebac.NewRelay(data, e.reg.List, spicedb, rebac.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
+	e.authz = rebac.NewService(data, spicedb, e.relay, nil)
+	cfg.Authorizer = e.authz
 	relay := mail.NewRelay(data, e.reg.List, e.outbox, mail.NewSMTP(e.mail.Config()),
 		mail.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	rebacDone := make(chan struct{})
 	go func() { relay.Run(ctx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	go func() { e.relay.Run(ctx); close(rebacDone) }()
+	t.Cleanup(func() { stop(); <-done; <-rebacDone })
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
-	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes}}).App()
+	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc).Routes}}).App()
 	return e
 }
 

@@ -1,26 +1,18 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/netip"
-	"sort"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
-
-// maxBody bounds identity's request bodies: nothing it accepts is near.
-const maxBody = 16 << 10
 
 // Routes registers identity's endpoints on a router whose requests have
 // their tenant resolved (tenancy.Resolver.Middleware).
@@ -28,19 +20,19 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/auth/signup", s.limit("signup"), s.handleSignup)
 	r.Post("/v1/auth/login", s.limit("login"), s.handleLogin)
 	r.Post("/v1/auth/session", s.limit("login"), s.handleBrowserLogin)
-	r.Post("/v1/auth/logout", s.requireAuth, s.handleLogout)
+	r.Post("/v1/auth/logout", s.RequireAuth, s.handleLogout)
 	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
 	r.Post("/v1/auth/token/revoke", s.handleRevoke)
 	r.Post("/v1/auth/email/verify", s.handleVerifyEmail)
 	r.Post("/v1/auth/email/resend", s.limit("forgot"), s.handleResendVerification)
 	r.Post("/v1/auth/password/forgot", s.limit("forgot"), s.handleForgotPassword)
 	r.Post("/v1/auth/password/reset", s.limit("password"), s.handleResetPassword)
-	r.Get("/v1/me/sessions", s.requireAuth, s.handleSessions)
-	r.Delete("/v1/me/sessions/:id", s.requireAuth, s.handleEndSession)
-	r.Get("/v1/me", s.requireAuth, s.handleMe)
-	r.Patch("/v1/me", s.requireAuth, s.handleUpdateMe)
-	r.Post("/v1/me/password", s.requireAuth, s.limit("password"), s.handleChangePassword)
-	r.Post("/v1/me/email", s.requireAuth, s.limit("password"), s.handleChangeEmail)
+	r.Get("/v1/me/sessions", s.RequireAuth, s.handleSessions)
+	r.Delete("/v1/me/sessions/:id", s.RequireAuth, s.handleEndSession)
+	r.Get("/v1/me", s.RequireAuth, s.handleMe)
+	r.Patch("/v1/me", s.RequireAuth, s.handleUpdateMe)
+	r.Post("/v1/me/password", s.RequireAuth, s.limit("password"), s.handleChangePassword)
+	r.Post("/v1/me/email", s.RequireAuth, s.limit("password"), s.handleChangeEmail)
 	r.Get("/.well-known/jwks.json", s.handleJWKS)
 	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
 	s.adminRoutes(r)
@@ -55,13 +47,13 @@ type signupRequest struct {
 
 func (s *Service) handleSignup(c *fiber.Ctx) error {
 	var req signupRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	if err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), meta(c)); err != nil {
+	if err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "check your mail: a link to confirm your address is on its way")
@@ -79,13 +71,13 @@ type tokenRequest struct {
 
 func (s *Service) handleVerifyEmail(c *fiber.Ctx) error {
 	var req tokenRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"token": req.Token}); err != nil {
+	if err := server.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.VerifyEmail(c.UserContext(), tenantOf(c), req.Token, meta(c)); err != nil {
+	if err := s.VerifyEmail(c.UserContext(), tenantOf(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -97,13 +89,13 @@ type emailRequest struct {
 
 func (s *Service) handleResendVerification(c *fiber.Ctx) error {
 	var req emailRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ResendVerification(c.UserContext(), tenantOf(c), req.Email, meta(c)); err != nil {
+	if err := s.ResendVerification(c.UserContext(), tenantOf(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an unconfirmed account, a new link is on its way")
@@ -111,13 +103,13 @@ func (s *Service) handleResendVerification(c *fiber.Ctx) error {
 
 func (s *Service) handleForgotPassword(c *fiber.Ctx) error {
 	var req emailRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ForgotPassword(c.UserContext(), tenantOf(c), req.Email, meta(c)); err != nil {
+	if err := s.ForgotPassword(c.UserContext(), tenantOf(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an account, a link to reset its password is on its way")
@@ -130,13 +122,13 @@ type resetPasswordRequest struct {
 
 func (s *Service) handleResetPassword(c *fiber.Ctx) error {
 	var req resetPasswordRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
+	if err := server.Required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ResetPassword(c.UserContext(), tenantOf(c), req.Token, req.NewPassword, meta(c)); err != nil {
+	if err := s.ResetPassword(c.UserContext(), tenantOf(c), req.Token, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -149,13 +141,13 @@ type changeEmailRequest struct {
 
 func (s *Service) handleChangeEmail(c *fiber.Ctx) error {
 	var req changeEmailRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangeEmail(c.UserContext(), tenantOf(c), principalOf(c), req.Email, req.CurrentPassword, meta(c)); err != nil {
+	if err := s.ChangeEmail(c.UserContext(), tenantOf(c), PrincipalOf(c), req.Email, req.CurrentPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to confirm the new address is on its way to it; the address changes when it is opened")
@@ -168,17 +160,17 @@ type loginRequest struct {
 
 func (s *Service) handleLogin(c *fiber.Ctx) error {
 	var req loginRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	tokens, err := s.Login(c.UserContext(), tenantOf(c), req.Email, req.Password, meta(c))
+	tokens, err := s.Login(c.UserContext(), tenantOf(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(tokens)
 }
 
@@ -188,17 +180,17 @@ type refreshRequest struct {
 
 func (s *Service) handleRefresh(c *fiber.Ctx) error {
 	var req refreshRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
+	if err := server.Required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
 		return err
 	}
-	tokens, err := s.Refresh(c.UserContext(), tenantOf(c), req.RefreshToken, meta(c))
+	tokens, err := s.Refresh(c.UserContext(), tenantOf(c), req.RefreshToken, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(tokens)
 }
 
@@ -208,40 +200,40 @@ type revokeRequest struct {
 
 func (s *Service) handleRevoke(c *fiber.Ctx) error {
 	var req revokeRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"token": req.Token}); err != nil {
+	if err := server.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.Revoke(c.UserContext(), tenantOf(c), req.Token, meta(c)); err != nil {
+	if err := s.Revoke(c.UserContext(), tenantOf(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusOK)
 }
 
 func (s *Service) handleSessions(c *fiber.Ctx) error {
-	list, err := s.Sessions(c.UserContext(), tenantOf(c), principalOf(c))
+	list, err := s.Sessions(c.UserContext(), tenantOf(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(fiber.Map{"sessions": list})
 }
 
 func (s *Service) handleEndSession(c *fiber.Ctx) error {
-	id, err := pathID(c, "id", "no such session")
+	id, err := server.PathID(c, "id", "no such session")
 	if err != nil {
 		return err
 	}
-	if err := s.EndSession(c.UserContext(), tenantOf(c), principalOf(c), id, meta(c)); err != nil {
+	if err := s.EndSession(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleLogout(c *fiber.Ctx) error {
-	if err := s.Logout(c.UserContext(), tenantOf(c), principalOf(c), meta(c)); err != nil {
+	if err := s.Logout(c.UserContext(), tenantOf(c), PrincipalOf(c), MetaOf(c)); err != nil {
 		return err
 	}
 	clearSessionCookie(c)
@@ -261,13 +253,13 @@ func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
 		return problem.Errorf(problem.Forbidden, "browser sessions need https")
 	}
 	var req loginRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	b, err := s.BrowserLogin(c.UserContext(), tenantOf(c), req.Email, req.Password, meta(c))
+	b, err := s.BrowserLogin(c.UserContext(), tenantOf(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -275,7 +267,7 @@ func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
 		Name: sessionCookie, Value: b.Cookie, Path: "/", Expires: b.ExpiresAt,
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode,
 	})
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(b)
 }
 
@@ -295,11 +287,11 @@ func isLocalhost(host string) bool {
 }
 
 func (s *Service) handleMe(c *fiber.Ctx) error {
-	u, err := s.Me(c.UserContext(), tenantOf(c), principalOf(c))
+	u, err := s.Me(c.UserContext(), tenantOf(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -309,17 +301,17 @@ type updateMeRequest struct {
 
 func (s *Service) handleUpdateMe(c *fiber.Ctx) error {
 	var req updateMeRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if req.DisplayName == nil {
 		return problem.InvalidField("display_name", "is required (it is the only field that can change here)")
 	}
-	u, err := s.UpdateMe(c.UserContext(), tenantOf(c), principalOf(c), *req.DisplayName, meta(c))
+	u, err := s.UpdateMe(c.UserContext(), tenantOf(c), PrincipalOf(c), *req.DisplayName, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	noStore(c)
+	server.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -330,13 +322,13 @@ type changePasswordRequest struct {
 
 func (s *Service) handleChangePassword(c *fiber.Ctx) error {
 	var req changePasswordRequest
-	if err := decode(c, &req); err != nil {
+	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
+	if err := server.Required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangePassword(c.UserContext(), tenantOf(c), principalOf(c), req.CurrentPassword, req.NewPassword, meta(c)); err != nil {
+	if err := s.ChangePassword(c.UserContext(), tenantOf(c), PrincipalOf(c), req.CurrentPassword, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -387,7 +379,7 @@ func (s *Service) handleDiscovery(c *fiber.Ctx) error {
 // the RateLimit-* headers (and 429 with Retry-After once spent).
 func (s *Service) limit(action string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		st, err := s.allow(c.UserContext(), tenantOf(c), action, meta(c).IP)
+		st, err := s.allow(c.UserContext(), tenantOf(c), action, MetaOf(c).IP)
 		if st.Limit > 0 {
 			c.Set("RateLimit-Limit", fmt.Sprint(st.Limit))
 			c.Set("RateLimit-Remaining", fmt.Sprint(st.Remaining))
@@ -400,12 +392,12 @@ func (s *Service) limit(action string) fiber.Handler {
 	}
 }
 
-// requireAuth admits requests with a valid bearer access token of the
+// RequireAuth admits requests with a valid bearer access token of the
 // request's tenant, or a browser session cookie, and puts the principal
 // in the context. A cookie-authenticated request that changes state must
 // also carry the session's CSRF token in X-CSRF-Token: the cookie alone
 // would be sent by any site the browser visits.
-func (s *Service) requireAuth(c *fiber.Ctx) error {
+func (s *Service) RequireAuth(c *fiber.Ctx) error {
 	h := c.Get(fiber.HeaderAuthorization)
 	if cookie := c.Cookies(sessionCookie); h == "" && cookie != "" {
 		p, csrf, err := s.AuthenticateCookie(c.UserContext(), tenantOf(c), cookie)
@@ -442,7 +434,9 @@ func safeMethod(m string) bool {
 	return m == fiber.MethodGet || m == fiber.MethodHead || m == fiber.MethodOptions
 }
 
-func principalOf(c *fiber.Ctx) *Principal {
+// PrincipalOf returns who request c is authenticated as; only for
+// handlers behind RequireAuth.
+func PrincipalOf(c *fiber.Ctx) *Principal {
 	p, _ := c.Locals(principalKey{}).(*Principal)
 	if p == nil {
 		panic("identity: handler registered without requireAuth")
@@ -458,7 +452,8 @@ func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
 	return t
 }
 
-func meta(c *fiber.Ctx) Meta {
+// MetaOf returns what request c tells about its origin.
+func MetaOf(c *fiber.Ctx) Meta {
 	// Header values are whatever the client sent: keep them storable
 	// (valid UTF-8, no NUL) so a hostile User-Agent cannot fail a request.
 	ua := strings.ReplaceAll(strings.ToValidUTF8(c.Get(fiber.HeaderUserAgent), "\uFFFD"), "\x00", "")
@@ -467,79 +462,4 @@ func meta(c *fiber.Ctx) Meta {
 		m.IP = ip.Unmap()
 	}
 	return m
-}
-
-func noStore(c *fiber.Ctx) {
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set(fiber.HeaderPragma, "no-cache")
-}
-
-// decode reads a JSON request body into v: application/json only, at most
-// maxBody bytes, one object, no unknown fields. Every refusal names its
-// reason.
-func decode(c *fiber.Ctx, v any) error {
-	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
-	if err != nil || mt != fiber.MIMEApplicationJSON {
-		return problem.Errorf(problem.Unsupported, "send the body as application/json")
-	}
-	body := c.Body()
-	if len(body) > maxBody {
-		return problem.Errorf(problem.TooLarge, "request body too large (at most %d bytes)", maxBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.Is(err, io.EOF):
-			return problem.Errorf(problem.Invalid, "the request body is empty; send a JSON object")
-		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-			return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
-		case errors.As(err, &typ):
-			if typ.Field == "" {
-				return problem.Errorf(problem.Invalid, "the request body must be a JSON object")
-			}
-			return problem.InvalidField(typ.Field, fmt.Sprintf("must be a %s", jsonType(typ.Type.Kind().String())))
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return problem.InvalidField(field, "is not a known field")
-		}
-		return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return problem.Errorf(problem.Invalid, "the request body must hold one JSON object and nothing after it")
-	}
-	return nil
-}
-
-func jsonType(kind string) string {
-	switch kind {
-	case "string":
-		return "string"
-	case "bool":
-		return "boolean"
-	case "ptr":
-		return "string"
-	}
-	return kind
-}
-
-// required refuses a request missing any of the named fields, naming all
-// of them.
-func required(fields map[string]string) error {
-	var missing []problem.FieldError
-	for name, v := range fields {
-		if v == "" {
-			missing = append(missing, problem.FieldError{Field: name, Reason: "is required"})
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	// Stable order for clients and tests.
-	sort.Slice(missing, func(i, j int) bool { return missing[i].Field < missing[j].Field })
-	e := problem.Errorf(problem.Invalid, "%s: is required", missing[0].Field)
-	e.Fields = missing
-	return e
 }

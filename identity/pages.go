@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/server"
 )
 
 // The hosted pages that mailed links open when a tenant has no app page
@@ -88,18 +89,18 @@ func (s *Service) handlePage(name string) fiber.Handler {
 		if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
 			return s.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
 		}
-		if len(c.Body()) > maxBody {
+		if len(c.Body()) > server.MaxBody {
 			return s.pageError(c, d, problem.Errorf(problem.TooLarge, "the form is too large"))
 		}
 		token := c.FormValue("token")
 		var err error
 		switch {
 		case !p.askPassword:
-			err = s.VerifyEmail(c.UserContext(), t, token, meta(c))
+			err = s.VerifyEmail(c.UserContext(), t, token, MetaOf(c))
 		case c.FormValue("password") != c.FormValue("confirm"):
 			err = problem.InvalidField("confirm", "the two passwords differ")
 		default:
-			err = s.ResetPassword(c.UserContext(), t, token, c.FormValue("password"), meta(c))
+			err = s.ResetPassword(c.UserContext(), t, token, c.FormValue("password"), MetaOf(c))
 		}
 		if err != nil {
 			// A form that can be corrected is shown again with the error.

@@ -38,6 +38,8 @@ type Config struct {
 
 	// Outbox is where mails wait until the relay sends them; required.
 	Outbox *mail.Outbox
+	// Authorizer decides admin rights; required.
+	Authorizer Authorizer
 	// MailFrom is the From address of tenants that set none of their
 	// own; default no-reply@gatehouse.invalid.
 	MailFrom string
@@ -69,8 +71,8 @@ func NewService(db *tenancy.DB, hasher *Hasher, keys *Keys, cfg Config) *Service
 	if cfg.Limits == nil {
 		cfg.Limits = DefaultLimits
 	}
-	if cfg.Outbox == nil {
-		panic("identity: Config.Outbox is required")
+	if cfg.Outbox == nil || cfg.Authorizer == nil {
+		panic("identity: Config.Outbox and Config.Authorizer are required")
 	}
 	cfg.MailFrom = cmp.Or(cfg.MailFrom, "no-reply@gatehouse.invalid")
 	cfg.ResetTTL = cmp.Or(cfg.ResetTTL, 30*time.Minute)
@@ -248,11 +250,9 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 		}); err != nil {
 			return fail(fmt.Errorf("login: %w", err))
 		}
-		if reason == "email not verified" {
-			// Only the right password gets here: telling its owner what
-			// is missing reveals nothing they do not know.
-			return fail(problem.Errorf(problem.Forbidden, "confirm your email address first (POST /v1/auth/email/resend sends a new link)"))
-		}
+		// An unconfirmed account answers like a wrong password too: whoever
+		// signed up an address with a password of their choosing would
+		// otherwise learn from this answer whether it had an account.
 		return fail(errBadLogin)
 	}
 	var newHash string
@@ -465,6 +465,9 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 	}
 	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if err := q.SetPasswordHash(ctx, queries.SetPasswordHashParams{TenantID: t.ID.UUID(), ID: p.User, PasswordHash: &hash}); err != nil {
+			return err
+		}
+		if err := spendAllTokens(ctx, q, t, p.User); err != nil {
 			return err
 		}
 		reason := "password changed"

@@ -2,11 +2,6 @@
 -- query runs inside tenancy.DB.Tx; the tenant_id predicates keep plans on
 -- the (tenant_id, ...) keys.
 
--- name: CreateAccount :one
-insert into app.users (tenant_id, email, display_name, password_hash, role)
-values ($1, $2, $3, $4, $5)
-returning *;
-
 -- name: UpdateDisplayName :one
 update app.users set display_name = $3, updated_at = now()
 where tenant_id = $1 and id = $2
@@ -245,3 +240,8 @@ returning *;
 update app.users set email = sqlc.arg(email), email_verified_at = now(), updated_at = now()
 where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id)
 returning *;
+
+-- name: LockUser :one
+-- Locks the account until commit: changes that spend its mailed tokens
+-- take it first, so two of them queue instead of deadlocking.
+select * from app.users where tenant_id = $1 and id = $2 for update;

@@ -218,53 +218,6 @@ func (q *Queries) CountLoginAttempt(ctx context.Context, arg CountLoginAttemptPa
 	return i, err
 }
 
-const createAccount = `-- name: CreateAccount :one
-
-insert into app.users (tenant_id, email, display_name, password_hash, role)
-values ($1, $2, $3, $4, $5)
-returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
-`
-
-type CreateAccountParams struct {
-	TenantID     uuid.UUID
-	Email        string
-	DisplayName  string
-	PasswordHash *string
-	Role         string
-}
-
-// Identity: accounts, sessions, refresh tokens, signing keys, audit. Every
-// query runs inside tenancy.DB.Tx; the tenant_id predicates keep plans on
-// the (tenant_id, ...) keys.
-func (q *Queries) CreateAccount(ctx context.Context, arg CreateAccountParams) (AppUser, error) {
-	row := q.db.QueryRow(ctx, createAccount,
-		arg.TenantID,
-		arg.Email,
-		arg.DisplayName,
-		arg.PasswordHash,
-		arg.Role,
-	)
-	var i AppUser
-	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.Email,
-		&i.DisplayName,
-		&i.Status,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.PasswordHash,
-		&i.EmailVerifiedAt,
-		&i.Role,
-		&i.LastLoginAt,
-		&i.FailedLogins,
-		&i.FirstFailedAt,
-		&i.LockedUntil,
-		&i.Lockouts,
-	)
-	return i, err
-}
-
 const createAccountIfNew = `-- name: CreateAccountIfNew :one
 insert into app.users (tenant_id, email, display_name, password_hash, role)
 values ($1, $2, $3, $4, 'member')
@@ -861,6 +814,40 @@ func (q *Queries) LockAccount(ctx context.Context, arg LockAccountParams) error 
 	return err
 }
 
+const lockUser = `-- name: LockUser :one
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and id = $2 for update
+`
+
+type LockUserParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+// Locks the account until commit: changes that spend its mailed tokens
+// take it first, so two of them queue instead of deadlocking.
+func (q *Queries) LockUser(ctx context.Context, arg LockUserParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, lockUser, arg.TenantID, arg.ID)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
 const pruneRateLimits = `-- name: PruneRateLimits :exec
 delete from app.rate_limits where tenant_id = $1 and window_start < $2
 `
@@ -1164,6 +1151,7 @@ func (q *Queries) SetSessionCookie(ctx context.Context, arg SetSessionCookiePara
 }
 
 const updateDisplayName = `-- name: UpdateDisplayName :one
+
 update app.users set display_name = $3, updated_at = now()
 where tenant_id = $1 and id = $2
 returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
@@ -1175,6 +1163,9 @@ type UpdateDisplayNameParams struct {
 	DisplayName string
 }
 
+// Identity: accounts, sessions, refresh tokens, signing keys, audit. Every
+// query runs inside tenancy.DB.Tx; the tenant_id predicates keep plans on
+// the (tenant_id, ...) keys.
 func (q *Queries) UpdateDisplayName(ctx context.Context, arg UpdateDisplayNameParams) (AppUser, error) {
 	row := q.db.QueryRow(ctx, updateDisplayName, arg.TenantID, arg.ID, arg.DisplayName)
 	var i AppUser

@@ -65,5 +65,10 @@ where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id) and status = 'pendin
 delete from app.mail_outbox
 where tenant_id = $1 and status <> 'pending' and done_at < $2;
 
--- name: GetMail :one
-select * from app.mail_outbox where tenant_id = $1 and id = $2;
+-- name: UnclaimMail :exec
+-- Gives a claimed mail back without counting the attempt (a dependency
+-- of ours, not the SMTP server, failed), to be tried after delay.
+update app.mail_outbox
+set attempts = greatest(attempts - 1, 0), next_attempt_at = now() + make_interval(secs => sqlc.arg(delay)::float8),
+    last_error = sqlc.arg(last_error)
+where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id) and status = 'pending';

@@ -135,34 +135,6 @@ func (q *Queries) FailMail(ctx context.Context, arg FailMailParams) error {
 	return err
 }
 
-const getMail = `-- name: GetMail :one
-select tenant_id, id, kind, payload_sealed, status, attempts, next_attempt_at, last_error, created_at, done_at, user_id from app.mail_outbox where tenant_id = $1 and id = $2
-`
-
-type GetMailParams struct {
-	TenantID uuid.UUID
-	ID       uuid.UUID
-}
-
-func (q *Queries) GetMail(ctx context.Context, arg GetMailParams) (AppMailOutbox, error) {
-	row := q.db.QueryRow(ctx, getMail, arg.TenantID, arg.ID)
-	var i AppMailOutbox
-	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.Kind,
-		&i.PayloadSealed,
-		&i.Status,
-		&i.Attempts,
-		&i.NextAttemptAt,
-		&i.LastError,
-		&i.CreatedAt,
-		&i.DoneAt,
-		&i.UserID,
-	)
-	return i, err
-}
-
 const markMailSent = `-- name: MarkMailSent :exec
 update app.mail_outbox
 set status = 'sent', payload_sealed = null, done_at = now(), last_error = null
@@ -309,5 +281,31 @@ type SpendUserEmailTokensParams struct {
 // is reset, older reset mails must not work.
 func (q *Queries) SpendUserEmailTokens(ctx context.Context, arg SpendUserEmailTokensParams) error {
 	_, err := q.db.Exec(ctx, spendUserEmailTokens, arg.TenantID, arg.UserID, arg.Purposes)
+	return err
+}
+
+const unclaimMail = `-- name: UnclaimMail :exec
+update app.mail_outbox
+set attempts = greatest(attempts - 1, 0), next_attempt_at = now() + make_interval(secs => $1::float8),
+    last_error = $2
+where tenant_id = $3 and id = $4 and status = 'pending'
+`
+
+type UnclaimMailParams struct {
+	Delay     float64
+	LastError *string
+	TenantID  uuid.UUID
+	ID        uuid.UUID
+}
+
+// Gives a claimed mail back without counting the attempt (a dependency
+// of ours, not the SMTP server, failed), to be tried after delay.
+func (q *Queries) UnclaimMail(ctx context.Context, arg UnclaimMailParams) error {
+	_, err := q.db.Exec(ctx, unclaimMail,
+		arg.Delay,
+		arg.LastError,
+		arg.TenantID,
+		arg.ID,
+	)
 	return err
 }

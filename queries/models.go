@@ -44,6 +44,23 @@ type AppEmailToken struct {
 	UsedAt    *time.Time
 }
 
+type AppGroup struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	Name        string
+	Description string
+	CreatedAt   time.Time
+}
+
+type AppGroupMember struct {
+	TenantID   uuid.UUID
+	GroupID    uuid.UUID
+	MemberType string
+	MemberID   uuid.UUID
+	Manager    bool
+	CreatedAt  time.Time
+}
+
 type AppMailOutbox struct {
 	TenantID      uuid.UUID
 	ID            uuid.UUID
@@ -65,6 +82,29 @@ type AppRateLimit struct {
 	Hits        int32
 }
 
+type AppRebacOutbox struct {
+	TenantID        uuid.UUID
+	Seq             int64
+	Op              string
+	ResourceType    string
+	ResourceID      string
+	Relation        string
+	SubjectType     string
+	SubjectID       string
+	SubjectRelation string
+	CreatedAt       time.Time
+	Attempts        int32
+	NextAttemptAt   time.Time
+	LastError       *string
+	DeliveredAt     *time.Time
+}
+
+type AppRebacState struct {
+	TenantID    uuid.UUID
+	Zedtoken    string
+	DeliveredAt *time.Time
+}
+
 type AppRefreshToken struct {
 	TenantID      uuid.UUID
 	TokenHash     []byte
@@ -72,6 +112,23 @@ type AppRefreshToken struct {
 	CreatedAt     time.Time
 	IdleExpiresAt time.Time
 	UsedAt        *time.Time
+}
+
+type AppRole struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	Name        string
+	Description string
+	Permissions []string
+	CreatedAt   time.Time
+}
+
+type AppRoleAssignment struct {
+	TenantID    uuid.UUID
+	RoleID      uuid.UUID
+	SubjectType string
+	SubjectID   uuid.UUID
+	CreatedAt   time.Time
 }
 
 type AppSession struct {

@@ -149,7 +149,7 @@ type Relationship struct {
 // at least every change up to the write that returned it.
 type ZedToken string
 
-func (c *Client) objectRef(t tenancy.ID, field string, r Ref) (*v1.ObjectReference, error) {
+func objectRef(t tenancy.ID, field string, r Ref) (*v1.ObjectReference, error) {
 	if _, ok := Schema[r.Type]; !ok {
 		return nil, problem.InvalidField(field+".type", "is not a known object type")
 	}
@@ -160,13 +160,13 @@ func (c *Client) objectRef(t tenancy.ID, field string, r Ref) (*v1.ObjectReferen
 	return &v1.ObjectReference{ObjectType: r.Type, ObjectId: id}, nil
 }
 
-func (c *Client) subjectRef(t tenancy.ID, field string, s SubjectRef) (*v1.SubjectReference, error) {
+func subjectRef(t tenancy.ID, field string, s SubjectRef) (*v1.SubjectReference, error) {
 	if s.Type == "user" && s.ID == "*" && s.Relation == "" {
 		// A wildcard: every user of the schema, used only to carry a
 		// role's permissions. Its id is SpiceDB's own.
 		return &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "*"}}, nil
 	}
-	o, err := c.objectRef(t, field, s.Ref)
+	o, err := objectRef(t, field, s.Ref)
 	if err != nil {
 		return nil, err
 	}
@@ -178,12 +178,12 @@ func (c *Client) subjectRef(t tenancy.ID, field string, s SubjectRef) (*v1.Subje
 
 // update builds a relationship update of tenant t, checked against the
 // schema.
-func (c *Client) update(t tenancy.ID, op v1.RelationshipUpdate_Operation, r Relationship) (*v1.RelationshipUpdate, error) {
-	res, err := c.objectRef(t, "resource", r.Resource)
+func buildUpdate(t tenancy.ID, op v1.RelationshipUpdate_Operation, r Relationship) (*v1.RelationshipUpdate, error) {
+	res, err := objectRef(t, "resource", r.Resource)
 	if err != nil {
 		return nil, err
 	}
-	subject, err := c.subjectRef(t, "subject", r.Subject)
+	subject, err := subjectRef(t, "subject", r.Subject)
 	if err != nil {
 		return nil, err
 	}
@@ -223,14 +223,14 @@ func subjectName(s SubjectRef) string {
 func (c *Client) Write(ctx context.Context, t tenancy.ID, touch, del []Relationship) (ZedToken, error) {
 	var updates []*v1.RelationshipUpdate
 	for _, r := range touch {
-		u, err := c.update(t, v1.RelationshipUpdate_OPERATION_TOUCH, r)
+		u, err := buildUpdate(t, v1.RelationshipUpdate_OPERATION_TOUCH, r)
 		if err != nil {
 			return "", err
 		}
 		updates = append(updates, u)
 	}
 	for _, r := range del {
-		u, err := c.update(t, v1.RelationshipUpdate_OPERATION_DELETE, r)
+		u, err := buildUpdate(t, v1.RelationshipUpdate_OPERATION_DELETE, r)
 		if err != nil {
 			return "", err
 		}
@@ -262,14 +262,14 @@ func consistency(at ZedToken) *v1.Consistency {
 // schema does not know; Unavailable (and false) when SpiceDB cannot
 // answer: a check never allows by default.
 func (c *Client) Check(ctx context.Context, t tenancy.ID, subject SubjectRef, permission string, resource Ref, at ZedToken) (bool, ZedToken, error) {
-	res, err := c.objectRef(t, "resource", resource)
+	res, err := objectRef(t, "resource", resource)
 	if err != nil {
 		return false, "", err
 	}
 	if !HasPermission(resource.Type, permission) {
 		return false, "", problem.InvalidField("permission", "is not a permission of "+resource.Type)
 	}
-	sub, err := c.subjectRef(t, "subject", subject)
+	sub, err := subjectRef(t, "subject", subject)
 	if err != nil {
 		return false, "", err
 	}

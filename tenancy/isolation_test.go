@@ -63,6 +63,34 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 			values ($1, '00000000-0000-4000-8000-000000000003', 'reset_password', '\x01')`, tenant)
 		return err
 	},
+	"groups": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.groups (tenant_id, id, name) values ($1, '00000000-0000-4000-8000-000000000004', 'Same group')`, tenant)
+		return err
+	},
+	"group_members": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.group_members (tenant_id, group_id, member_type, member_id)
+			values ($1, '00000000-0000-4000-8000-000000000004', 'user', '00000000-0000-4000-8000-000000000001')`, tenant)
+		return err
+	},
+	"roles": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.roles (tenant_id, id, name, permissions)
+			values ($1, '00000000-0000-4000-8000-000000000005', 'same-role', '{view_audit}')`, tenant)
+		return err
+	},
+	"role_assignments": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.role_assignments (tenant_id, role_id, subject_type, subject_id)
+			values ($1, '00000000-0000-4000-8000-000000000005', 'user', '00000000-0000-4000-8000-000000000001')`, tenant)
+		return err
+	},
+	"rebac_outbox": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.rebac_outbox (tenant_id, op, resource_type, resource_id, relation, subject_type, subject_id)
+			values ($1, 'touch', 'tenant', 'tenant', 'admin', 'user', 'same-user')`, tenant)
+		return err
+	},
+	"rebac_state": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.rebac_state (tenant_id, zedtoken) values ($1, 'same-token')`, tenant)
+		return err
+	},
 	"audit_heads": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.audit_heads (tenant_id, seq, hash) values ($1, 1, sha256('same event'))`, tenant)
 		return err

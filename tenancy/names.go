@@ -3,6 +3,8 @@ package tenancy
 import (
 	"net"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/problem"
 )
@@ -58,6 +60,9 @@ func ValidateName(s string) error {
 		return problem.InvalidField("name", "must not be empty")
 	case n > 200:
 		return problem.InvalidField("name", "must be at most 200 characters")
+	case !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl):
+		// The name is shown in mail headers and pages.
+		return problem.InvalidField("name", "must be one line of text, without control characters")
 	}
 	return nil
 }

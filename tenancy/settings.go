@@ -105,5 +105,9 @@ func checkLinkBase(s string) error {
 		u.RawQuery != "" || u.Fragment != "" || len(s) > 500 || strings.ContainsAny(s, " \t\r\n") {
 		return errors.New("must be an http(s) URL without credentials, query or fragment")
 	}
+	// Links carry tokens: plain http only to this machine.
+	if h := u.Hostname(); u.Scheme == "http" && h != "localhost" && !strings.HasSuffix(h, ".localhost") && h != "127.0.0.1" && h != "::1" {
+		return errors.New("must be https (http only for localhost)")
+	}
 	return nil
 }

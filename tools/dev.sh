@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts Gatehouse locally with demo tenants: a Postgres cluster, a Vault
-# server and a mail catcher (Mailpit) in .local/, migrations, tenants acme
+# server, SpiceDB and a mail catcher (Mailpit) in .local/, migrations, tenants acme
 # (shared) and globex (silo), and the server on GATEHOUSE_ADDR (default
 # 127.0.0.1:8080). Ctrl-C stops everything; data stays in .local/ for the
 # next start.
@@ -12,6 +12,7 @@ ensure_go
 bin=$(pg_bindir)
 vault_bin=$(tool vault)
 mailpit_bin=$(tool mailpit)
+spicedb_bin=$(tool spicedb)
 port=${GATEHOUSE_DEV_PG_PORT:-54329}
 root="$PWD/.local"
 data="$root/pg"
@@ -82,6 +83,24 @@ export GATEHOUSE_VAULT_ADDR="$VAULT_ADDR"
 (umask 077; sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$json" >"$vdir/token")
 export GATEHOUSE_VAULT_TOKEN_FILE="$vdir/token"
 "$vault_bin" operator unseal "$unseal_key" >/dev/null
+
+# SpiceDB on a Postgres datastore in the same cluster (database spicedb),
+# so relationships survive a restart. Its preshared key stays in .local/.
+"$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+  "select 1 from pg_database where datname = 'spicedb'" | grep -q 1 ||
+  "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "create database spicedb"
+spicedb_uri="postgres://postgres@127.0.0.1:$port/spicedb?sslmode=disable"
+[ -s "$root/spicedb.key" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$root/spicedb.key")
+"$spicedb_bin" datastore migrate head --datastore-engine postgres --datastore-conn-uri "$spicedb_uri" \
+  --log-level warn >>"$root/spicedb.log" 2>&1
+spicedb_port=${GATEHOUSE_DEV_SPICEDB_PORT:-50051}
+"$spicedb_bin" serve --grpc-addr "127.0.0.1:$spicedb_port" --grpc-preshared-key "$(cat "$root/spicedb.key")" \
+  --datastore-engine postgres --datastore-conn-uri "$spicedb_uri" --http-enabled=false --metrics-enabled=false \
+  --telemetry-endpoint= --skip-release-check --log-level warn >>"$root/spicedb.log" 2>&1 &
+spicedb_pid=$!
+on_exit+=("kill $spicedb_pid; wait $spicedb_pid 2>/dev/null")
+export GATEHOUSE_SPICEDB_ADDR="127.0.0.1:$spicedb_port" GATEHOUSE_SPICEDB_PLAINTEXT=true \
+  GATEHOUSE_SPICEDB_KEY_FILE="$root/spicedb.key"
 
 # Mail goes to a local catcher: read it at http://127.0.0.1:8025.
 smtp_port=${GATEHOUSE_DEV_SMTP_PORT:-1025}

@@ -98,7 +98,7 @@ func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
 		if sub == "revoke" {
 			role = identity.RoleMember
 		}
-		u, err := identity.SetRole(ctx, k.data, t, *email, role)
+		u, err := k.accounts.SetRole(ctx, t, *email, role)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -68,6 +69,10 @@ func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Durati
 			signing: signing,
 			accounts: identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 1, 10*time.Second), signing, identity.Config{
 				Issuer: issuer, Outbox: mail.NewOutbox(sealer, secrets.AAD), MailFrom: cfg.mailFrom(),
+				// Operators' commands record permission changes; the
+				// servers' relays carry them to SpiceDB, and every check
+				// delivers what waits first.
+				Authorizer: rebac.NewService(data, nil, nil, nil),
 			}),
 		})
 	})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -36,6 +37,11 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	t.Setenv("GATEHOUSE_APP_PASSWORD", appPassword)
 	t.Setenv("GATEHOUSE_SMTP_PASSWORD", smtpPassword)
 	catcher := mailtest.Start(t)
+	spicedb := spicedbFlags(t)
+	spicedbKey, err := os.ReadFile(spicedb[len(spicedb)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cluster := pgtest.Primary(t)
 	vault := vaulttest.Start(t)
@@ -95,7 +101,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(serveCtx, append([]string{"serve", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "debug",
-			"--smtp-url", "smtp://gatehouse@" + catcher.SMTPAddr() + "?tls=none"}, c.vault...),
+			"--smtp-url", "smtp://gatehouse@" + catcher.SMTPAddr() + "?tls=none"}, append(c.vault, spicedb...)...),
 			stdio{nil, serverOut, serverLog})
 	}()
 	var addr string
@@ -186,7 +192,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		"smtp password": smtpPassword, "sealed value": sealedValue, "vault token": vault.Token,
 		"user password": userPassword, "access token": access, "refresh token": refresh,
 		"rotated refresh token": next, "session cookie": cookieValue, "csrf token": csrf,
-		"mailed confirmation token": verifyToken, "mailed reset token": resetToken,
+		"mailed confirmation token": verifyToken, "mailed reset token": resetToken, "spicedb key": string(spicedbKey),
 	}
 	for where, text := range sources {
 		for what, p := range plaintexts {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -63,6 +64,11 @@ Configuration comes from flags or the environment (flags win):
                                                (none: loopback only); without it, mail waits in the outbox
                    GATEHOUSE_SMTP_PASSWORD     the SMTP user's password (environment only)
   --mail-from      GATEHOUSE_MAIL_FROM         From address of tenants that set none (default no-reply@<base domain>)
+  --spicedb-addr   GATEHOUSE_SPICEDB_ADDR      SpiceDB's gRPC address, host:port (required by serve)
+                   GATEHOUSE_SPICEDB_KEY       its preshared key (environment only) …
+  --spicedb-key-file GATEHOUSE_SPICEDB_KEY_FILE … or a file holding it
+  --spicedb-plaintext GATEHOUSE_SPICEDB_PLAINTEXT=true  no TLS to SpiceDB (loopback only)
+  --spicedb-ca-file GATEHOUSE_SPICEDB_CA_FILE  CA certificate(s) for SpiceDB's TLS (default: the system's)
   --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
                    GATEHOUSE_VAULT_ROLE_ID     AppRole login for servers (environment only) …
                    GATEHOUSE_VAULT_SECRET_ID   … with its secret id (environment only)
@@ -92,6 +98,10 @@ type config struct {
 	SMTPPassword string
 	// MailFrom is the From address of tenants that set none.
 	MailFrom string
+	// SpiceDB decides permissions; its key comes from the environment
+	// or SpiceDBKeyFile.
+	SpiceDB        rebac.Config
+	SpiceDBKeyFile string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -112,6 +122,10 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublicURL, "public-url", env("GATEHOUSE_PUBLIC_URL", ""), "tenants' public URL, {tenant} standing for the slug (token issuer)")
 	fs.StringVar(&c.SMTPURL, "smtp-url", env("GATEHOUSE_SMTP_URL", ""), "SMTP server for mail: smtp://user@host:587?tls=starttls|tls|none")
 	fs.StringVar(&c.MailFrom, "mail-from", env("GATEHOUSE_MAIL_FROM", ""), "From address of tenants that set none (default no-reply@<base domain>)")
+	fs.StringVar(&c.SpiceDB.Addr, "spicedb-addr", env("GATEHOUSE_SPICEDB_ADDR", ""), "SpiceDB's gRPC address, host:port")
+	fs.StringVar(&c.SpiceDBKeyFile, "spicedb-key-file", env("GATEHOUSE_SPICEDB_KEY_FILE", ""), "file holding SpiceDB's preshared key")
+	fs.BoolVar(&c.SpiceDB.Plaintext, "spicedb-plaintext", env("GATEHOUSE_SPICEDB_PLAINTEXT", "") == "true", "talk to SpiceDB without TLS (loopback only)")
+	fs.StringVar(&c.SpiceDB.CAFile, "spicedb-ca-file", env("GATEHOUSE_SPICEDB_CA_FILE", ""), "CA certificate(s) SpiceDB's TLS certificate is checked against (default: the system's)")
 	fs.StringVar(&c.Vault.Addr, "vault-addr", env("GATEHOUSE_VAULT_ADDR", ""), "Vault address")
 	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("GATEHOUSE_VAULT_TOKEN_FILE", ""), "file holding a Vault token")
 	fs.StringVar(&c.Vault.KVMount, "vault-kv-mount", env("GATEHOUSE_VAULT_KV_MOUNT", "kv"), "Vault KV v2 mount")
@@ -119,6 +133,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	// Credentials come from the environment only: flags show in ps.
 	c.AppPassword = os.Getenv("GATEHOUSE_APP_PASSWORD")
 	c.SMTPPassword = os.Getenv("GATEHOUSE_SMTP_PASSWORD")
+	c.SpiceDB.Key = os.Getenv("GATEHOUSE_SPICEDB_KEY")
 	c.Vault.Token = os.Getenv("GATEHOUSE_VAULT_TOKEN")
 	c.Vault.RoleID = os.Getenv("GATEHOUSE_VAULT_ROLE_ID")
 	c.Vault.SecretID = os.Getenv("GATEHOUSE_VAULT_SECRET_ID")
@@ -205,6 +220,23 @@ func (c *config) mailFrom() string {
 		return "no-reply@gatehouse.localhost"
 	}
 	return "no-reply@" + c.BaseDomain
+}
+
+// spicedb connects to SpiceDB as configured.
+func (c *config) spicedb() (*rebac.Client, error) {
+	sc := c.SpiceDB
+	if c.SpiceDBKeyFile != "" {
+		b, err := os.ReadFile(c.SpiceDBKeyFile)
+		if err != nil {
+			return nil, problem.Errorf(problem.Invalid, "cannot read the SpiceDB key file %s", c.SpiceDBKeyFile)
+		}
+		sc.Key = strings.TrimSpace(string(b))
+	}
+	client, err := rebac.Connect(sc)
+	if err != nil {
+		return nil, problem.Wrap(problem.Invalid, err, "SpiceDB: "+problem.MessageOf(err)+" (--spicedb-addr, GATEHOUSE_SPICEDB_KEY)")
+	}
+	return client, nil
 }
 
 // vault connects to Vault as configured.

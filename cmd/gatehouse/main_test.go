@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
+	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -25,6 +26,7 @@ func TestMain(m *testing.M) {
 	code := pgtest.Main(m)
 	vaulttest.StopShared()
 	mailtest.StopShared()
+	spicedbtest.StopShared()
 	os.Exit(code)
 }
 
@@ -38,6 +40,17 @@ type cli struct {
 func newCLI(t *testing.T) *cli {
 	c := pgtest.Primary(t)
 	return &cli{t: t, url: c.URL(c.NewDatabase(t, "")), vault: vaultFlags(t, vaulttest.Shared(t))}
+}
+
+// spicedbFlags returns the flags that reach a SpiceDB of the test's own
+// (a datastore of its own on the shared serve-testing server).
+func spicedbFlags(t *testing.T) []string {
+	cfg := spicedbtest.Shared(t).Config()
+	keyFile := filepath.Join(t.TempDir(), "spicedb-key")
+	if err := os.WriteFile(keyFile, []byte(cfg.Key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--spicedb-addr", cfg.Addr, "--spicedb-plaintext", "--spicedb-key-file", keyFile}
 }
 
 // vaultFlags returns the flags that log a command in to v.
@@ -212,6 +225,7 @@ func TestDevServesDemoTenants(t *testing.T) {
 	catcher := mailtest.Shared(t)
 	args := append([]string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn",
 		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix, "--smtp-url", catcher.URL()}, c.vault...)
+	args = append(args, spicedbFlags(t)...)
 	for round := range 2 { // the second run finds everything in place
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuffer{}
@@ -300,8 +314,32 @@ func acceptDemoInvitation(t *testing.T, catcher *mailtest.Server, addr string) {
 	if code := send(link.Path, "application/x-www-form-urlencoded", form.Encode()); code != 200 {
 		t.Fatalf("accepting the invitation: %d", code)
 	}
-	if code := send("/v1/auth/login", "application/json", `{"email":"admin@acme.test","password":"`+pw+`"}`); code != 200 {
-		t.Fatalf("the invited admin's sign-in: %d", code)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/auth/login", strings.NewReader(`{"email":"admin@acme.test","password":"`+pw+`"}`))
+	req.Host = "acme.localhost"
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(res.Body).Decode(&tok)
+	res.Body.Close()
+	if res.StatusCode != 200 || tok.AccessToken == "" {
+		t.Fatalf("the invited admin's sign-in: %d", res.StatusCode)
+	}
+	// Their admin rights hold: SpiceDB says so.
+	req, _ = http.NewRequest("GET", "http://"+addr+"/v1/admin/users", nil)
+	req.Host = "acme.localhost"
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("the demo admin lists users: %d", res.StatusCode)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -44,6 +46,11 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 		}
 		smtp = mail.NewSMTP(sc)
 	}
+	spicedb, err := cfg.spicedb()
+	if err != nil {
+		return err
+	}
+	defer spicedb.Close()
 	appURL, err := cfg.appDatabaseURL()
 	if err != nil {
 		return err
@@ -84,15 +91,18 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	defer sealer.Close()
 	keys := identity.NewKeys(data, sealer, secrets.AAD)
 	outbox := mail.NewOutbox(sealer, secrets.AAD)
+	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
+	relay := rebac.NewRelay(data, resolver.Live, spicedb, rebac.RelayOptions{Log: log})
+	authz := rebac.NewService(data, spicedb, relay, log)
 	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,
 		identity.Config{
-			Issuer:   issuer,
-			Limits:   cfg.rateLimits(),
-			Outbox:   outbox,
-			MailFrom: cfg.mailFrom(),
+			Issuer:     issuer,
+			Limits:     cfg.rateLimits(),
+			Outbox:     outbox,
+			MailFrom:   cfg.mailFrom(),
+			Authorizer: authz,
 		})
 
-	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
 	// A tenant that changed may have moved, rotated keys or been deleted:
 	// drop what is cached of it; the next request loads it afresh.
 	resolver.OnChange = func(id tenancy.ID) {
@@ -105,6 +115,8 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	defer stopResolver()
 	go resolver.Run(runCtx)
 	go vault.Watch(runCtx, 2*time.Second)
+	go ensureSchema(runCtx, spicedb, log)
+	go relay.Run(runCtx)
 	if smtp != nil {
 		relay := mail.NewRelay(data, resolver.Live, outbox, smtp, mail.RelayOptions{Log: log})
 		go relay.Run(runCtx)
@@ -118,12 +130,33 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 		Ready: map[string]func(context.Context) error{
 			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
 			"vault":    func(context.Context) error { return vault.Healthy() },
+			"spicedb":  spicedb.Healthy,
 		},
-		Routes: []func(fiber.Router){accounts.Routes},
+		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts).Routes},
 	})
 	log.Info("serving", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
 	return srv.Serve(ctx, ln, 15*time.Second)
+}
+
+// ensureSchema applies the permission schema, retrying while SpiceDB is
+// unreachable: until then permission checks answer 503.
+func ensureSchema(ctx context.Context, c *rebac.Client, log *slog.Logger) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		wrote, err := c.EnsureSchema(ctx)
+		if err == nil {
+			if wrote {
+				log.Info("applied the permission schema to SpiceDB")
+			}
+			return
+		}
+		log.Warn("cannot apply the permission schema to SpiceDB; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -100,7 +101,7 @@ type Sender interface {
 // RelayOptions tune a Relay; zero values take the defaults.
 type RelayOptions struct {
 	Sweep       time.Duration // how often every tenant's outbox is checked; default 15s
-	Lease       time.Duration // how long a claimed mail is a relay's own; default 2m
+	Lease       time.Duration // how long a claimed batch is a relay's own; default 5m (a batch of 10 at 15s each fits)
 	Backoff     time.Duration // first retry delay, doubled each attempt up to an hour; default 30s
 	MaxAttempts int           // attempts before a mail is given up; default 10 (about 4 hours)
 	Keep        time.Duration // how long sent and failed rows stay as a record; default 7 days
@@ -128,7 +129,7 @@ func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, 
 		o.Sweep = 15 * time.Second
 	}
 	if o.Lease <= 0 {
-		o.Lease = 2 * time.Minute
+		o.Lease = 5 * time.Minute
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = 30 * time.Second
@@ -228,6 +229,16 @@ func (r *Relay) deliver(ctx context.Context, t *tenancy.Tenant, m queries.ClaimM
 		log.Debug("mail sent")
 	case ctx.Err() != nil:
 		return // shutting down; the lease ends and another run retries
+	case problem.CodeOf(err) == problem.Unavailable:
+		// Vault could not open the mail: not the SMTP server's failure,
+		// and no attempt of the mail's.
+		delay := r.backoff(1)
+		msg := truncate(err.Error(), 500)
+		if err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
+			return q.UnclaimMail(ctx, queries.UnclaimMailParams{TenantID: t.ID.UUID(), ID: m.ID, Delay: delay.Seconds(), LastError: &msg})
+		}); err != nil {
+			log.Warn("mail relay: cannot record failure", "err", err)
+		}
 	case errors.As(err, &perm) || int(m.Attempts) >= r.o.MaxAttempts:
 		log.Warn("mail relay: giving up on mail", "err", err)
 		msg := truncate(err.Error(), 500)

@@ -1,0 +1,156 @@
+package identity_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
+	"github.com/gatehouse/gatehouse/tenancy"
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+// me returns the signed-in user.
+func (e *env) me(slug, token string) identity.User {
+	e.t.Helper()
+	var u identity.User
+	e.must(200, "GET", slug, "/v1/me", token, nil).json(e.t, &u)
+	return u
+}
+
+func TestCustomRoleThroughNestedGroups(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	boss := e.adminLogin("acme", "boss@authz.test")
+	e.signup("acme", "carol@authz.test", goodPassword)
+	carol := e.login("acme", "carol@authz.test", goodPassword)
+	carolID := e.me("acme", carol.AccessToken).ID.String()
+
+	// Not yet: a member may not read the audit trail.
+	e.problemOf(e.do("GET", "acme", "/v1/admin/audit", carol.AccessToken, nil), 403)
+
+	var role, outer, inner struct{ ID string }
+	e.must(201, "POST", "acme", "/v1/admin/roles", boss.AccessToken, map[string]any{
+		"name": "auditor", "description": "reads the audit trail", "permissions": []string{"view_audit"},
+	}).json(t, &role)
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "Compliance"}).json(t, &outer)
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "Internal audit"}).json(t, &inner)
+	e.must(204, "POST", "acme", "/v1/admin/groups/"+outer.ID+"/members", boss.AccessToken, map[string]string{"type": "group", "id": inner.ID})
+	e.must(204, "POST", "acme", "/v1/admin/groups/"+inner.ID+"/members", boss.AccessToken, map[string]string{"type": "user", "id": carolID})
+	e.must(204, "POST", "acme", "/v1/admin/roles/"+role.ID+"/assignments", boss.AccessToken, map[string]string{"type": "group", "id": outer.ID})
+
+	// The role reaches carol through both groups, and grants what it
+	// carries only.
+	e.must(200, "GET", "acme", "/v1/admin/audit", carol.AccessToken, nil)
+	e.problemOf(e.do("GET", "acme", "/v1/admin/users", carol.AccessToken, nil), 403)
+
+	// Removal takes effect on the very next request.
+	e.must(204, "DELETE", "acme", "/v1/admin/groups/"+inner.ID+"/members/user/"+carolID, boss.AccessToken, nil)
+	e.problemOf(e.do("GET", "acme", "/v1/admin/audit", carol.AccessToken, nil), 403)
+
+	// Every decision is audited, allowed and denied.
+	var allowed, denied int
+	e.admin.QueryRow(context.Background(), `select count(*) filter (where outcome = 'success'), count(*) filter (where outcome = 'denied')
+		from app.audit_events where (action = 'authz.check' and details->>'for' = 'audit.list') or (action = 'audit.list' and outcome = 'denied')`).Scan(&allowed, &denied)
+	if allowed != 1 || denied != 2 {
+		t.Fatalf("audited %d allowed and %d denied audit.list decisions, want 1 and 2", allowed, denied)
+	}
+}
+
+func TestUserManagersCannotMakeAdmins(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	boss := e.adminLogin("acme", "boss@escalate.test")
+	e.signup("acme", "hr@escalate.test", goodPassword)
+	hr := e.login("acme", "hr@escalate.test", goodPassword)
+	hrID := e.me("acme", hr.AccessToken).ID.String()
+	var role struct{ ID string }
+	e.must(201, "POST", "acme", "/v1/admin/roles", boss.AccessToken, map[string]any{"name": "hr", "permissions": []string{"manage_users"}}).json(t, &role)
+	e.must(204, "POST", "acme", "/v1/admin/roles/"+role.ID+"/assignments", boss.AccessToken, map[string]string{"type": "user", "id": hrID})
+
+	e.must(200, "GET", "acme", "/v1/admin/users", hr.AccessToken, nil)
+	e.problemOf(e.do("PATCH", "acme", "/v1/admin/users/"+hrID, hr.AccessToken, map[string]string{"role": "admin"}), 403)
+	e.problemOf(e.do("POST", "acme", "/v1/admin/users", hr.AccessToken, map[string]string{"email": "sock@escalate.test", "role": "admin"}), 403)
+	e.problemOf(e.do("POST", "acme", "/v1/admin/roles", hr.AccessToken, map[string]any{"name": "mine", "permissions": []string{"manage_roles"}}), 403)
+	// Demoting an admin takes their rights at once.
+	e.must(200, "PATCH", "acme", "/v1/admin/users/"+hrID, boss.AccessToken, map[string]string{"role": "admin"})
+	e.must(201, "POST", "acme", "/v1/admin/roles", hr.AccessToken, map[string]any{"name": "now-allowed"})
+}
+
+func TestGroupAndRoleInputIsChecked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.tenant("globex", tenancy.Shared, "")
+	boss := e.adminLogin("acme", "boss@input.test")
+	other := e.adminLogin("globex", "boss@other.test")
+	var g1, g2, foreign struct{ ID string }
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "one"}).json(t, &g1)
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "two"}).json(t, &g2)
+	e.must(201, "POST", "globex", "/v1/admin/groups", other.AccessToken, map[string]string{"name": "theirs"}).json(t, &foreign)
+	e.must(204, "POST", "acme", "/v1/admin/groups/"+g1.ID+"/members", boss.AccessToken, map[string]string{"type": "group", "id": g2.ID})
+
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+		status             int
+		field              string
+	}{
+		{"duplicate group", "POST", "/v1/admin/groups", map[string]string{"name": "one"}, 409, ""},
+		{"no name", "POST", "/v1/admin/groups", map[string]string{"description": "x"}, 400, "name"},
+		{"a cycle", "POST", "/v1/admin/groups/" + g2.ID + "/members", map[string]string{"type": "group", "id": g1.ID}, 400, "id"},
+		{"itself", "POST", "/v1/admin/groups/" + g1.ID + "/members", map[string]string{"type": "group", "id": g1.ID}, 400, "id"},
+		{"another tenant's group", "POST", "/v1/admin/groups/" + g1.ID + "/members", map[string]string{"type": "group", "id": foreign.ID}, 400, "id"},
+		{"not an id", "POST", "/v1/admin/groups/" + g1.ID + "/members", map[string]string{"type": "user", "id": "bob"}, 400, "id"},
+		{"unknown member type", "POST", "/v1/admin/groups/" + g1.ID + "/members", map[string]string{"type": "robot", "id": g2.ID}, 400, "type"},
+		{"another tenant's group by path", "GET", "/v1/admin/groups/" + foreign.ID, nil, 404, ""},
+		{"unknown permission", "POST", "/v1/admin/roles", map[string]any{"name": "x", "permissions": []string{"fly"}}, 400, "permissions"},
+		{"bad role name", "POST", "/v1/admin/roles", map[string]any{"name": "Billing Admin"}, 400, "name"},
+		{"unknown field", "POST", "/v1/admin/roles", map[string]any{"name": "x", "colour": "red"}, 400, "colour"},
+	} {
+		r := e.do(c.method, "acme", c.path, boss.AccessToken, c.body)
+		d := e.problemOf(r, c.status)
+		if c.field != "" && (len(d.Errors) == 0 || d.Errors[0].Field != c.field) {
+			t.Errorf("%s: %+v; want the field %s named", c.name, d, c.field)
+		}
+	}
+	// Deleting a group takes its members' grants with it.
+	e.must(204, "DELETE", "acme", "/v1/admin/groups/"+g2.ID, boss.AccessToken, nil)
+	var members struct{ Members []struct{ ID string } }
+	e.must(200, "GET", "acme", "/v1/admin/groups/"+g1.ID+"/members", boss.AccessToken, nil).json(t, &members)
+	if len(members.Members) != 0 {
+		t.Fatalf("group one still lists %v", members.Members)
+	}
+}
+
+func TestSpiceDBOutageDeniesAndHeals(t *testing.T) {
+	t.Parallel()
+	cluster := pgtest.Second(t)
+	srv := spicedbtest.StartPostgres(t, cluster.URL(cluster.NewDatabase(t, "")))
+	e := newEnv(t, withSpiceDB(srv))
+	tn := e.tenant("acme", tenancy.Shared, "")
+	boss := e.adminLogin("acme", "boss@outage.test")
+	e.signup("acme", "deputy@outage.test", goodPassword)
+	deputy := e.login("acme", "deputy@outage.test", goodPassword)
+	e.must(200, "GET", "acme", "/v1/admin/users", boss.AccessToken, nil)
+
+	srv.Stop(t)
+	// Fail closed: no check can be made, so nothing is allowed.
+	e.problemOf(e.do("GET", "acme", "/v1/admin/users", boss.AccessToken, nil), 503)
+	// An operator's grant still commits; it waits in the outbox.
+	if _, err := e.svc.SetRole(context.Background(), tn, "deputy@outage.test", identity.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	var waiting int
+	e.admin.QueryRow(context.Background(), "select count(*) from app.rebac_outbox where delivered_at is null").Scan(&waiting)
+	if waiting != 1 {
+		t.Fatalf("%d changes wait for SpiceDB, want 1", waiting)
+	}
+
+	srv.Restart(t)
+	// The outbox catches up; the grant holds.
+	e.must(200, "GET", "acme", "/v1/admin/users", deputy.AccessToken, nil)
+	e.must(200, "GET", "acme", "/v1/admin/users", boss.AccessToken, nil)
+}

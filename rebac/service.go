@@ -1,0 +1,552 @@
+package rebac
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// TenantObject is the local id of the tenant object of every tenant
+// (whose full id is "<tenant id>|tenant").
+const TenantObject = "tenant"
+
+// Tenant permissions that roles may carry.
+var TenantPermissions = []string{"manage_users", "manage_roles", "view_audit", "manage_apps"}
+
+// Service is Gatehouse's authorization: tenant admins' groups and roles,
+// kept in Postgres (what admins see) and mirrored to SpiceDB through the
+// outbox, and the checks made against SpiceDB.
+type Service struct {
+	db     *tenancy.DB
+	client *Client
+	relay  *Relay
+	log    *slog.Logger
+}
+
+// NewService returns the authorization service. Without a client and a
+// relay (operators' commands away from SpiceDB) it only records changes,
+// which the servers' relays deliver, and every check is Unavailable.
+func NewService(db *tenancy.DB, client *Client, relay *Relay, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, client: client, relay: relay, log: log}
+}
+
+// Allowed reports whether user holds permission on tenant t, seeing every
+// change made so far. Returns Unavailable (and false) when SpiceDB cannot
+// answer: never allows by default.
+func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, permission string) (bool, error) {
+	if s.client == nil {
+		return false, problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
+	}
+	at, err := s.relay.Token(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	ok, _, err := s.client.Check(ctx, t.ID, SubjectRef{Ref: Ref{Type: "user", ID: user.String()}}, permission, Ref{Type: "tenant", ID: TenantObject}, at)
+	return ok && err == nil, err
+}
+
+func tenantRef() Ref { return Ref{Type: "tenant", ID: TenantObject} }
+
+func userSubject(id uuid.UUID) SubjectRef { return SubjectRef{Ref: Ref{Type: "user", ID: id.String()}} }
+
+// SetAdmin records in q's transaction that user is, or is no longer, an
+// admin of tenant t. Call Flush after the commit.
+func (s *Service) SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error {
+	op := Delete
+	if admin {
+		op = Touch
+	}
+	return Enqueue(ctx, q, t.ID, op, Relationship{Resource: tenantRef(), Relation: "admin", Subject: userSubject(user)})
+}
+
+// Flush pushes tenant t's waiting changes to SpiceDB now, so that the
+// next check sees them; when SpiceDB is down they wait for the relay, and
+// checks deny until then.
+func (s *Service) Flush(ctx context.Context, t *tenancy.Tenant) {
+	if s.relay == nil {
+		return
+	}
+	if _, err := s.relay.Deliver(ctx, t); err != nil {
+		s.log.Warn("rebac: changes wait for SpiceDB", "tenant", t.Slug, "err", err)
+	}
+}
+
+// ForgetUser removes, in q's transaction, everything that grants user
+// anything in tenant t (admin rights, group memberships, role
+// assignments), for a deleted account. Call Flush after the commit.
+func (s *Service) ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error {
+	if err := s.SetAdmin(ctx, q, t, user, false); err != nil {
+		return err
+	}
+	if err := Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: tenantRef(), Relation: "member", Subject: userSubject(user)}); err != nil {
+		return err
+	}
+	groups, err := q.GroupsContaining(ctx, queries.GroupsContainingParams{TenantID: t.ID.UUID(), MemberType: "user", MemberID: user})
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := s.removeMember(ctx, q, t, g.GroupID, "user", user); err != nil {
+			return err
+		}
+	}
+	roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: "user", SubjectID: user})
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if err := s.unassign(ctx, q, t, r.ID, "user", user); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Group is a group as admins see it.
+type Group struct {
+	ID          uuid.UUID `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+}
+
+// Member is a member of a group: a user, or a group whose members belong.
+type Member struct {
+	Type    string    `json:"type"` // user or group
+	ID      uuid.UUID `json:"id"`
+	Manager bool      `json:"manager,omitempty"`
+}
+
+// Role is a custom role as admins see it.
+type Role struct {
+	ID          uuid.UUID `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Permissions []string  `json:"permissions"`
+}
+
+func groupFromRow(r queries.AppGroup) *Group {
+	return &Group{ID: r.ID, Name: r.Name, Description: r.Description}
+}
+
+func roleFromRow(r queries.AppRole) *Role {
+	return &Role{ID: r.ID, Name: r.Name, Description: r.Description, Permissions: r.Permissions}
+}
+
+// memberSubject is the SpiceDB subject a member stands for.
+func memberSubject(typ string, id uuid.UUID) SubjectRef {
+	if typ == "group" {
+		return SubjectRef{Ref: Ref{Type: "group", ID: id.String()}, Relation: "member"}
+	}
+	return userSubject(id)
+}
+
+// CreateGroup creates a group in q's transaction. Returns Invalid for a
+// bad name or description, Conflict if the name is taken.
+func (s *Service) CreateGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, name, description string) (*Group, error) {
+	if err := checkName("name", name, 100); err != nil {
+		return nil, err
+	}
+	if len([]rune(description)) > 500 {
+		return nil, problem.InvalidField("description", "must be at most 500 characters")
+	}
+	row, err := q.CreateGroup(ctx, queries.CreateGroupParams{TenantID: t.ID.UUID(), Name: name, Description: description})
+	if isUniqueViolation(err) {
+		return nil, problem.Errorf(problem.Conflict, "a group named %q exists", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := Enqueue(ctx, q, t.ID, Touch, Relationship{Resource: Ref{Type: "group", ID: row.ID.String()}, Relation: "tenant", Subject: SubjectRef{Ref: tenantRef()}}); err != nil {
+		return nil, err
+	}
+	return groupFromRow(row), nil
+}
+
+// DeleteGroup deletes a group and every relationship it took part in.
+// Returns NotFound.
+func (s *Service) DeleteGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
+	members, err := q.ListGroupMembers(ctx, queries.ListGroupMembersParams{TenantID: t.ID.UUID(), GroupID: id})
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if err := s.removeMember(ctx, q, t, id, m.MemberType, m.MemberID); err != nil {
+			return err
+		}
+	}
+	// As a member of other groups, and as an assignee of roles.
+	if err := s.ForgetGroup(ctx, q, t, id); err != nil {
+		return err
+	}
+	n, err := q.DeleteGroup(ctx, queries.DeleteGroupParams{TenantID: t.ID.UUID(), ID: id})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return problem.Errorf(problem.NotFound, "no such group")
+	}
+	return Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: Ref{Type: "group", ID: id.String()}, Relation: "tenant", Subject: SubjectRef{Ref: tenantRef()}})
+}
+
+// ForgetGroup removes group id from the groups and roles it belongs to.
+func (s *Service) ForgetGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
+	parents, err := q.GroupsContaining(ctx, queries.GroupsContainingParams{TenantID: t.ID.UUID(), MemberType: "group", MemberID: id})
+	if err != nil {
+		return err
+	}
+	for _, p := range parents {
+		if err := s.removeMember(ctx, q, t, p.GroupID, "group", id); err != nil {
+			return err
+		}
+	}
+	roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: "group", SubjectID: id})
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if err := s.unassign(ctx, q, t, r.ID, "group", id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddMember makes a user or a group a member of group id (a user may
+// also be its manager). Returns NotFound for an unknown group, Invalid for
+// a bad member type or a group that would contain itself.
+func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, m Member) error {
+	if _, err := q.GetGroup(ctx, queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+		return notFound(err, "no such group")
+	}
+	switch m.Type {
+	case "user":
+		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: m.ID}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return problem.InvalidField("id", "is not a user of this tenant")
+			}
+			return err
+		}
+	case "group":
+		if m.Manager {
+			return problem.InvalidField("manager", "only users manage groups")
+		}
+		if _, err := q.GetGroup(ctx, queries.GetGroupParams{TenantID: t.ID.UUID(), ID: m.ID}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return problem.InvalidField("id", "is not a group of this tenant")
+			}
+			return err
+		}
+		cycle, err := s.contains(ctx, q, t, m.ID, id)
+		if err != nil {
+			return err
+		}
+		if cycle {
+			return problem.InvalidField("id", "would make the group contain itself")
+		}
+	default:
+		return problem.InvalidField("type", "must be user or group")
+	}
+	if _, err := q.AddGroupMember(ctx, queries.AddGroupMemberParams{
+		TenantID: t.ID.UUID(), GroupID: id, MemberType: m.Type, MemberID: m.ID, Manager: m.Manager,
+	}); err != nil {
+		return err
+	}
+	group := Ref{Type: "group", ID: id.String()}
+	if err := Enqueue(ctx, q, t.ID, Touch, Relationship{Resource: group, Relation: "direct_member", Subject: memberSubject(m.Type, m.ID)}); err != nil {
+		return err
+	}
+	op := Delete
+	if m.Manager {
+		op = Touch
+	}
+	if m.Type == "user" {
+		return Enqueue(ctx, q, t.ID, op, Relationship{Resource: group, Relation: "manager", Subject: userSubject(m.ID)})
+	}
+	return nil
+}
+
+// contains reports whether group outer contains group inner, directly or
+// through nested groups (Postgres, the source of truth, decides).
+func (s *Service) contains(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, outer, inner uuid.UUID) (bool, error) {
+	if outer == inner {
+		return true, nil
+	}
+	edges, err := q.GroupMembershipsOfGroups(ctx, t.ID.UUID())
+	if err != nil {
+		return false, err
+	}
+	children := map[uuid.UUID][]uuid.UUID{}
+	for _, e := range edges {
+		children[e.GroupID] = append(children[e.GroupID], e.MemberID)
+	}
+	seen := map[uuid.UUID]bool{outer: true}
+	queue := []uuid.UUID{outer}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		for _, c := range children[g] {
+			if c == inner {
+				return true, nil
+			}
+			if !seen[c] {
+				seen[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	return false, nil
+}
+
+// RemoveMember removes a member from group id. Returns NotFound if it is
+// not a member.
+func (s *Service) RemoveMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, member uuid.UUID) error {
+	if typ != "user" && typ != "group" {
+		return problem.Errorf(problem.NotFound, "no such member")
+	}
+	return s.removeMember(ctx, q, t, id, typ, member)
+}
+
+func (s *Service) removeMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, member uuid.UUID) error {
+	if _, err := q.RemoveGroupMember(ctx, queries.RemoveGroupMemberParams{TenantID: t.ID.UUID(), GroupID: id, MemberType: typ, MemberID: member}); err != nil {
+		return notFound(err, "no such member")
+	}
+	group := Ref{Type: "group", ID: id.String()}
+	if err := Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: group, Relation: "direct_member", Subject: memberSubject(typ, member)}); err != nil {
+		return err
+	}
+	if typ == "user" {
+		return Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: group, Relation: "manager", Subject: userSubject(member)})
+	}
+	return nil
+}
+
+// CreateRole creates a custom role carrying permissions (of
+// TenantPermissions). Returns Invalid, or Conflict if the name is taken.
+func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, name, description string, permissions []string) (*Role, error) {
+	if !roleName.MatchString(name) {
+		return nil, problem.InvalidField("name", "must be 1 to 63 of a-z, 0-9 and -, starting with a letter or digit (e.g. billing-admin)")
+	}
+	if len([]rune(description)) > 500 {
+		return nil, problem.InvalidField("description", "must be at most 500 characters")
+	}
+	perms, err := checkPermissions(permissions)
+	if err != nil {
+		return nil, err
+	}
+	row, err := q.CreateRole(ctx, queries.CreateRoleParams{TenantID: t.ID.UUID(), Name: name, Description: description, Permissions: perms})
+	if isUniqueViolation(err) {
+		return nil, problem.Errorf(problem.Conflict, "a role named %q exists", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	role := Ref{Type: "role", ID: row.ID.String()}
+	for _, r := range []Relationship{
+		{Resource: role, Relation: "tenant", Subject: SubjectRef{Ref: tenantRef()}},
+		{Resource: tenantRef(), Relation: "role", Subject: SubjectRef{Ref: role}},
+	} {
+		if err := Enqueue(ctx, q, t.ID, Touch, r); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.setRolePermissions(ctx, q, t, row.ID, nil, perms); err != nil {
+		return nil, err
+	}
+	return roleFromRow(row), nil
+}
+
+// UpdateRole changes a role's description or permission set. Returns
+// NotFound or Invalid.
+func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, description *string, permissions []string) (*Role, error) {
+	old, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
+	if err != nil {
+		return nil, notFound(err, "no such role")
+	}
+	if description != nil && len([]rune(*description)) > 500 {
+		return nil, problem.InvalidField("description", "must be at most 500 characters")
+	}
+	var perms []string
+	if permissions != nil {
+		if perms, err = checkPermissions(permissions); err != nil {
+			return nil, err
+		}
+	}
+	row, err := q.UpdateRole(ctx, queries.UpdateRoleParams{TenantID: t.ID.UUID(), ID: id, Description: description, Permissions: perms})
+	if err != nil {
+		return nil, notFound(err, "no such role")
+	}
+	if permissions != nil {
+		if err := s.setRolePermissions(ctx, q, t, id, old.Permissions, perms); err != nil {
+			return nil, err
+		}
+	}
+	return roleFromRow(row), nil
+}
+
+// setRolePermissions mirrors a role's permission set from was to now.
+func (s *Service) setRolePermissions(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, was, now []string) error {
+	has := map[string]bool{}
+	for _, p := range now {
+		has[p] = true
+	}
+	had := map[string]bool{}
+	for _, p := range was {
+		had[p] = true
+	}
+	for _, p := range TenantPermissions {
+		if has[p] == had[p] {
+			continue
+		}
+		op := Delete
+		if has[p] {
+			op = Touch
+		}
+		if err := Enqueue(ctx, q, t.ID, op, Relationship{
+			Resource: Ref{Type: "role", ID: id.String()}, Relation: p, Subject: SubjectRef{Ref: Ref{Type: "user", ID: "*"}},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteRole deletes a role and its assignments. Returns NotFound.
+func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
+	assigned, err := q.ListRoleAssignments(ctx, queries.ListRoleAssignmentsParams{TenantID: t.ID.UUID(), RoleID: id})
+	if err != nil {
+		return err
+	}
+	for _, a := range assigned {
+		if err := s.unassign(ctx, q, t, id, a.SubjectType, a.SubjectID); err != nil {
+			return err
+		}
+	}
+	row, err := q.DeleteRole(ctx, queries.DeleteRoleParams{TenantID: t.ID.UUID(), ID: id})
+	if err != nil {
+		return notFound(err, "no such role")
+	}
+	role := Ref{Type: "role", ID: id.String()}
+	if err := s.setRolePermissions(ctx, q, t, id, row.Permissions, nil); err != nil {
+		return err
+	}
+	for _, r := range []Relationship{
+		{Resource: role, Relation: "tenant", Subject: SubjectRef{Ref: tenantRef()}},
+		{Resource: tenantRef(), Relation: "role", Subject: SubjectRef{Ref: role}},
+	} {
+		if err := Enqueue(ctx, q, t.ID, Delete, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Assign assigns role id to a user or group. Returns NotFound for an
+// unknown role, Invalid for an unknown subject.
+func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, m Member) error {
+	if _, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+		return notFound(err, "no such role")
+	}
+	switch m.Type {
+	case "user":
+		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: m.ID}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return problem.InvalidField("id", "is not a user of this tenant")
+			}
+			return err
+		}
+	case "group":
+		if _, err := q.GetGroup(ctx, queries.GetGroupParams{TenantID: t.ID.UUID(), ID: m.ID}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return problem.InvalidField("id", "is not a group of this tenant")
+			}
+			return err
+		}
+	default:
+		return problem.InvalidField("type", "must be user or group")
+	}
+	if _, err := q.AssignRole(ctx, queries.AssignRoleParams{TenantID: t.ID.UUID(), RoleID: id, SubjectType: m.Type, SubjectID: m.ID}); err != nil {
+		return err
+	}
+	return Enqueue(ctx, q, t.ID, Touch, Relationship{Resource: Ref{Type: "role", ID: id.String()}, Relation: "assignee", Subject: memberSubject(m.Type, m.ID)})
+}
+
+// Unassign takes role id from a user or group. Returns NotFound if it
+// was not assigned.
+func (s *Service) Unassign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, subject uuid.UUID) error {
+	if typ != "user" && typ != "group" {
+		return problem.Errorf(problem.NotFound, "no such assignment")
+	}
+	return s.unassign(ctx, q, t, id, typ, subject)
+}
+
+func (s *Service) unassign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, subject uuid.UUID) error {
+	n, err := q.UnassignRole(ctx, queries.UnassignRoleParams{TenantID: t.ID.UUID(), RoleID: id, SubjectType: typ, SubjectID: subject})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return problem.Errorf(problem.NotFound, "no such assignment")
+	}
+	return Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: Ref{Type: "role", ID: id.String()}, Relation: "assignee", Subject: memberSubject(typ, subject)})
+}
+
+func checkPermissions(ps []string) ([]string, error) {
+	known := map[string]bool{}
+	for _, p := range TenantPermissions {
+		known[p] = true
+	}
+	seen := map[string]bool{}
+	out := []string{}
+	for _, p := range ps {
+		if !known[p] {
+			return nil, problem.InvalidField("permissions", fmt.Sprintf("%q is not one of %v", p, TenantPermissions))
+		}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+var roleName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func checkName(field, v string, max int) error {
+	n := utf8.RuneCountInString(v)
+	if n == 0 || strings.TrimSpace(v) != v {
+		return problem.InvalidField(field, "is required, without leading or trailing spaces")
+	}
+	if n > max || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		return problem.InvalidField(field, fmt.Sprintf("must be at most %d characters, without control characters", max))
+	}
+	return nil
+}
+
+// notFound maps a missing row to NotFound with msg.
+func notFound(err error, msg string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return problem.Errorf(problem.NotFound, "%s", msg)
+	}
+	return err
+}
+
+func isUniqueViolation(err error) bool {
+	e, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && e.Code == "23505"
+}
