@@ -142,7 +142,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
-	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc).Routes}}).App()
+	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc, 1).Routes}}).App()
 	return e
 }
 

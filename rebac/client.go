@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -305,4 +306,100 @@ func callError(op string, err error) error {
 		return problem.Wrap(problem.Unavailable, fmt.Errorf("spicedb %s: %w", op, err), unavailableMessage)
 	}
 	return fmt.Errorf("spicedb %s: %w", op, err)
+}
+
+// CheckItem is one question of a bulk check.
+type CheckItem struct {
+	Subject    SubjectRef
+	Permission string
+	Resource   Ref
+}
+
+// MaxBulk is how many questions one bulk check may ask.
+const MaxBulk = 100
+
+// CheckBulk answers up to MaxBulk checks of tenant t in one call, in
+// order, at least as fresh as at. Same errors as Check, with the field
+// naming the item ("items[3].resource.id").
+func (c *Client) CheckBulk(ctx context.Context, t tenancy.ID, items []CheckItem, at ZedToken) ([]bool, ZedToken, error) {
+	if len(items) == 0 || len(items) > MaxBulk {
+		return nil, "", problem.InvalidField("items", fmt.Sprintf("must hold 1 to %d checks", MaxBulk))
+	}
+	req := &v1.CheckBulkPermissionsRequest{Consistency: consistency(at)}
+	for i, it := range items {
+		field := fmt.Sprintf("items[%d]", i)
+		res, err := objectRef(t, field+".resource", it.Resource)
+		if err != nil {
+			return nil, "", err
+		}
+		if !HasPermission(it.Resource.Type, it.Permission) {
+			return nil, "", problem.InvalidField(field+".permission", "is not a permission of "+it.Resource.Type)
+		}
+		sub, err := subjectRef(t, field+".subject", it.Subject)
+		if err != nil {
+			return nil, "", err
+		}
+		req.Items = append(req.Items, &v1.CheckBulkPermissionsRequestItem{Resource: res, Permission: it.Permission, Subject: sub})
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.api.CheckBulkPermissions(ctx, req)
+	if err != nil {
+		return nil, "", callError("check permissions", err)
+	}
+	out := make([]bool, len(items))
+	for i, p := range r.Pairs {
+		if i >= len(out) {
+			break
+		}
+		if e := p.GetError(); e != nil {
+			// One failed question fails the answer: a partial answer
+			// must not read as denials that may be allowed, or worse.
+			return nil, "", callError("check permissions", status.ErrorProto(e))
+		}
+		out[i] = p.GetItem().GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION
+	}
+	return out, ZedToken(r.CheckedAt.GetToken()), nil
+}
+
+// MaxLookup bounds how many resources a lookup returns.
+const MaxLookup = 1000
+
+// LookupResources returns the local ids of tenant t's objects of type
+// typ on which subject has permission (at most MaxLookup), at least as
+// fresh as at.
+func (c *Client) LookupResources(ctx context.Context, t tenancy.ID, subject SubjectRef, permission, typ string, at ZedToken) ([]string, error) {
+	if _, ok := Schema[typ]; !ok {
+		return nil, problem.InvalidField("resource_type", "is not a known object type")
+	}
+	if !HasPermission(typ, permission) {
+		return nil, problem.InvalidField("permission", "is not a permission of "+typ)
+	}
+	sub, err := subjectRef(t, "subject", subject)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	stream, err := c.api.LookupResources(ctx, &v1.LookupResourcesRequest{
+		Consistency: consistency(at), ResourceObjectType: typ, Permission: permission, Subject: sub, OptionalLimit: MaxLookup,
+	})
+	if err != nil {
+		return nil, callError("lookup resources", err)
+	}
+	ids := []string{}
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, callError("lookup resources", err)
+		}
+		// Only ids of this tenant can match a subject of this tenant;
+		// anything else is skipped, never shown.
+		if id, ok := LocalID(t, r.ResourceObjectId); ok && r.Permissionship == v1.LookupPermissionship_LOOKUP_PERMISSIONSHIP_HAS_PERMISSION {
+			ids = append(ids, id)
+		}
+	}
 }

@@ -17,13 +17,17 @@ import (
 // pushes the relationship changes to SpiceDB before it answers, so the
 // next check sees them.
 type HTTP struct {
-	authz    *Service
-	accounts *identity.Service
+	authz       *Service
+	accounts    *identity.Service
+	grants      appGrants
+	auditSample float64
 }
 
-// NewHTTP returns the admin API over authz, authenticating with accounts.
-func NewHTTP(authz *Service, accounts *identity.Service) *HTTP {
-	return &HTTP{authz: authz, accounts: accounts}
+// NewHTTP returns the admin and check APIs over authz, authenticating
+// with accounts. auditSample is the share (0 to 1) of check-API
+// decisions written to the audit trail.
+func NewHTTP(authz *Service, accounts *identity.Service, auditSample float64) *HTTP {
+	return &HTTP{authz: authz, accounts: accounts, auditSample: auditSample}
 }
 
 // Routes registers the endpoints on a router whose requests have their
@@ -49,6 +53,7 @@ func (h *HTTP) Routes(r fiber.Router) {
 	a.Get("/roles/:id/assignments", h.listAssignments)
 	a.Post("/roles/:id/assignments", h.assign)
 	a.Delete("/roles/:id/assignments/:type/:subject", h.unassign)
+	h.checkRoutes(r)
 }
 
 type adminRouter struct {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -69,6 +70,7 @@ Configuration comes from flags or the environment (flags win):
   --spicedb-key-file GATEHOUSE_SPICEDB_KEY_FILE … or a file holding it
   --spicedb-plaintext GATEHOUSE_SPICEDB_PLAINTEXT=true  no TLS to SpiceDB (loopback only)
   --spicedb-ca-file GATEHOUSE_SPICEDB_CA_FILE  CA certificate(s) for SpiceDB's TLS (default: the system's)
+  --check-audit-sample GATEHOUSE_CHECK_AUDIT_SAMPLE  share of check-API decisions audited, 0 to 1 (default 0.01)
   --vault-addr     GATEHOUSE_VAULT_ADDR        Vault's address (e.g. https://vault.internal:8200)
                    GATEHOUSE_VAULT_ROLE_ID     AppRole login for servers (environment only) …
                    GATEHOUSE_VAULT_SECRET_ID   … with its secret id (environment only)
@@ -102,6 +104,8 @@ type config struct {
 	// or SpiceDBKeyFile.
 	SpiceDB        rebac.Config
 	SpiceDBKeyFile string
+	// CheckAuditSample is the share of check-API decisions audited.
+	CheckAuditSample float64
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -123,6 +127,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SMTPURL, "smtp-url", env("GATEHOUSE_SMTP_URL", ""), "SMTP server for mail: smtp://user@host:587?tls=starttls|tls|none")
 	fs.StringVar(&c.MailFrom, "mail-from", env("GATEHOUSE_MAIL_FROM", ""), "From address of tenants that set none (default no-reply@<base domain>)")
 	fs.StringVar(&c.SpiceDB.Addr, "spicedb-addr", env("GATEHOUSE_SPICEDB_ADDR", ""), "SpiceDB's gRPC address, host:port")
+	fs.Float64Var(&c.CheckAuditSample, "check-audit-sample", envFloat("GATEHOUSE_CHECK_AUDIT_SAMPLE", 0.01), "share of check-API decisions written to the audit trail, 0 to 1")
 	fs.StringVar(&c.SpiceDBKeyFile, "spicedb-key-file", env("GATEHOUSE_SPICEDB_KEY_FILE", ""), "file holding SpiceDB's preshared key")
 	fs.BoolVar(&c.SpiceDB.Plaintext, "spicedb-plaintext", env("GATEHOUSE_SPICEDB_PLAINTEXT", "") == "true", "talk to SpiceDB without TLS (loopback only)")
 	fs.StringVar(&c.SpiceDB.CAFile, "spicedb-ca-file", env("GATEHOUSE_SPICEDB_CA_FILE", ""), "CA certificate(s) SpiceDB's TLS certificate is checked against (default: the system's)")
@@ -137,6 +142,19 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.Vault.Token = os.Getenv("GATEHOUSE_VAULT_TOKEN")
 	c.Vault.RoleID = os.Getenv("GATEHOUSE_VAULT_ROLE_ID")
 	c.Vault.SecretID = os.Getenv("GATEHOUSE_VAULT_SECRET_ID")
+}
+
+// envFloat reads a number from the environment; a malformed one is left
+// to the flag's own check (it becomes the flag's default and is refused
+// by serve).
+func envFloat(name string, def float64) float64 {
+	if v, ok := os.LookupEnv(name); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+		return -1
+	}
+	return def
 }
 
 // configFrom parses the flags of a command that takes no arguments.

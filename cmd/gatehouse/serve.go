@@ -35,6 +35,9 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	if err := cfg.requireDatabase(); err != nil {
 		return err
 	}
+	if cfg.CheckAuditSample < 0 || cfg.CheckAuditSample > 1 {
+		return problem.Errorf(problem.Invalid, "--check-audit-sample must be a number from 0 to 1")
+	}
 	if cfg.RateLimits != "on" && cfg.RateLimits != "off" {
 		return problem.Errorf(problem.Invalid, "--rate-limits must be on or off")
 	}
@@ -132,7 +135,7 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 			"vault":    func(context.Context) error { return vault.Healthy() },
 			"spicedb":  spicedb.Healthy,
 		},
-		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts).Routes},
+		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts, cfg.CheckAuditSample).Routes},
 	})
 	log.Info("serving", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain)
 	if ready != nil {

@@ -1,0 +1,319 @@
+package rebac
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// The check API, for SaaS apps: permission checks (single and bulk),
+// resource lookups, and writes of relationships of the apps' own
+// resources. A caller needs the tenant's manage_apps permission (its
+// admins have it); everything it names is an object of the tenant the
+// request resolved to.
+
+// appGrantTTL is how long a caller's manage_apps permission is trusted
+// without asking SpiceDB again: a check should cost one SpiceDB call, not
+// two.
+const appGrantTTL = 5 * time.Second
+
+// appGrants remembers which callers may use the check API, briefly.
+type appGrants struct {
+	mu sync.Mutex
+	m  map[[2]uuid.UUID]time.Time
+}
+
+func (g *appGrants) ok(t tenancy.ID, user uuid.UUID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, found := g.m[[2]uuid.UUID{t.UUID(), user}]
+	return found && time.Now().Before(until)
+}
+
+func (g *appGrants) remember(t tenancy.ID, user uuid.UUID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil || len(g.m) > 10_000 {
+		g.m = map[[2]uuid.UUID]time.Time{}
+	}
+	g.m[[2]uuid.UUID{t.UUID(), user}] = time.Now().Add(appGrantTTL)
+}
+
+func (h *HTTP) checkRoutes(r fiber.Router) {
+	auth := h.accounts.RequireAuth
+	r.Post("/v1/permissions/check", auth, h.requireApp, h.check)
+	r.Post("/v1/permissions/check-bulk", auth, h.requireApp, h.checkBulk)
+	r.Post("/v1/permissions/lookup-resources", auth, h.requireApp, h.lookupResources)
+	r.Post("/v1/relationships", auth, h.requireApp, h.writeRelationships)
+}
+
+// requireApp admits callers with the tenant's manage_apps permission.
+func (h *HTTP) requireApp(c *fiber.Ctx) error {
+	t := tenantOf(c)
+	p := identity.PrincipalOf(c)
+	if h.grants.ok(t.ID, p.User) {
+		return c.Next()
+	}
+	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, "manage_apps")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return problem.Errorf(problem.Forbidden, "the check API needs the tenant's manage_apps permission")
+	}
+	h.grants.remember(t.ID, p.User)
+	return c.Next()
+}
+
+func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
+	t, ok := tenancy.FromContext(c.UserContext())
+	if !ok {
+		panic("rebac: route registered without the resolver middleware")
+	}
+	return t
+}
+
+type objectJSON struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+type subjectJSON struct {
+	Type     string `json:"type"`
+	ID       string `json:"id"`
+	Relation string `json:"relation,omitempty"`
+}
+
+func (o objectJSON) ref() Ref { return Ref{Type: o.Type, ID: o.ID} }
+func (s subjectJSON) ref() SubjectRef {
+	return SubjectRef{Ref: Ref{Type: s.Type, ID: s.ID}, Relation: s.Relation}
+}
+func (s subjectJSON) String() string     { return fmt.Sprintf("%s:%s", s.Type, s.ID) }
+func (o objectJSON) String() string      { return fmt.Sprintf("%s:%s", o.Type, o.ID) }
+func required(fields ...[2]string) error { return server.Required(toMap(fields)) }
+
+func toMap(fields [][2]string) map[string]string {
+	m := make(map[string]string, len(fields))
+	for _, f := range fields {
+		m[f[0]] = f[1]
+	}
+	return m
+}
+
+type checkRequest struct {
+	Subject          subjectJSON `json:"subject"`
+	Permission       string      `json:"permission"`
+	Resource         objectJSON  `json:"resource"`
+	ConsistencyToken string      `json:"consistency_token"`
+}
+
+func (r checkRequest) check(prefix string) error {
+	return required([2]string{prefix + "subject.type", r.Subject.Type}, [2]string{prefix + "subject.id", r.Subject.ID},
+		[2]string{prefix + "permission", r.Permission}, [2]string{prefix + "resource.type", r.Resource.Type},
+		[2]string{prefix + "resource.id", r.Resource.ID})
+}
+
+// token is the consistency a check for tenant t must have: the caller's
+// token if it sent one (from its own write), else the tenant's latest.
+func (h *HTTP) token(ctx context.Context, t *tenancy.Tenant, given string) (ZedToken, error) {
+	if given != "" {
+		if len(given) > 1000 {
+			return "", problem.InvalidField("consistency_token", "is not a consistency token")
+		}
+		return ZedToken(given), nil
+	}
+	return h.authz.relay.Token(ctx, t)
+}
+
+func (h *HTTP) check(c *fiber.Ctx) error {
+	var req checkRequest
+	if err := server.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if err := req.check(""); err != nil {
+		return err
+	}
+	t := tenantOf(c)
+	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	if err != nil {
+		return err
+	}
+	ok, checkedAt, err := h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
+	if err != nil {
+		return err
+	}
+	h.sample(c, t, []checkRequest{req}, []bool{ok})
+	server.NoStore(c)
+	return c.JSON(fiber.Map{"allowed": ok, "consistency_token": checkedAt})
+}
+
+type checkBulkRequest struct {
+	Items            []checkRequest `json:"items"`
+	ConsistencyToken string         `json:"consistency_token"`
+}
+
+func (h *HTTP) checkBulk(c *fiber.Ctx) error {
+	var req checkBulkRequest
+	if err := server.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if len(req.Items) == 0 || len(req.Items) > MaxBulk {
+		return problem.InvalidField("items", fmt.Sprintf("must hold 1 to %d checks", MaxBulk))
+	}
+	items := make([]CheckItem, len(req.Items))
+	for i, it := range req.Items {
+		if err := it.check(fmt.Sprintf("items[%d].", i)); err != nil {
+			return err
+		}
+		if it.ConsistencyToken != "" {
+			return problem.InvalidField(fmt.Sprintf("items[%d].consistency_token", i), "goes once, beside items")
+		}
+		items[i] = CheckItem{Subject: it.Subject.ref(), Permission: it.Permission, Resource: it.Resource.ref()}
+	}
+	t := tenantOf(c)
+	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	if err != nil {
+		return err
+	}
+	allowed, checkedAt, err := h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
+	if err != nil {
+		return err
+	}
+	h.sample(c, t, req.Items, allowed)
+	results := make([]fiber.Map, len(allowed))
+	for i, ok := range allowed {
+		results[i] = fiber.Map{"allowed": ok}
+	}
+	server.NoStore(c)
+	return c.JSON(fiber.Map{"results": results, "consistency_token": checkedAt})
+}
+
+type lookupRequest struct {
+	Subject          subjectJSON `json:"subject"`
+	Permission       string      `json:"permission"`
+	ResourceType     string      `json:"resource_type"`
+	ConsistencyToken string      `json:"consistency_token"`
+}
+
+func (h *HTTP) lookupResources(c *fiber.Ctx) error {
+	var req lookupRequest
+	if err := server.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if err := required([2]string{"subject.type", req.Subject.Type}, [2]string{"subject.id", req.Subject.ID},
+		[2]string{"permission", req.Permission}, [2]string{"resource_type", req.ResourceType}); err != nil {
+		return err
+	}
+	t := tenantOf(c)
+	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	if err != nil {
+		return err
+	}
+	ids, err := h.authz.client.LookupResources(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.ResourceType, at)
+	if err != nil {
+		return err
+	}
+	server.NoStore(c)
+	return c.JSON(fiber.Map{"resources": ids, "truncated": len(ids) == MaxLookup})
+}
+
+type relationshipJSON struct {
+	Resource objectJSON  `json:"resource"`
+	Relation string      `json:"relation"`
+	Subject  subjectJSON `json:"subject"`
+}
+
+type relationshipsRequest struct {
+	Touch  []relationshipJSON `json:"touch"`
+	Delete []relationshipJSON `json:"delete"`
+}
+
+// appTypes are the object types whose relationships apps write: their
+// own resources. Tenants, groups and roles are Gatehouse's to keep.
+var appTypes = map[string]bool{"resource": true}
+
+func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
+	var req relationshipsRequest
+	if err := server.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if n := len(req.Touch) + len(req.Delete); n == 0 || n > MaxBulk {
+		return problem.Errorf(problem.Invalid, "give 1 to %d relationships in touch and delete", MaxBulk)
+	}
+	convert := func(name string, in []relationshipJSON) ([]Relationship, error) {
+		out := make([]Relationship, len(in))
+		for i, r := range in {
+			field := fmt.Sprintf("%s[%d].", name, i)
+			if err := required([2]string{field + "resource.type", r.Resource.Type}, [2]string{field + "resource.id", r.Resource.ID},
+				[2]string{field + "relation", r.Relation}, [2]string{field + "subject.type", r.Subject.Type},
+				[2]string{field + "subject.id", r.Subject.ID}); err != nil {
+				return nil, err
+			}
+			if !appTypes[r.Resource.Type] {
+				return nil, problem.InvalidField(field+"resource.type", "must be resource: apps write relationships of their own resources")
+			}
+			out[i] = Relationship{Resource: r.Resource.ref(), Relation: r.Relation, Subject: r.Subject.ref()}
+		}
+		return out, nil
+	}
+	touch, err := convert("touch", req.Touch)
+	if err != nil {
+		return err
+	}
+	del, err := convert("delete", req.Delete)
+	if err != nil {
+		return err
+	}
+	t := tenantOf(c)
+	written, err := h.authz.client.Write(c.UserContext(), t.ID, touch, del)
+	if err != nil {
+		return err
+	}
+	// Checks made for this tenant from now on see the write.
+	if err := h.authz.db.Tx(c.UserContext(), t, func(q *queries.Queries) error {
+		if _, err := q.LockRebacState(c.UserContext(), t.ID.UUID()); err != nil {
+			return err
+		}
+		return q.SetZedToken(c.UserContext(), queries.SetZedTokenParams{TenantID: t.ID.UUID(), Zedtoken: string(written)})
+	}); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"consistency_token": written})
+}
+
+// sample writes a share of check-API decisions to the audit trail.
+func (h *HTTP) sample(c *fiber.Ctx, t *tenancy.Tenant, reqs []checkRequest, allowed []bool) {
+	if h.auditSample <= 0 || rand.Float64() >= h.auditSample {
+		return
+	}
+	p := identity.PrincipalOf(c)
+	err := h.authz.db.Tx(c.UserContext(), t, func(q *queries.Queries) error {
+		for i, r := range reqs {
+			outcome := identity.Success
+			if !allowed[i] {
+				outcome = identity.Denied
+			}
+			if err := identity.Audit(c.UserContext(), q, t, identity.Event{
+				Actor: p.User, Action: "permission.check", Target: r.Resource.String(), Outcome: outcome, Meta: identity.MetaOf(c),
+				Details: map[string]string{"subject": r.Subject.String(), "permission": r.Permission},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		h.authz.log.Warn("rebac: cannot audit a sampled check", "tenant", t.Slug, "err", err)
+	}
+}
