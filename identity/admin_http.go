@@ -10,10 +10,34 @@ import (
 	"github.com/gatehouse/gatehouse/server"
 )
 
+// AdminRouter registers routes of the tenant admin API under /v1/admin,
+// each behind RequireAuth. Route by route rather than a fiber group: a
+// group's middleware runs for every path under its prefix, so each
+// package's group would authenticate every admin request again.
+type AdminRouter struct {
+	r    fiber.Router
+	auth fiber.Handler
+}
+
+// Admin returns the admin router over r.
+func (s *Service) Admin(r fiber.Router) AdminRouter { return AdminRouter{r, s.RequireAuth} }
+
+// Get registers a GET route.
+func (a AdminRouter) Get(path string, h fiber.Handler) { a.r.Get("/v1/admin"+path, a.auth, h) }
+
+// Post registers a POST route.
+func (a AdminRouter) Post(path string, h fiber.Handler) { a.r.Post("/v1/admin"+path, a.auth, h) }
+
+// Patch registers a PATCH route.
+func (a AdminRouter) Patch(path string, h fiber.Handler) { a.r.Patch("/v1/admin"+path, a.auth, h) }
+
+// Delete registers a DELETE route.
+func (a AdminRouter) Delete(path string, h fiber.Handler) { a.r.Delete("/v1/admin"+path, a.auth, h) }
+
 // adminRoutes registers the tenant admin API. Every handler checks admin
 // rights in the same transaction as its work (Service.AdminTx).
 func (s *Service) adminRoutes(r fiber.Router) {
-	a := r.Group("/v1/admin", s.RequireAuth)
+	a := s.Admin(r)
 	a.Get("/users", s.handleListUsers)
 	a.Post("/users", s.handleCreateUser)
 	a.Get("/users/:id", s.handleGetUser)

@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -45,6 +46,30 @@ func TestCustomRoleThroughNestedGroups(t *testing.T) {
 	// carries only.
 	e.must(200, "GET", "acme", "/v1/admin/audit", carol.AccessToken, nil)
 	e.problemOf(e.do("GET", "acme", "/v1/admin/users", carol.AccessToken, nil), 403)
+
+	// The effective permissions, explained.
+	var eff struct {
+		Permissions []struct {
+			Permission string
+			Allowed    bool
+			GrantedBy  []struct {
+				Via, Role string
+				Through   []string
+			} `json:"granted_by"`
+		}
+	}
+	e.must(200, "GET", "acme", "/v1/admin/users/"+carolID+"/permissions", boss.AccessToken, nil).json(t, &eff)
+	got := map[string]string{}
+	for _, p := range eff.Permissions {
+		got[p.Permission] = fmt.Sprint(p.Allowed)
+		for _, g := range p.GrantedBy {
+			got[p.Permission] += fmt.Sprintf(" %s:%s%v", g.Via, g.Role, g.Through)
+		}
+	}
+	if got["view_audit"] != "true role:auditor[group:Internal audit group:Compliance]" || got["manage_users"] != "false" || got["admin"] != "false" {
+		t.Fatalf("carol's effective permissions: %v", got)
+	}
+	e.problemOf(e.do("GET", "acme", "/v1/admin/users/"+carolID+"/permissions", carol.AccessToken, nil), 403)
 
 	// Removal takes effect on the very next request.
 	e.must(204, "DELETE", "acme", "/v1/admin/groups/"+inner.ID+"/members/user/"+carolID, boss.AccessToken, nil)

@@ -33,11 +33,7 @@ func NewHTTP(authz *Service, accounts *identity.Service, auditSample float64) *H
 // Routes registers the endpoints on a router whose requests have their
 // tenant resolved.
 func (h *HTTP) Routes(r fiber.Router) {
-	// Route by route rather than a group: identity's admin group
-	// already authenticates its own routes under /v1/admin, and a
-	// second group would authenticate every admin request twice.
-	auth := h.accounts.RequireAuth
-	a := adminRouter{r, auth}
+	a := h.accounts.Admin(r)
 	a.Get("/groups", h.listGroups)
 	a.Post("/groups", h.createGroup)
 	a.Get("/groups/:id", h.getGroup)
@@ -53,18 +49,9 @@ func (h *HTTP) Routes(r fiber.Router) {
 	a.Get("/roles/:id/assignments", h.listAssignments)
 	a.Post("/roles/:id/assignments", h.assign)
 	a.Delete("/roles/:id/assignments/:type/:subject", h.unassign)
+	a.Get("/users/:id/permissions", h.userPermissions)
 	h.checkRoutes(r)
 }
-
-type adminRouter struct {
-	r    fiber.Router
-	auth fiber.Handler
-}
-
-func (a adminRouter) Get(path string, h fiber.Handler)    { a.r.Get("/v1/admin"+path, a.auth, h) }
-func (a adminRouter) Post(path string, h fiber.Handler)   { a.r.Post("/v1/admin"+path, a.auth, h) }
-func (a adminRouter) Patch(path string, h fiber.Handler)  { a.r.Patch("/v1/admin"+path, a.auth, h) }
-func (a adminRouter) Delete(path string, h fiber.Handler) { a.r.Delete("/v1/admin"+path, a.auth, h) }
 
 // tx runs fn as the admin action action of the request's caller, then
 // makes its relationship changes take effect.
@@ -446,4 +433,21 @@ func (h *HTTP) unassign(c *fiber.Ctx) error {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (h *HTTP) userPermissions(c *fiber.Ctx) error {
+	id, err := server.PathID(c, "id", "no such user")
+	if err != nil {
+		return err
+	}
+	var perms []Effective
+	err = h.tx(c, "user.permissions", func(q *queries.Queries, t *tenancy.Tenant) (err error) {
+		perms, err = h.authz.Explain(c.UserContext(), q, t, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	server.NoStore(c)
+	return c.JSON(fiber.Map{"permissions": perms})
 }

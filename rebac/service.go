@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -549,4 +550,114 @@ func notFound(err error, msg string) error {
 func isUniqueViolation(err error) bool {
 	e, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && e.Code == "23505"
+}
+
+// Grant says where a permission comes from: the admin role, or a custom
+// role assigned directly or through groups (outermost last).
+type Grant struct {
+	Via     string   `json:"via"`            // admin or role
+	Role    string   `json:"role,omitempty"` // the role's name
+	Through []string `json:"through,omitempty"`
+}
+
+// Effective is one tenant permission of a user: whether SpiceDB allows
+// it, and the grants Postgres records for it.
+type Effective struct {
+	Permission string  `json:"permission"`
+	Allowed    bool    `json:"allowed"`
+	GrantedBy  []Grant `json:"granted_by"`
+}
+
+// Explain returns user's tenant permissions with what grants each. The
+// grants come from Postgres (what admins see) in q's transaction; whether
+// each is allowed is SpiceDB's answer, so a drift between the two shows.
+func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) ([]Effective, error) {
+	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: user})
+	if err != nil {
+		return nil, notFound(err, "no such user")
+	}
+	// Every group the user belongs to, with the chain that leads there.
+	edges, err := q.GroupMembershipsOfGroups(ctx, t.ID.UUID())
+	if err != nil {
+		return nil, err
+	}
+	parents := map[uuid.UUID][]uuid.UUID{}
+	for _, e := range edges {
+		parents[e.MemberID] = append(parents[e.MemberID], e.GroupID)
+	}
+	direct, err := q.GroupsContaining(ctx, queries.GroupsContainingParams{TenantID: t.ID.UUID(), MemberType: "user", MemberID: user})
+	if err != nil {
+		return nil, err
+	}
+	names := map[uuid.UUID]string{}
+	groups, err := q.ListGroups(ctx, t.ID.UUID())
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		names[g.ID] = g.Name
+	}
+	chains := map[uuid.UUID][]string{}
+	var queue []uuid.UUID
+	for _, d := range direct {
+		if _, seen := chains[d.GroupID]; !seen {
+			chains[d.GroupID] = []string{"group:" + names[d.GroupID]}
+			queue = append(queue, d.GroupID)
+		}
+	}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		for _, p := range parents[g] {
+			if _, seen := chains[p]; !seen {
+				chains[p] = append(append([]string{}, chains[g]...), "group:"+names[p])
+				queue = append(queue, p)
+			}
+		}
+	}
+	grants := map[string][]Grant{}
+	if u.Role == "admin" {
+		for _, p := range append([]string{"admin"}, TenantPermissions...) {
+			grants[p] = append(grants[p], Grant{Via: "admin"})
+		}
+	}
+	addRoles := func(typ string, id uuid.UUID, through []string) error {
+		roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: typ, SubjectID: id})
+		for _, r := range roles {
+			for _, p := range r.Permissions {
+				grants[p] = append(grants[p], Grant{Via: "role", Role: r.Name, Through: through})
+			}
+		}
+		return err
+	}
+	if err := addRoles("user", user, nil); err != nil {
+		return nil, err
+	}
+	for g, chain := range chains {
+		if err := addRoles("group", g, chain); err != nil {
+			return nil, err
+		}
+	}
+	perms := append([]string{"admin"}, TenantPermissions...)
+	items := make([]CheckItem, len(perms))
+	for i, p := range perms {
+		items[i] = CheckItem{Subject: userSubject(user), Permission: p, Resource: tenantRef()}
+	}
+	at, err := s.relay.Token(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	allowed, _, err := s.client.CheckBulk(ctx, t.ID, items, at)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Effective, len(perms))
+	for i, p := range perms {
+		out[i] = Effective{Permission: p, Allowed: allowed[i], GrantedBy: grants[p]}
+		if out[i].GrantedBy == nil {
+			out[i].GrantedBy = []Grant{}
+		}
+		slices.SortFunc(out[i].GrantedBy, func(a, b Grant) int { return strings.Compare(a.Via+a.Role, b.Via+b.Role) })
+	}
+	return out, nil
 }
