@@ -124,3 +124,12 @@ select zedtoken from app.rebac_state where tenant_id = $1;
 
 -- name: PendingRelationships :one
 select count(*) from app.rebac_outbox where tenant_id = $1 and delivered_at is null;
+
+-- name: ListAdmins :many
+select id from app.users where tenant_id = $1 and role = 'admin';
+
+-- name: ListAllGroupMembers :many
+select * from app.group_members where tenant_id = $1;
+
+-- name: ListAllRoleAssignments :many
+select * from app.role_assignments where tenant_id = $1;

@@ -454,6 +454,91 @@ func (q *Queries) GroupsContaining(ctx context.Context, arg GroupsContainingPara
 	return items, nil
 }
 
+const listAdmins = `-- name: ListAdmins :many
+select id from app.users where tenant_id = $1 and role = 'admin'
+`
+
+func (q *Queries) ListAdmins(ctx context.Context, tenantID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, listAdmins, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listAllGroupMembers = `-- name: ListAllGroupMembers :many
+select tenant_id, group_id, member_type, member_id, manager, created_at from app.group_members where tenant_id = $1
+`
+
+func (q *Queries) ListAllGroupMembers(ctx context.Context, tenantID uuid.UUID) ([]AppGroupMember, error) {
+	rows, err := q.db.Query(ctx, listAllGroupMembers, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppGroupMember
+	for rows.Next() {
+		var i AppGroupMember
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.GroupID,
+			&i.MemberType,
+			&i.MemberID,
+			&i.Manager,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listAllRoleAssignments = `-- name: ListAllRoleAssignments :many
+select tenant_id, role_id, subject_type, subject_id, created_at from app.role_assignments where tenant_id = $1
+`
+
+func (q *Queries) ListAllRoleAssignments(ctx context.Context, tenantID uuid.UUID) ([]AppRoleAssignment, error) {
+	rows, err := q.db.Query(ctx, listAllRoleAssignments, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppRoleAssignment
+	for rows.Next() {
+		var i AppRoleAssignment
+		if err := rows.Scan(
+			&i.TenantID,
+			&i.RoleID,
+			&i.SubjectType,
+			&i.SubjectID,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listGroupMembers = `-- name: ListGroupMembers :many
 select tenant_id, group_id, member_type, member_id, manager, created_at from app.group_members where tenant_id = $1 and group_id = $2 order by member_type desc, created_at
 `

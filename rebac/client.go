@@ -403,3 +403,39 @@ func (c *Client) LookupResources(ctx context.Context, t tenancy.ID, subject Subj
 		}
 	}
 }
+
+// Read returns tenant t's relationships whose resources are of type typ.
+func (c *Client) Read(ctx context.Context, t tenancy.ID, typ string) ([]Relationship, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*c.timeout)
+	defer cancel()
+	stream, err := c.api.ReadRelationships(ctx, &v1.ReadRelationshipsRequest{
+		Consistency:        &v1.Consistency{Requirement: &v1.Consistency_FullyConsistent{FullyConsistent: true}},
+		RelationshipFilter: &v1.RelationshipFilter{ResourceType: typ, OptionalResourceIdPrefix: t.String() + Separator},
+	})
+	if err != nil {
+		return nil, callError("read relationships", err)
+	}
+	var out []Relationship
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, callError("read relationships", err)
+		}
+		rel := r.Relationship
+		res, ok1 := LocalID(t, rel.Resource.ObjectId)
+		sub, ok2 := LocalID(t, rel.Subject.Object.ObjectId)
+		if rel.Subject.Object.ObjectId == "*" {
+			sub, ok2 = "*", true
+		}
+		if !ok1 || !ok2 {
+			continue // not this tenant's: never written by it, never shown
+		}
+		out = append(out, Relationship{
+			Resource: Ref{Type: rel.Resource.ObjectType, ID: res}, Relation: rel.Relation,
+			Subject: SubjectRef{Ref: Ref{Type: rel.Subject.Object.ObjectType, ID: sub}, Relation: rel.Subject.OptionalRelation},
+		})
+	}
+}

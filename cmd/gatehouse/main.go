@@ -47,6 +47,7 @@ Usage:
   gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
   gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
+  gatehouse rebac reconcile (--tenant SLUG | --all) [--dry-run] compare Postgres and SpiceDB and repair drift
   gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
   gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON
 
@@ -311,6 +312,7 @@ var commands = map[string]command{
 	"tenant":  runTenant,
 	"keys":    runKeys,
 	"audit":   runAudit,
+	"rebac":   runRebac,
 }
 
 func main() {
