@@ -72,6 +72,7 @@ type envSettings struct {
 	cfg     identity.Config
 	mail    *mailtest.Server    // default: the shared one
 	spicedb *spicedbtest.Server // default: the shared one
+	sample  float64             // share of check-API decisions audited; default all
 }
 
 type envOption func(*envSettings)
@@ -79,6 +80,11 @@ type envOption func(*envSettings)
 // withConfig changes the identity configuration of an env.
 func withConfig(f func(*identity.Config)) envOption {
 	return func(s *envSettings) { f(&s.cfg) }
+}
+
+// withCheckAuditSample audits this share of check-API decisions.
+func withCheckAuditSample(f float64) envOption {
+	return func(s *envSettings) { s.sample = f }
 }
 
 // withSpiceDB checks an env's permissions with srv.
@@ -114,7 +120,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	t.Cleanup(sealer.Close)
 	e.keys = identity.NewKeys(data, sealer, secrets.AAD)
 	e.outbox = mail.NewOutbox(sealer, secrets.AAD)
-	set := envSettings{cfg: identity.Config{Issuer: issuer, Limits: roomy, Outbox: e.outbox, MailFrom: "no-reply@gatehouse.test"}}
+	set := envSettings{sample: 1, cfg: identity.Config{Issuer: issuer, Limits: roomy, Outbox: e.outbox, MailFrom: "no-reply@gatehouse.test"}}
 	for _, o := range options {
 		o(&set)
 	}
@@ -142,7 +148,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
-	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc, 1).Routes}}).App()
+	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc, set.sample).Routes}}).App()
 	return e
 }
 

@@ -119,11 +119,6 @@ update app.rebac_outbox set attempts = attempts + 1, last_error = sqlc.arg(last_
     next_attempt_at = now() + make_interval(secs => sqlc.arg(delay)::float8)
 where tenant_id = sqlc.arg(tenant_id) and seq = sqlc.arg(seq);
 
--- name: GetZedToken :one
-select zedtoken from app.rebac_state where tenant_id = $1;
-
--- name: PendingRelationships :one
-select count(*) from app.rebac_outbox where tenant_id = $1 and delivered_at is null;
 
 -- name: ListAdmins :many
 select id from app.users where tenant_id = $1 and role = 'admin';
@@ -133,3 +128,9 @@ select * from app.group_members where tenant_id = $1;
 
 -- name: ListAllRoleAssignments :many
 select * from app.role_assignments where tenant_id = $1;
+
+-- name: RebacFreshness :one
+-- What a check needs in one statement: the tenant's latest token, and
+-- whether changes still wait for delivery.
+select coalesce((select zedtoken from app.rebac_state s where s.tenant_id = $1), '')::text as zedtoken,
+       exists (select 1 from app.rebac_outbox o where o.tenant_id = $1 and o.delivered_at is null) as pending;

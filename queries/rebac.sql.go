@@ -377,17 +377,6 @@ func (q *Queries) GetRole(ctx context.Context, arg GetRoleParams) (AppRole, erro
 	return i, err
 }
 
-const getZedToken = `-- name: GetZedToken :one
-select zedtoken from app.rebac_state where tenant_id = $1
-`
-
-func (q *Queries) GetZedToken(ctx context.Context, tenantID uuid.UUID) (string, error) {
-	row := q.db.QueryRow(ctx, getZedToken, tenantID)
-	var zedtoken string
-	err := row.Scan(&zedtoken)
-	return zedtoken, err
-}
-
 const groupMembershipsOfGroups = `-- name: GroupMembershipsOfGroups :many
 select group_id, member_id from app.group_members where tenant_id = $1 and member_type = 'group'
 `
@@ -686,17 +675,6 @@ func (q *Queries) LockRebacState(ctx context.Context, tenantID uuid.UUID) (AppRe
 	return i, err
 }
 
-const pendingRelationships = `-- name: PendingRelationships :one
-select count(*) from app.rebac_outbox where tenant_id = $1 and delivered_at is null
-`
-
-func (q *Queries) PendingRelationships(ctx context.Context, tenantID uuid.UUID) (int64, error) {
-	row := q.db.QueryRow(ctx, pendingRelationships, tenantID)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
 const pruneRelationships = `-- name: PruneRelationships :exec
 delete from app.rebac_outbox where tenant_id = $1 and delivered_at < $2
 `
@@ -709,6 +687,25 @@ type PruneRelationshipsParams struct {
 func (q *Queries) PruneRelationships(ctx context.Context, arg PruneRelationshipsParams) error {
 	_, err := q.db.Exec(ctx, pruneRelationships, arg.TenantID, arg.DeliveredAt)
 	return err
+}
+
+const rebacFreshness = `-- name: RebacFreshness :one
+select coalesce((select zedtoken from app.rebac_state s where s.tenant_id = $1), '')::text as zedtoken,
+       exists (select 1 from app.rebac_outbox o where o.tenant_id = $1 and o.delivered_at is null) as pending
+`
+
+type RebacFreshnessRow struct {
+	Zedtoken string
+	Pending  bool
+}
+
+// What a check needs in one statement: the tenant's latest token, and
+// whether changes still wait for delivery.
+func (q *Queries) RebacFreshness(ctx context.Context, tenantID uuid.UUID) (RebacFreshnessRow, error) {
+	row := q.db.QueryRow(ctx, rebacFreshness, tenantID)
+	var i RebacFreshnessRow
+	err := row.Scan(&i.Zedtoken, &i.Pending)
+	return i, err
 }
 
 const removeGroupMember = `-- name: RemoveGroupMember :one

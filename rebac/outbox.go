@@ -2,14 +2,12 @@ package rebac
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -234,24 +232,16 @@ func ptr[T any](v T) *T { return &v }
 // Returns Unavailable when changes wait and SpiceDB cannot take them: the
 // check must then deny.
 func (r *Relay) Token(ctx context.Context, t *tenancy.Tenant) (ZedToken, error) {
-	var token string
-	var pending int64
-	err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
-		var err error
-		if pending, err = q.PendingRelationships(ctx, t.ID.UUID()); err != nil {
-			return err
-		}
-		token, err = q.GetZedToken(ctx, t.ID.UUID())
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
+	var f queries.RebacFreshnessRow
+	err := r.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		f, err = q.RebacFreshness(ctx, t.ID.UUID())
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
-	if pending == 0 {
-		return ZedToken(token), nil
+	if !f.Pending {
+		return ZedToken(f.Zedtoken), nil
 	}
 	// Everything committed before this check began is delivered now, or
 	// the check cannot be made.

@@ -1,0 +1,155 @@
+package identity_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/rebac"
+	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// BenchmarkCheck measures the check API over HTTP (authentication, the
+// tenant's consistency token from Postgres, one SpiceDB check) against
+// calling SpiceDB's CheckPermission directly for the same relationship,
+// in the same run, reporting the p50 ratio; and a bulk check of 100
+// items against 100 single checks.
+func BenchmarkCheck(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b, withCheckAuditSample(0.01)) // the server's default
+	tn, err := e.reg.Create(ctx, tenancy.CreateParams{Slug: "bench", Name: "Bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.svc.Signup(ctx, tn, identity.SignupInput{Email: "app@bench.test", Password: goodPassword}, identity.Meta{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.svc.SetRole(ctx, tn, "app@bench.test", identity.RoleAdmin); err != nil {
+		b.Fatal(err)
+	}
+	tokens, err := e.svc.Login(ctx, tn, "app@bench.test", goodPassword, identity.Meta{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go e.app.Listener(ln)
+	b.Cleanup(func() { e.app.Shutdown() })
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	post := func(path string, body any) []byte {
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+path, bytes.NewReader(raw))
+		req.Host = "bench.localhost"
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tokens.AccessToken)
+		res, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			b.Fatalf("%s: %d %s", path, res.StatusCode, out)
+		}
+		return out
+	}
+	obj := func(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
+	post("/v1/relationships", map[string]any{"touch": []any{map[string]any{"resource": obj("resource", "doc"), "relation": "viewer", "subject": obj("user", "alice")}}})
+	check := map[string]any{"subject": obj("user", "alice"), "permission": "view", "resource": obj("resource", "doc")}
+
+	// The baseline: the same relationship in a datastore of its own.
+	direct := spicedbtest.Shared(b).Connect(b)
+	other := tenancy.ID(uuid.New())
+	at, err := direct.Write(ctx, other, []rebac.Relationship{{
+		Resource: rebac.Ref{Type: "resource", ID: "doc"}, Relation: "viewer", Subject: rebac.SubjectRef{Ref: rebac.Ref{Type: "user", ID: "alice"}},
+	}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var baseP50 time.Duration
+	var singles time.Duration
+	b.Run("spicedb-check-direct", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			ok, _, err := direct.Check(ctx, other, rebac.SubjectRef{Ref: rebac.Ref{Type: "user", ID: "alice"}}, "view", rebac.Ref{Type: "resource", ID: "doc"}, at)
+			lat = append(lat, time.Since(start))
+			if err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+		baseP50 = p50(lat)
+		b.ReportMetric(float64(baseP50.Microseconds()), "p50-µs")
+	})
+	b.Run("http-healthz", func(b *testing.B) {
+		// The HTTP round trip alone, for scale.
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			res, err := client.Get("http://" + ln.Addr().String() + "/healthz")
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			lat = append(lat, time.Since(start))
+		}
+		b.ReportMetric(float64(p50(lat).Microseconds()), "p50-µs")
+	})
+	b.Run("freshness-token", func(b *testing.B) {
+		// The tenant's consistency token from Postgres, alone.
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			if _, err := e.relay.Token(ctx, tn); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		b.ReportMetric(float64(p50(lat).Microseconds()), "p50-µs")
+	})
+	b.Run("check-api", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			post("/v1/permissions/check", check)
+			lat = append(lat, time.Since(start))
+		}
+		singles = p50(lat)
+		b.ReportMetric(float64(singles.Microseconds()), "p50-µs")
+		b.ReportMetric(float64(singles)/float64(baseP50), "x-baseline-p50")
+	})
+	items := make([]any, 100)
+	for i := range items {
+		items[i] = check
+	}
+	b.Run("check-bulk-100", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			post("/v1/permissions/check-bulk", map[string]any{"items": items})
+			lat = append(lat, time.Since(start))
+		}
+		m := p50(lat)
+		b.ReportMetric(float64(m.Microseconds()), "p50-µs")
+		b.ReportMetric(float64(m)/float64(100*singles), "x-100-singles")
+	})
+}
+
+func p50(lat []time.Duration) time.Duration {
+	slices.Sort(lat)
+	return lat[len(lat)/2]
+}
