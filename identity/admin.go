@@ -30,9 +30,10 @@ const (
 // Authorizer decides and records admin rights (rebac.Service, over
 // SpiceDB).
 type Authorizer interface {
-	// Allowed reports whether user holds permission on tenant t, seeing
-	// every change made so far; Unavailable when it cannot tell.
-	Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, permission string) (bool, error)
+	// Allowed reports whether user holds permission on object on of
+	// tenant t, seeing every change made so far; Unavailable when it
+	// cannot tell.
+	Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, on Object, permission string) (bool, error)
 	// SetAdmin records, in q's transaction, that user is or is no
 	// longer an admin of t.
 	SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error
@@ -41,6 +42,17 @@ type Authorizer interface {
 	ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error
 	// Flush makes t's recorded changes take effect now (after commit).
 	Flush(ctx context.Context, t *tenancy.Tenant)
+}
+
+// Object names an object of a tenant in the authorizer's terms (a group,
+// say); the zero Object is the tenant itself.
+type Object struct{ Type, ID string }
+
+func (o Object) String() string {
+	if o == (Object{}) {
+		return "tenant"
+	}
+	return o.Type + ":" + o.ID
 }
 
 // adminPermission is the tenant permission an admin action needs.
@@ -64,8 +76,13 @@ func adminPermission(action string) string {
 // Forbidden when the permission is missing, Unavailable when it cannot
 // be checked (never allowing by default).
 func (s *Service) AdminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
-	perm := adminPermission(action)
-	allowed, err := s.cfg.Authorizer.Allowed(ctx, t, p.User, perm)
+	return s.GuardedTx(ctx, t, p, action, Object{}, adminPermission(action), meta, fn)
+}
+
+// GuardedTx is AdminTx for an action that needs permission perm on one
+// object of the tenant (a group's manage, say) rather than on the tenant.
+func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, on Object, perm string, meta Meta, fn func(q *queries.Queries) error) error {
+	allowed, err := s.cfg.Authorizer.Allowed(ctx, t, p.User, on, perm)
 	if err != nil {
 		return err
 	}
@@ -73,21 +90,27 @@ func (s *Service) AdminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, 
 		if _, err := s.liveSession(ctx, q, t, p); err != nil {
 			return err
 		}
+		details := map[string]string{"permission": perm}
+		if on != (Object{}) {
+			details["on"] = on.String()
+		}
 		if !allowed {
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-				Actor: p.User, Action: action, Outcome: Denied, Meta: meta,
-				Details: map[string]string{"permission": perm},
+				Actor: p.User, Action: action, Outcome: Denied, Meta: meta, Details: details,
 			})
 		}
+		details["for"] = action
 		if err := appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-			Actor: p.User, Action: "authz.check", Outcome: Success, Meta: meta,
-			Details: map[string]string{"permission": perm, "for": action},
+			Actor: p.User, Action: "authz.check", Outcome: Success, Meta: meta, Details: details,
 		}); err != nil {
 			return err
 		}
 		return fn(q)
 	})
 	if err == nil && !allowed {
+		if on != (Object{}) {
+			return problem.Errorf(problem.Forbidden, "you lack the %s permission on this %s", perm, on.Type)
+		}
 		return problem.Errorf(problem.Forbidden, "you lack the %s permission of this tenant", perm)
 	}
 	return err

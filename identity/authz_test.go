@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -103,6 +105,57 @@ func TestUserManagersCannotMakeAdmins(t *testing.T) {
 	// Demoting an admin takes their rights at once.
 	e.must(200, "PATCH", "acme", "/v1/admin/users/"+hrID, boss.AccessToken, map[string]string{"role": "admin"})
 	e.must(201, "POST", "acme", "/v1/admin/roles", hr.AccessToken, map[string]any{"name": "now-allowed"})
+}
+
+func TestGroupManagersManageTheirGroupOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	boss := e.adminLogin("acme", "boss@managers.test")
+	e.signup("acme", "lead@managers.test", goodPassword)
+	e.signup("acme", "dev@managers.test", goodPassword)
+	lead := e.login("acme", "lead@managers.test", goodPassword)
+	dev := e.login("acme", "dev@managers.test", goodPassword)
+	leadID, devID := e.me("acme", lead.AccessToken).ID.String(), e.me("acme", dev.AccessToken).ID.String()
+	var team, other struct{ ID string }
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "Team"}).json(t, &team)
+	e.must(201, "POST", "acme", "/v1/admin/groups", boss.AccessToken, map[string]string{"name": "Other"}).json(t, &other)
+	members := "/v1/admin/groups/" + team.ID + "/members"
+
+	// Before being made manager, the lead may not touch the team.
+	e.problemOf(e.do("POST", "acme", members, lead.AccessToken, map[string]string{"type": "user", "id": devID}), 403)
+	e.must(204, "POST", "acme", members, boss.AccessToken, map[string]any{"type": "user", "id": leadID, "manager": true})
+
+	// Now they run its membership...
+	e.must(204, "POST", "acme", members, lead.AccessToken, map[string]string{"type": "user", "id": devID})
+	var list struct{ Members []struct{ ID string } }
+	e.must(200, "GET", "acme", members, lead.AccessToken, nil).json(t, &list)
+	if len(list.Members) != 2 {
+		t.Fatalf("the team has %d members, want the lead and dev", len(list.Members))
+	}
+	e.must(204, "DELETE", "acme", members+"/user/"+devID, lead.AccessToken, nil)
+	// ... and nothing else: not another group, not the group itself, not
+	// the tenant's users; a group they cannot manage looks the same
+	// whether or not it exists.
+	d1 := e.problemOf(e.do("POST", "acme", "/v1/admin/groups/"+other.ID+"/members", lead.AccessToken, map[string]string{"type": "user", "id": devID}), 403)
+	d2 := e.problemOf(e.do("POST", "acme", "/v1/admin/groups/"+uuid.NewString()+"/members", lead.AccessToken, map[string]string{"type": "user", "id": devID}), 403)
+	if d1.Detail != d2.Detail {
+		t.Fatalf("an unmanaged group and a missing one answer differently: %q, %q", d1.Detail, d2.Detail)
+	}
+	e.problemOf(e.do("DELETE", "acme", "/v1/admin/groups/"+team.ID, lead.AccessToken, nil), 403)
+	e.problemOf(e.do("GET", "acme", "/v1/admin/users", lead.AccessToken, nil), 403)
+	// Tenant admins still manage every group, and learn when one is missing.
+	e.problemOf(e.do("POST", "acme", "/v1/admin/groups/"+uuid.NewString()+"/members", boss.AccessToken, map[string]string{"type": "user", "id": devID}), 404)
+
+	// Demoted to a plain member, the lead loses the right on the next request.
+	e.must(204, "POST", "acme", members, boss.AccessToken, map[string]any{"type": "user", "id": leadID, "manager": false})
+	e.problemOf(e.do("POST", "acme", members, lead.AccessToken, map[string]string{"type": "user", "id": devID}), 403)
+	var audited int
+	e.admin.QueryRow(context.Background(), `select count(*) from app.audit_events
+		where action = 'authz.check' and details->>'on' = 'group:'||$1 and details->>'permission' = 'manage'`, team.ID).Scan(&audited)
+	if audited < 3 {
+		t.Fatalf("%d allowed decisions on the team audited, want the lead's three at least", audited)
+	}
 }
 
 func TestGroupAndRoleInputIsChecked(t *testing.T) {

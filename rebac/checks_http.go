@@ -65,7 +65,7 @@ func (h *HTTP) requireApp(c *fiber.Ctx) error {
 	if h.grants.ok(t.ID, p.User) {
 		return c.Next()
 	}
-	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, "manage_apps")
+	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, identity.Object{}, "manage_apps")
 	if err != nil {
 		return err
 	}

@@ -56,11 +56,27 @@ func (h *HTTP) Routes(r fiber.Router) {
 // tx runs fn as the admin action action of the request's caller, then
 // makes its relationship changes take effect.
 func (h *HTTP) tx(c *fiber.Ctx, action string, fn func(q *queries.Queries, t *tenancy.Tenant) error) error {
-	t, _ := tenancy.FromContext(c.UserContext())
-	ctx := c.UserContext()
-	err := h.accounts.AdminTx(ctx, t, identity.PrincipalOf(c), action, identity.MetaOf(c), func(q *queries.Queries) error {
-		return fn(q, t)
-	})
+	return h.guardedTx(c, action, identity.Object{}, fn)
+}
+
+// groupTx is tx for an action on group id's membership, which the group's
+// managers may take as well as the tenant's user managers.
+func (h *HTTP) groupTx(c *fiber.Ctx, id uuid.UUID, action string, fn func(q *queries.Queries, t *tenancy.Tenant) error) error {
+	return h.guardedTx(c, action, identity.Object{Type: "group", ID: id.String()}, fn)
+}
+
+// guardedTx runs fn as action, guarded by the permission action needs on
+// the tenant, or by manage on object on.
+func (h *HTTP) guardedTx(c *fiber.Ctx, action string, on identity.Object, fn func(q *queries.Queries, t *tenancy.Tenant) error) error {
+	t := tenantOf(c)
+	ctx, p, meta := c.UserContext(), identity.PrincipalOf(c), identity.MetaOf(c)
+	run := func(q *queries.Queries) error { return fn(q, t) }
+	var err error
+	if on == (identity.Object{}) {
+		err = h.accounts.AdminTx(ctx, t, p, action, meta, run)
+	} else {
+		err = h.accounts.GuardedTx(ctx, t, p, action, on, "manage", meta, run)
+	}
 	if err == nil && c.Method() != fiber.MethodGet {
 		h.authz.Flush(ctx, t)
 	}
@@ -161,7 +177,7 @@ func (h *HTTP) listMembers(c *fiber.Ctx) error {
 		return err
 	}
 	members := []Member{}
-	err = h.tx(c, "group.members", func(q *queries.Queries, t *tenancy.Tenant) error {
+	err = h.groupTx(c, id, "group.members", func(q *queries.Queries, t *tenancy.Tenant) error {
 		if _, err := q.GetGroup(c.UserContext(), queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 			return notFound(err, "no such group")
 		}
@@ -209,7 +225,7 @@ func (h *HTTP) addMember(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	err = h.tx(c, "group.add_member", func(q *queries.Queries, t *tenancy.Tenant) error {
+	err = h.groupTx(c, id, "group.add_member", func(q *queries.Queries, t *tenancy.Tenant) error {
 		if err := h.authz.AddMember(c.UserContext(), q, t, id, m); err != nil {
 			return err
 		}
@@ -239,7 +255,7 @@ func (h *HTTP) removeMember(c *fiber.Ctx) error {
 		return err
 	}
 	typ := c.Params("type")
-	err = h.tx(c, "group.remove_member", func(q *queries.Queries, t *tenancy.Tenant) error {
+	err = h.groupTx(c, id, "group.remove_member", func(q *queries.Queries, t *tenancy.Tenant) error {
 		if err := h.authz.RemoveMember(c.UserContext(), q, t, id, typ, member); err != nil {
 			return err
 		}

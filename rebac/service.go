@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -47,10 +48,13 @@ func NewService(db *tenancy.DB, client *Client, relay *Relay, log *slog.Logger) 
 	return &Service{db: db, client: client, relay: relay, log: log}
 }
 
-// Allowed reports whether user holds permission on tenant t, seeing every
-// change made so far. Returns Unavailable (and false) when SpiceDB cannot
-// answer: never allows by default.
-func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, permission string) (bool, error) {
+// Allowed reports whether user holds permission on object on of tenant t
+// (the tenant itself when on is zero), seeing every change made so far.
+// On a group, whoever manages the tenant's users is allowed even when the
+// group does not exist, so that they learn it does not. Returns
+// Unavailable (and false) when SpiceDB cannot answer: never allows by
+// default.
+func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, on identity.Object, permission string) (bool, error) {
 	if s.client == nil {
 		return false, problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
 	}
@@ -58,8 +62,16 @@ func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID
 	if err != nil {
 		return false, err
 	}
-	ok, _, err := s.client.Check(ctx, t.ID, SubjectRef{Ref: Ref{Type: "user", ID: user.String()}}, permission, Ref{Type: "tenant", ID: TenantObject}, at)
-	return ok && err == nil, err
+	if on == (identity.Object{}) {
+		ok, _, err := s.client.Check(ctx, t.ID, userSubject(user), permission, tenantRef(), at)
+		return ok && err == nil, err
+	}
+	items := []CheckItem{{Subject: userSubject(user), Permission: permission, Resource: Ref{Type: on.Type, ID: on.ID}}}
+	if on.Type == "group" {
+		items = append(items, CheckItem{Subject: userSubject(user), Permission: "manage_users", Resource: tenantRef()})
+	}
+	allowed, _, err := s.client.CheckBulk(ctx, t.ID, items, at)
+	return err == nil && slices.Contains(allowed, true), err
 }
 
 func tenantRef() Ref { return Ref{Type: "tenant", ID: TenantObject} }
