@@ -332,3 +332,51 @@ func TestSaaSAppWritesAndChecksItsResources(t *testing.T) {
 		t.Fatalf("%d sampled check decisions audited (%v), want at least 8", sampled, err)
 	}
 }
+
+func TestDeletedUsersLoseWhatAppsGrantedThem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.tenant("acme", tenancy.Shared, "")
+	e.tenant("globex", tenancy.Shared, "")
+	app := e.adminLogin("acme", "app@forget.test").AccessToken
+	other := e.adminLogin("globex", "app@forget.test").AccessToken
+	e.signup("acme", "leaver@forget.test", goodPassword)
+	e.signup("acme", "stayer@forget.test", goodPassword)
+	leaver := e.me("acme", e.login("acme", "leaver@forget.test", goodPassword).AccessToken).ID.String()
+	stayer := e.me("acme", e.login("acme", "stayer@forget.test", goodPassword).AccessToken).ID.String()
+
+	obj := func(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
+	rel := func(res, relation, user string) map[string]any {
+		return map[string]any{"resource": obj("resource", res), "relation": relation, "subject": obj("user", user)}
+	}
+	e.must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": []any{
+		rel("doc-1", "owner", leaver), rel("doc-2", "viewer", leaver), rel("doc-1", "viewer", stayer),
+	}})
+	// The same user id in another tenant is another subject altogether.
+	e.must(200, "POST", "globex", "/v1/relationships", other, map[string]any{"touch": []any{rel("doc-1", "owner", leaver)}})
+	check := func(host, token, who, perm, res string) bool {
+		t.Helper()
+		var r struct{ Allowed bool }
+		e.must(200, "POST", host, "/v1/permissions/check", token, map[string]any{
+			"subject": obj("user", who), "permission": perm, "resource": obj("resource", res),
+		}).json(t, &r)
+		return r.Allowed
+	}
+	if !check("acme", app, leaver, "delete", "doc-1") || !check("acme", app, leaver, "view", "doc-2") {
+		t.Fatal("the app's grants do not hold before the deletion")
+	}
+
+	e.must(204, "DELETE", "acme", "/v1/admin/users/"+leaver, app, nil)
+	if check("acme", app, leaver, "view", "doc-1") || check("acme", app, leaver, "view", "doc-2") {
+		t.Fatal("a deleted user keeps what the app granted them")
+	}
+	if !check("acme", app, stayer, "view", "doc-1") || !check("globex", other, leaver, "delete", "doc-1") {
+		t.Fatal("the deletion took others' relationships with it")
+	}
+	// Granted again after the deletion (an app replaying old writes), it
+	// stands: forgetting is a change in order, not a ban.
+	e.must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": []any{rel("doc-3", "viewer", leaver)}})
+	if !check("acme", app, leaver, "view", "doc-3") {
+		t.Fatal("a write after the deletion was lost")
+	}
+}

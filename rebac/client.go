@@ -249,6 +249,29 @@ func (c *Client) Write(ctx context.Context, t tenancy.ID, touch, del []Relations
 	return ZedToken(res.WrittenAt.GetToken()), nil
 }
 
+// DeleteAll removes every relationship of tenant t's objects of type typ
+// whose subject is subject, and returns the token of the change. Same
+// errors as Write.
+func (c *Client) DeleteAll(ctx context.Context, t tenancy.ID, typ string, subject SubjectRef) (ZedToken, error) {
+	sub, err := subjectRef(t, "subject", subject)
+	if err != nil {
+		return "", err
+	}
+	filter := &v1.SubjectFilter{SubjectType: sub.Object.ObjectType, OptionalSubjectId: sub.Object.ObjectId}
+	if sub.OptionalRelation != "" {
+		filter.OptionalRelation = &v1.SubjectFilter_RelationFilter{Relation: sub.OptionalRelation}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res, err := c.api.DeleteRelationships(ctx, &v1.DeleteRelationshipsRequest{
+		RelationshipFilter: &v1.RelationshipFilter{ResourceType: typ, OptionalSubjectFilter: filter},
+	})
+	if err != nil {
+		return "", callError("delete relationships", err)
+	}
+	return ZedToken(res.DeletedAt.GetToken()), nil
+}
+
 // consistency asks for answers at least as fresh as at (when set).
 func consistency(at ZedToken) *v1.Consistency {
 	if at == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
@@ -17,6 +18,9 @@ import (
 const (
 	Touch  = "touch"  // create the relationship, or keep it
 	Delete = "delete" // remove it, if it is there
+	// Forget removes every relationship of an app resource with the
+	// row's subject (see EnqueueForget).
+	Forget = "forget"
 )
 
 // Enqueue records a relationship change of tenant t in q's transaction:
@@ -33,6 +37,21 @@ func Enqueue(ctx context.Context, q *queries.Queries, t tenancy.ID, op string, r
 	return q.EnqueueRelationship(ctx, queries.EnqueueRelationshipParams{
 		TenantID: t.UUID(), Op: op, ResourceType: r.Resource.Type, ResourceID: r.Resource.ID, Relation: r.Relation,
 		SubjectType: r.Subject.Type, SubjectID: r.Subject.ID, SubjectRelation: r.Subject.Relation,
+	})
+}
+
+// EnqueueForget records, in q's transaction, that every relationship of
+// the apps' resources (type resource) whose subject is subject goes: for a
+// deleted user, whom apps may have made an owner, editor or viewer of any
+// number of their objects. It reaches SpiceDB in order with the tenant's
+// other changes.
+func EnqueueForget(ctx context.Context, q *queries.Queries, t tenancy.ID, subject SubjectRef) error {
+	if _, err := subjectRef(t, "subject", subject); err != nil {
+		return err
+	}
+	return q.EnqueueRelationship(ctx, queries.EnqueueRelationshipParams{
+		TenantID: t.UUID(), Op: Forget, ResourceType: "resource", ResourceID: "*", Relation: "*",
+		SubjectType: subject.Type, SubjectID: subject.ID, SubjectRelation: subject.Relation,
 	})
 }
 
@@ -146,8 +165,21 @@ func (r *Relay) deliver(ctx context.Context, t *tenancy.Tenant, force bool) (Zed
 				return err
 			}
 			more = len(rows) == deliveryBatch
-			touch, del := coalesce(rows)
-			written, err := r.client.Write(ctx, t.ID, touch, del)
+			// A forget goes alone, in its place in the order: the changes
+			// before it in one write, then it, then the rest.
+			if i := slices.IndexFunc(rows, func(c queries.AppRebacOutbox) bool { return c.Op == Forget }); i >= 0 {
+				cut := rows[:max(i, 1)]
+				more = more || len(cut) < len(rows)
+				rows = cut
+			}
+			var written ZedToken
+			if rows[0].Op == Forget {
+				c := rows[0]
+				written, err = r.client.DeleteAll(ctx, t.ID, c.ResourceType, SubjectRef{Ref: Ref{Type: c.SubjectType, ID: c.SubjectID}, Relation: c.SubjectRelation})
+			} else {
+				touch, del := coalesce(rows)
+				written, err = r.client.Write(ctx, t.ID, touch, del)
+			}
 			if err != nil {
 				// Recorded, and committed: the changes wait for a retry.
 				failure = err

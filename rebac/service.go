@@ -102,7 +102,8 @@ func (s *Service) Flush(ctx context.Context, t *tenancy.Tenant) {
 
 // ForgetUser removes, in q's transaction, everything that grants user
 // anything in tenant t (admin rights, group memberships, role
-// assignments), for a deleted account. Call Flush after the commit.
+// assignments, and whatever the apps granted them on their resources),
+// for a deleted account. Call Flush after the commit.
 func (s *Service) ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error {
 	if err := s.SetAdmin(ctx, q, t, user, false); err != nil {
 		return err
@@ -128,7 +129,7 @@ func (s *Service) ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy
 			return err
 		}
 	}
-	return nil
+	return EnqueueForget(ctx, q, t.ID, userSubject(user))
 }
 
 // Group is a group as admins see it.
