@@ -214,10 +214,16 @@ func TestSpiceDBOutageDeniesAndHeals(t *testing.T) {
 	e.signup("acme", "deputy@outage.test", goodPassword)
 	deputy := e.login("acme", "deputy@outage.test", goodPassword)
 	e.must(200, "GET", "acme", "/v1/admin/users", boss.AccessToken, nil)
+	appCheck := map[string]any{"subject": map[string]string{"type": "user", "id": "x"}, "permission": "view", "resource": map[string]string{"type": "resource", "id": "doc"}}
+	e.must(200, "POST", "acme", "/v1/permissions/check", boss.AccessToken, appCheck)
 
 	srv.Stop(t)
 	// Fail closed: no check can be made, so nothing is allowed.
 	e.problemOf(e.do("GET", "acme", "/v1/admin/users", boss.AccessToken, nil), 503)
+	e.problemOf(e.do("POST", "acme", "/v1/permissions/check", boss.AccessToken, appCheck), 503)
+	if got := e.decisions("acme", "check", "unavailable"); got != 1 {
+		t.Fatalf("%v check-API decisions counted unavailable, want 1", got)
+	}
 	// An operator's grant still commits; it waits in the outbox.
 	if _, err := e.svc.SetRole(context.Background(), tn, "deputy@outage.test", identity.RoleAdmin); err != nil {
 		t.Fatal(err)
@@ -326,7 +332,12 @@ func TestSaaSAppWritesAndChecksItsResources(t *testing.T) {
 	e.problemOf(e.do("POST", "acme", "/v1/permissions/check", member, map[string]any{
 		"subject": obj("user", "alice"), "permission": "view", "resource": obj("resource", "doc-1"),
 	}), 403)
-	// Decisions are sampled into the audit trail (every one, here).
+	// Decisions are counted, each item of a bulk check too...
+	a, d, bulkDenied := e.decisions("acme", "check", "allowed"), e.decisions("acme", "check", "denied"), e.decisions("acme", "check_bulk", "denied")
+	if a != 2 || d != 2 || bulkDenied != 1 || e.decisions("globex", "check", "denied") != 1 {
+		t.Fatalf("counted %v allowed and %v denied checks, %v denied bulk items; want 2, 2 and 1, and globex's one apart", a, d, bulkDenied)
+	}
+	// ... and sampled into the audit trail (every one, here).
 	var sampled int
 	if err := e.admin.QueryRow(context.Background(), "select count(*) from app.audit_events where action = 'permission.check'").Scan(&sampled); err != nil || sampled < 8 {
 		t.Fatalf("%d sampled check decisions audited (%v), want at least 8", sampled, err)

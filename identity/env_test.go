@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
@@ -54,6 +55,8 @@ type env struct {
 	outbox *mail.Outbox
 	authz  *rebac.Service
 	relay  *rebac.Relay
+	// metrics holds the check API's metrics.
+	metrics *prometheus.Registry
 }
 
 func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
@@ -148,8 +151,36 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
-	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, rebac.NewHTTP(e.authz, e.svc, set.sample).Routes}}).App()
+	e.metrics = prometheus.NewRegistry()
+	checks := rebac.NewHTTP(e.authz, e.svc, rebac.HTTPOptions{AuditSample: set.sample, Metrics: rebac.NewMetrics(e.metrics)})
+	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, checks.Routes}}).App()
 	return e
+}
+
+// decisions is the count of check-API decisions of tenant slug at
+// endpoint with outcome, from the metrics.
+func (e *env) decisions(slug, endpoint, outcome string) float64 {
+	e.t.Helper()
+	families, err := e.metrics.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	want := map[string]string{"tenant": slug, "endpoint": endpoint, "outcome": outcome}
+	for _, f := range families {
+		if f.GetName() != "gatehouse_permission_decisions_total" {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (e *env) tenant(slug string, placement tenancy.Placement, signup tenancy.Signup) *tenancy.Tenant {

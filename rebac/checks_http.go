@@ -137,6 +137,7 @@ func (h *HTTP) token(ctx context.Context, t *tenancy.Tenant, given string) (ZedT
 }
 
 func (h *HTTP) check(c *fiber.Ctx) error {
+	defer h.metrics.took("check", time.Now())
 	var req checkRequest
 	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
@@ -145,15 +146,17 @@ func (h *HTTP) check(c *fiber.Ctx) error {
 		return err
 	}
 	t := tenantOf(c)
-	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	ok, checkedAt, err := func() (bool, ZedToken, error) {
+		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+		if err != nil {
+			return false, "", err
+		}
+		return h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
+	}()
 	if err != nil {
-		return err
+		return h.failed(t, "check", 1, err)
 	}
-	ok, checkedAt, err := h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
-	if err != nil {
-		return err
-	}
-	h.sample(c, t, []checkRequest{req}, []bool{ok})
+	h.decided(c, t, "check", []checkRequest{req}, []bool{ok})
 	server.NoStore(c)
 	return c.JSON(fiber.Map{"allowed": ok, "consistency_token": checkedAt})
 }
@@ -164,6 +167,7 @@ type checkBulkRequest struct {
 }
 
 func (h *HTTP) checkBulk(c *fiber.Ctx) error {
+	defer h.metrics.took("check_bulk", time.Now())
 	var req checkBulkRequest
 	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
@@ -182,15 +186,17 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 		items[i] = CheckItem{Subject: it.Subject.ref(), Permission: it.Permission, Resource: it.Resource.ref()}
 	}
 	t := tenantOf(c)
-	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	allowed, checkedAt, err := func() ([]bool, ZedToken, error) {
+		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+		if err != nil {
+			return nil, "", err
+		}
+		return h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
+	}()
 	if err != nil {
-		return err
+		return h.failed(t, "check_bulk", len(items), err)
 	}
-	allowed, checkedAt, err := h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
-	if err != nil {
-		return err
-	}
-	h.sample(c, t, req.Items, allowed)
+	h.decided(c, t, "check_bulk", req.Items, allowed)
 	results := make([]fiber.Map, len(allowed))
 	for i, ok := range allowed {
 		results[i] = fiber.Map{"allowed": ok}
@@ -207,6 +213,7 @@ type lookupRequest struct {
 }
 
 func (h *HTTP) lookupResources(c *fiber.Ctx) error {
+	defer h.metrics.took("lookup_resources", time.Now())
 	var req lookupRequest
 	if err := server.DecodeJSON(c, &req); err != nil {
 		return err
@@ -293,7 +300,19 @@ func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
 }
 
 // sample writes a share of check-API decisions to the audit trail.
-func (h *HTTP) sample(c *fiber.Ctx, t *tenancy.Tenant, reqs []checkRequest, allowed []bool) {
+// failed counts the items of a check SpiceDB could not answer (they are
+// denied: the caller gets 503), and returns err.
+func (h *HTTP) failed(t *tenancy.Tenant, endpoint string, items int, err error) error {
+	if problem.CodeOf(err) == problem.Unavailable {
+		h.metrics.unavailable(t.Slug, endpoint, items)
+	}
+	return err
+}
+
+// decided counts a request's decisions and writes a sample of them to the
+// audit trail.
+func (h *HTTP) decided(c *fiber.Ctx, t *tenancy.Tenant, endpoint string, reqs []checkRequest, allowed []bool) {
+	h.metrics.decided(t.Slug, endpoint, allowed)
 	if h.auditSample <= 0 || rand.Float64() >= h.auditSample {
 		return
 	}

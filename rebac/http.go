@@ -3,6 +3,7 @@ package rebac
 import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
@@ -21,13 +22,25 @@ type HTTP struct {
 	accounts    *identity.Service
 	grants      appGrants
 	auditSample float64
+	metrics     *Metrics
+}
+
+// HTTPOptions tune the check API.
+type HTTPOptions struct {
+	// AuditSample is the share (0 to 1) of check-API decisions written
+	// to the audit trail.
+	AuditSample float64
+	// Metrics counts decisions; nil counts them unseen.
+	Metrics *Metrics
 }
 
 // NewHTTP returns the admin and check APIs over authz, authenticating
-// with accounts. auditSample is the share (0 to 1) of check-API
-// decisions written to the audit trail.
-func NewHTTP(authz *Service, accounts *identity.Service, auditSample float64) *HTTP {
-	return &HTTP{authz: authz, accounts: accounts, auditSample: auditSample}
+// with accounts.
+func NewHTTP(authz *Service, accounts *identity.Service, o HTTPOptions) *HTTP {
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	return &HTTP{authz: authz, accounts: accounts, auditSample: o.AuditSample, metrics: o.Metrics}
 }
 
 // Routes registers the endpoints on a router whose requests have their

@@ -110,6 +110,8 @@ mail_ui=${GATEHOUSE_DEV_MAIL_UI:-127.0.0.1:8025}
 mailpit_pid=$!
 on_exit+=("kill $mailpit_pid; wait $mailpit_pid 2>/dev/null")
 export GATEHOUSE_SMTP_URL="smtp://127.0.0.1:$smtp_port?tls=none"
+# Prometheus metrics, on loopback only.
+export GATEHOUSE_METRICS_ADDR=${GATEHOUSE_METRICS_ADDR:-127.0.0.1:9464}
 
 mkdir -p .cache/bin
 go build -o .cache/bin/gatehouse ./cmd/gatehouse

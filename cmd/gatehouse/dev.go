@@ -63,12 +63,16 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, std, func(addr string) {
-		_, port, _ := net.SplitHostPort(addr)
+	return serve(ctx, cfg, std, func(at listening) {
+		_, port, _ := net.SplitHostPort(at.Addr)
 		fmt.Fprintf(std.out, "\nGatehouse is running. Try:\n")
 		for _, p := range demoTenants {
 			fmt.Fprintf(std.out, "  http://%s.%s:%s/v1/tenant\n", p.Slug, cfg.BaseDomain, port)
 		}
-		fmt.Fprintf(std.out, "  http://%s:%s/readyz\nStop with Ctrl-C.\n\n", cfg.BaseDomain, port)
+		fmt.Fprintf(std.out, "  http://%s:%s/readyz\n", cfg.BaseDomain, port)
+		if at.MetricsAddr != "" {
+			fmt.Fprintf(std.out, "  http://%s/metrics\n", at.MetricsAddr)
+		}
+		fmt.Fprintf(std.out, "Stop with Ctrl-C.\n\n")
 	})
 }

@@ -107,6 +107,9 @@ type config struct {
 	SpiceDBKeyFile string
 	// CheckAuditSample is the share of check-API decisions audited.
 	CheckAuditSample float64
+	// MetricsAddr is where Prometheus metrics are served ("" for
+	// nowhere).
+	MetricsAddr string
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -129,6 +132,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MailFrom, "mail-from", env("GATEHOUSE_MAIL_FROM", ""), "From address of tenants that set none (default no-reply@<base domain>)")
 	fs.StringVar(&c.SpiceDB.Addr, "spicedb-addr", env("GATEHOUSE_SPICEDB_ADDR", ""), "SpiceDB's gRPC address, host:port")
 	fs.Float64Var(&c.CheckAuditSample, "check-audit-sample", envFloat("GATEHOUSE_CHECK_AUDIT_SAMPLE", 0.01), "share of check-API decisions written to the audit trail, 0 to 1")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("GATEHOUSE_METRICS_ADDR", ""), "address to serve Prometheus metrics at /metrics on, e.g. 127.0.0.1:9464 (default: none)")
 	fs.StringVar(&c.SpiceDBKeyFile, "spicedb-key-file", env("GATEHOUSE_SPICEDB_KEY_FILE", ""), "file holding SpiceDB's preshared key")
 	fs.BoolVar(&c.SpiceDB.Plaintext, "spicedb-plaintext", env("GATEHOUSE_SPICEDB_PLAINTEXT", "") == "true", "talk to SpiceDB without TLS (loopback only)")
 	fs.StringVar(&c.SpiceDB.CAFile, "spicedb-ca-file", env("GATEHOUSE_SPICEDB_CA_FILE", ""), "CA certificate(s) SpiceDB's TLS certificate is checked against (default: the system's)")

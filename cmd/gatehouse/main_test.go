@@ -224,7 +224,8 @@ func TestDevServesDemoTenants(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	catcher := mailtest.Shared(t)
 	args := append([]string{"dev", "--database-url", c.url, "--addr", "127.0.0.1:0", "--log-level", "warn",
-		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix, "--smtp-url", catcher.URL()}, c.vault...)
+		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix, "--smtp-url", catcher.URL(),
+		"--metrics-addr", "127.0.0.1:0"}, c.vault...)
 	args = append(args, spicedbFlags(t)...)
 	for round := range 2 { // the second run finds everything in place
 		ctx, cancel := context.WithCancel(context.Background())
@@ -275,7 +276,8 @@ func TestDevServesDemoTenants(t *testing.T) {
 			return res.StatusCode == 200
 		})
 		if round == 0 {
-			acceptDemoInvitation(t, catcher, "127.0.0.1:"+ready[1])
+			admin := acceptDemoInvitation(t, catcher, "127.0.0.1:"+ready[1])
+			checkIsCounted(t, "127.0.0.1:"+ready[1], admin, out.String())
 		}
 		cancel()
 		select {
@@ -290,8 +292,9 @@ func TestDevServesDemoTenants(t *testing.T) {
 }
 
 // acceptDemoInvitation reads the invitation dev sent acme's first admin,
-// chooses a password through its link and signs in with it.
-func acceptDemoInvitation(t *testing.T, catcher *mailtest.Server, addr string) {
+// chooses a password through its link and signs in with it, returning the
+// access token.
+func acceptDemoInvitation(t *testing.T, catcher *mailtest.Server, addr string) string {
 	t.Helper()
 	m := catcher.Wait(t, "admin@acme.test", 1, 30*time.Second)[0]
 	link, err := url.Parse(m.Link(t, "/account/accept-invite"))
@@ -340,6 +343,40 @@ func acceptDemoInvitation(t *testing.T, catcher *mailtest.Server, addr string) {
 	res.Body.Close()
 	if res.StatusCode != 200 {
 		t.Fatalf("the demo admin lists users: %d", res.StatusCode)
+	}
+	return tok.AccessToken
+}
+
+// checkIsCounted makes a permission check as acme's app and finds it in
+// the metrics the dev stack printed the address of.
+func checkIsCounted(t *testing.T, addr, token, out string) {
+	t.Helper()
+	m := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("dev printed no metrics URL:\n%s", out)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/permissions/check", strings.NewReader(
+		`{"subject":{"type":"user","id":"nobody"},"permission":"view","resource":{"type":"resource","id":"doc"}}`))
+	req.Host = "acme.localhost"
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("the demo app's check: %d", res.StatusCode)
+	}
+	res, err = http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	want := `gatehouse_permission_decisions_total{endpoint="check",outcome="denied",tenant="acme"} 1`
+	if res.StatusCode != 200 || !strings.Contains(string(body), want) || !strings.Contains(string(body), `gatehouse_permission_request_duration_seconds_count{endpoint="check"} 1`) {
+		t.Fatalf("metrics (%d) do not count the check, want %s:\n%s", res.StatusCode, want, body)
 	}
 }
 

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
@@ -28,9 +33,13 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	return serve(ctx, cfg, std, nil)
 }
 
+// listening is where a running server takes requests, and serves its
+// metrics ("" when it does not).
+type listening struct{ Addr, MetricsAddr string }
+
 // serve runs the server until ctx ends. ready, if set, is called with the
-// listen address once requests are accepted.
-func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) error {
+// listen addresses once requests are accepted.
+func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) error {
 	log := cfg.logger(std.err)
 	if err := cfg.requireDatabase(); err != nil {
 		return err
@@ -85,6 +94,14 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 	if err != nil {
 		return err
 	}
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	at := listening{Addr: ln.Addr().String()}
+	if cfg.MetricsAddr != "" {
+		if at.MetricsAddr, err = serveMetrics(ctx, cfg.MetricsAddr, metrics, log); err != nil {
+			return err
+		}
+	}
 	issuer := func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }
 
 	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{})
@@ -135,13 +152,35 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(addr string)) 
 			"vault":    func(context.Context) error { return vault.Healthy() },
 			"spicedb":  spicedb.Healthy,
 		},
-		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts, cfg.CheckAuditSample).Routes},
+		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts, rebac.HTTPOptions{
+			AuditSample: cfg.CheckAuditSample, Metrics: rebac.NewMetrics(metrics),
+		}).Routes},
 	})
-	log.Info("serving", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain)
+	log.Info("serving", "addr", at.Addr, "base_domain", cfg.BaseDomain, "metrics", at.MetricsAddr)
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(at)
 	}
 	return srv.Serve(ctx, ln, 15*time.Second)
+}
+
+// serveMetrics serves reg's metrics at /metrics on addr, for Prometheus,
+// until ctx ends, and returns the address it listens on. Keep addr off the
+// public network: the metrics name tenants.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen on %s for metrics: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return ln.Addr().String(), nil
 }
 
 // ensureSchema applies the permission schema, retrying while SpiceDB is
