@@ -68,7 +68,7 @@ func BenchmarkVerifyAccessToken(b *testing.B) {
 // transaction (BEGIN, INSERT, COMMIT) on the same database and pool.
 func BenchmarkRefresh(b *testing.B) {
 	ctx := context.Background()
-	e := newBenchEnv(b)
+	e := newBenchEnv(b, withCachingResolver())
 	tn, err := e.reg.Create(ctx, tenancy.CreateParams{Slug: "bench", Name: "Bench"})
 	if err != nil {
 		b.Fatal(err)

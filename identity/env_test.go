@@ -55,6 +55,8 @@ type env struct {
 	outbox *mail.Outbox
 	authz  *rebac.Service
 	relay  *rebac.Relay
+	// spicedb is the env's own SpiceDB client (datastore).
+	spicedb *rebac.Client
 	// metrics holds the check API's metrics.
 	metrics *prometheus.Registry
 }
@@ -76,6 +78,7 @@ type envSettings struct {
 	mail    *mailtest.Server    // default: the shared one
 	spicedb *spicedbtest.Server // default: the shared one
 	sample  float64             // share of check-API decisions audited; default all
+	caching bool                // the resolver caches, as in a server
 }
 
 type envOption func(*envSettings)
@@ -88,6 +91,13 @@ func withConfig(f func(*identity.Config)) envOption {
 // withCheckAuditSample audits this share of check-API decisions.
 func withCheckAuditSample(f float64) envOption {
 	return func(s *envSettings) { s.sample = f }
+}
+
+// withCachingResolver runs the env's resolver as a server does, caching
+// tenants and listening for their changes (benchmarks: tests want every
+// change seen at once).
+func withCachingResolver() envOption {
+	return func(s *envSettings) { s.caching = true }
 }
 
 // withSpiceDB checks an env's permissions with srv.
@@ -136,9 +146,9 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	if set.spicedb == nil {
 		set.spicedb = spicedbtest.Shared(t)
 	}
-	spicedb := set.spicedb.Connect(t)
-	e.relay = rebac.NewRelay(data, e.reg.List, spicedb, rebac.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
-	e.authz = rebac.NewService(data, spicedb, e.relay, nil)
+	e.spicedb = set.spicedb.Connect(t)
+	e.relay = rebac.NewRelay(data, e.reg.List, e.spicedb, rebac.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
+	e.authz = rebac.NewService(data, e.spicedb, e.relay, nil)
 	cfg.Authorizer = e.authz
 	relay := mail.NewRelay(data, e.reg.List, e.outbox, mail.NewSMTP(e.mail.Config()),
 		mail.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
@@ -151,6 +161,14 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
 	log := slog.New(slog.DiscardHandler)
 	resolver := tenancy.NewResolver(appPool, "localhost", log)
+	if set.caching {
+		resolved := make(chan struct{})
+		go func() { resolver.Run(ctx); close(resolved) }()
+		t.Cleanup(func() { stop(); <-resolved })
+		for !resolver.Listening() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	e.metrics = prometheus.NewRegistry()
 	checks := rebac.NewHTTP(e.authz, e.svc, rebac.HTTPOptions{AuditSample: set.sample, Metrics: rebac.NewMetrics(e.metrics)})
 	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, checks.Routes}}).App()

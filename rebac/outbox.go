@@ -265,7 +265,8 @@ func ptr[T any](v T) *T { return &v }
 // check must then deny.
 func (r *Relay) Token(ctx context.Context, t *tenancy.Tenant) (ZedToken, error) {
 	var f queries.RebacFreshnessRow
-	err := r.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+	// On every check's path: one round trip.
+	err := r.db.Once(ctx, t, func(q *queries.Queries) (err error) {
 		f, err = q.RebacFreshness(ctx, t.ID.UUID())
 		return err
 	})

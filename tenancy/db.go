@@ -37,27 +37,49 @@ func (db *DB) Tx(ctx context.Context, t *Tenant, fn func(q *queries.Queries) err
 // statements such as deleting a tenant's rows from every table). The same
 // tenant scoping applies.
 func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) error) error {
-	if t == nil {
-		return errors.New("tenant transaction: no tenant")
-	}
-	pool := db.shared
-	if t.Placement == Silo {
-		if db.silos == nil {
-			return fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
-		}
-		var err error
-		if pool, err = db.silos.Pool(ctx, t); err != nil {
-			return err
-		}
-	}
-	conn, err := pool.Acquire(ctx)
+	conn, err := db.acquire(ctx, t)
 	if err != nil {
-		return unavailable(err)
+		return err
 	}
 	// A connection left inside a transaction (rollback failed, panic) is
 	// destroyed by pgxpool on release rather than reused.
 	defer conn.Release()
 	return scopedTx(ctx, conn, t.ID, fn)
+}
+
+// Once runs fn's single statement for tenant t in one round trip: the
+// tenant setting and the statement travel in one pipeline, which Postgres
+// runs as one implicit transaction, so no BEGIN and no COMMIT are needed.
+// For hot reads; a second statement in fn fails (use Tx).
+func (db *DB) Once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
+	conn, err := db.acquire(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return fn(queries.New(&lazyTx{conn: conn, tenant: t.ID.String(), implicit: true}))
+}
+
+// acquire takes a connection to tenant t's database.
+func (db *DB) acquire(ctx context.Context, t *Tenant) (*pgxpool.Conn, error) {
+	if t == nil {
+		return nil, errors.New("tenant transaction: no tenant")
+	}
+	pool := db.shared
+	if t.Placement == Silo {
+		if db.silos == nil {
+			return nil, fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
+		}
+		var err error
+		if pool, err = db.silos.Pool(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return conn, nil
 }
 
 // scopedTx runs fn in a transaction on conn scoped to tenant id.
@@ -104,7 +126,12 @@ type lazyTx struct {
 	conn    *pgxpool.Conn
 	tenant  string
 	started bool
+	// implicit: one statement, in the pipeline's implicit transaction
+	// (DB.Once).
+	implicit bool
 }
+
+var errOnce = errors.New("tenant statement: DB.Once runs one statement; use DB.Tx for more")
 
 const setTenant = "select set_config('gatehouse.tenant_id', $1, true)"
 
@@ -113,11 +140,13 @@ const setTenant = "select set_config('gatehouse.tenant_id', $1, true)"
 func (t *lazyTx) begin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
 	t.started = true
 	b := &pgx.Batch{}
-	b.Queue("begin")
+	if !t.implicit {
+		b.Queue("begin")
+	}
 	b.Queue(setTenant, t.tenant)
 	b.Queue(sql, args...)
 	br := t.conn.SendBatch(ctx, b)
-	for range 2 {
+	for range len(b.QueuedQueries) - 1 {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return nil, unavailable(err)
@@ -127,6 +156,9 @@ func (t *lazyTx) begin(ctx context.Context, sql string, args []any) (pgx.BatchRe
 }
 
 func (t *lazyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.started && t.implicit {
+		return pgconn.CommandTag{}, errOnce
+	}
 	if t.started {
 		return t.conn.Exec(ctx, sql, args...)
 	}
@@ -142,6 +174,9 @@ func (t *lazyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 }
 
 func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.started && t.implicit {
+		return nil, errOnce
+	}
 	if t.started {
 		return t.conn.Query(ctx, sql, args...)
 	}
@@ -158,7 +193,7 @@ func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 }
 
 func (t *lazyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if t.started {
+	if t.started && !t.implicit {
 		return t.conn.QueryRow(ctx, sql, args...)
 	}
 	rows, err := t.Query(ctx, sql, args...)

@@ -427,3 +427,48 @@ func TestPolicyUsesTenantIndex(t *testing.T) {
 		t.Fatalf("plan does not use the tenant index:\n%s", text)
 	}
 }
+
+func TestOnceRunsOneScopedStatement(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.tenant(t, "once-a", tenancy.Shared)
+	b := e.tenant(t, "once-b", tenancy.Shared)
+	small := pgtest.Pool(t, e.db.AppURL, 1) // every call on the same connection
+	db := tenancy.NewDB(small, nil)
+	var theirs queries.AppUser
+	err := db.Tx(ctx, b, func(q *queries.Queries) (err error) {
+		theirs, err = q.CreateUser(ctx, queries.CreateUserParams{TenantID: b.ID.UUID(), Email: "u@once-b.test"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		tenant *tenancy.Tenant
+		want   error
+	}{{a, pgx.ErrNoRows}, {b, nil}, {a, pgx.ErrNoRows}} {
+		// Even naming the row's tenant, a statement sees only its own.
+		err := db.Once(ctx, c.tenant, func(q *queries.Queries) error {
+			_, err := q.GetUser(ctx, queries.GetUserParams{TenantID: b.ID.UUID(), ID: theirs.ID})
+			return err
+		})
+		if !errors.Is(err, c.want) && err != c.want {
+			t.Fatalf("%s reading b's user: %v, want %v", c.tenant.Slug, err, c.want)
+		}
+		// The setting ended with the statement's implicit transaction.
+		if n := count(t, small, "select count(*) from app.users"); n != 0 {
+			t.Fatalf("the connection after Once sees %d rows", n)
+		}
+	}
+	err = db.Once(ctx, b, func(q *queries.Queries) error {
+		if _, err := q.CountUsers(ctx, b.ID.UUID()); err != nil {
+			return err
+		}
+		_, err := q.CountUsers(ctx, b.ID.UUID())
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "one statement") {
+		t.Fatalf("a second statement in Once: %v", err)
+	}
+}
