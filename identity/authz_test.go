@@ -240,6 +240,20 @@ func TestSpiceDBOutageDeniesAndHeals(t *testing.T) {
 	e.must(200, "GET", "acme", "/v1/admin/users", boss.AccessToken, nil)
 }
 
+// obj is an object (or subject) of the check API.
+func obj(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
+
+// allowed asks the check API on host, as token, whether user who holds
+// perm on resource res.
+func (e *env) allowed(host, token, who, perm, res string) bool {
+	e.t.Helper()
+	var r struct{ Allowed bool }
+	e.must(200, "POST", host, "/v1/permissions/check", token, map[string]any{
+		"subject": obj("user", who), "permission": perm, "resource": obj("resource", res),
+	}).json(e.t, &r)
+	return r.Allowed
+}
+
 func TestSaaSAppWritesAndChecksItsResources(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -250,7 +264,6 @@ func TestSaaSAppWritesAndChecksItsResources(t *testing.T) {
 	e.signup("acme", "member@check.test", goodPassword)
 	member := e.login("acme", "member@check.test", goodPassword).AccessToken
 
-	obj := func(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
 	rel := func(res, relation string, sub map[string]string) map[string]any {
 		return map[string]any{"resource": obj("resource", res), "relation": relation, "subject": sub}
 	}
@@ -265,14 +278,7 @@ func TestSaaSAppWritesAndChecksItsResources(t *testing.T) {
 	if wrote.ConsistencyToken == "" {
 		t.Fatal("no consistency token from the write")
 	}
-	check := func(host, token, who, perm, res string) bool {
-		t.Helper()
-		var r struct{ Allowed bool }
-		e.must(200, "POST", host, "/v1/permissions/check", token, map[string]any{
-			"subject": obj("user", who), "permission": perm, "resource": obj("resource", res),
-		}).json(t, &r)
-		return r.Allowed
-	}
+	check := e.allowed
 	if !check("acme", app, "alice", "delete", "doc-1") || !check("acme", app, "bob", "edit", "doc-1") || check("acme", app, "bob", "delete", "doc-1") {
 		t.Fatal("checks do not follow the relationships")
 	}
@@ -356,7 +362,6 @@ func TestDeletedUsersLoseWhatAppsGrantedThem(t *testing.T) {
 	leaver := e.me("acme", e.login("acme", "leaver@forget.test", goodPassword).AccessToken).ID.String()
 	stayer := e.me("acme", e.login("acme", "stayer@forget.test", goodPassword).AccessToken).ID.String()
 
-	obj := func(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
 	rel := func(res, relation, user string) map[string]any {
 		return map[string]any{"resource": obj("resource", res), "relation": relation, "subject": obj("user", user)}
 	}
@@ -365,14 +370,7 @@ func TestDeletedUsersLoseWhatAppsGrantedThem(t *testing.T) {
 	}})
 	// The same user id in another tenant is another subject altogether.
 	e.must(200, "POST", "globex", "/v1/relationships", other, map[string]any{"touch": []any{rel("doc-1", "owner", leaver)}})
-	check := func(host, token, who, perm, res string) bool {
-		t.Helper()
-		var r struct{ Allowed bool }
-		e.must(200, "POST", host, "/v1/permissions/check", token, map[string]any{
-			"subject": obj("user", who), "permission": perm, "resource": obj("resource", res),
-		}).json(t, &r)
-		return r.Allowed
-	}
+	check := e.allowed
 	if !check("acme", app, leaver, "delete", "doc-1") || !check("acme", app, leaver, "view", "doc-2") {
 		t.Fatal("the app's grants do not hold before the deletion")
 	}

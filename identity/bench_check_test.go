@@ -65,7 +65,6 @@ func BenchmarkCheck(b *testing.B) {
 		}
 		return out
 	}
-	obj := func(typ, id string) map[string]string { return map[string]string{"type": typ, "id": id} }
 	post("/v1/relationships", map[string]any{"touch": []any{map[string]any{"resource": obj("resource", "doc"), "relation": "viewer", "subject": obj("user", "alice")}}})
 	check := map[string]any{"subject": obj("user", "alice"), "permission": "view", "resource": obj("resource", "doc")}
 
@@ -79,73 +78,49 @@ func BenchmarkCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var baseP50 time.Duration
-	var singles time.Duration
+	alice := rebac.SubjectRef{Ref: rebac.Ref{Type: "user", ID: "alice"}}
+	doc := rebac.Ref{Type: "resource", ID: "doc"}
+	var baseP50, singles time.Duration
 	b.Run("spicedb-check-direct", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
-			ok, _, err := direct.Check(ctx, other, rebac.SubjectRef{Ref: rebac.Ref{Type: "user", ID: "alice"}}, "view", rebac.Ref{Type: "resource", ID: "doc"}, at)
-			lat = append(lat, time.Since(start))
-			if err != nil || !ok {
+		baseP50 = timed(b, func() {
+			if ok, _, err := direct.Check(ctx, other, alice, "view", doc, at); err != nil || !ok {
 				b.Fatal(ok, err)
 			}
-		}
-		baseP50 = p50(lat)
-		b.ReportMetric(float64(baseP50.Microseconds()), "p50-µs")
+		})
 	})
 	b.Run("http-healthz", func(b *testing.B) {
 		// The HTTP round trip alone, for scale.
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
+		timed(b, func() {
 			res, err := client.Get("http://" + ln.Addr().String() + "/healthz")
 			if err != nil {
 				b.Fatal(err)
 			}
 			io.Copy(io.Discard, res.Body)
 			res.Body.Close()
-			lat = append(lat, time.Since(start))
-		}
-		b.ReportMetric(float64(p50(lat).Microseconds()), "p50-µs")
+		})
 	})
 	b.Run("freshness-token", func(b *testing.B) {
 		// The tenant's consistency token from Postgres, alone.
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
+		timed(b, func() {
 			if _, err := e.relay.Token(ctx, tn); err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(start))
-		}
-		b.ReportMetric(float64(p50(lat).Microseconds()), "p50-µs")
+		})
 	})
 	b.Run("token-then-check", func(b *testing.B) {
 		// What the handler asks of Postgres and SpiceDB, in process.
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
+		timed(b, func() {
 			at, err := e.relay.Token(ctx, tn)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if ok, _, err := e.spicedb.Check(ctx, tn.ID, rebac.SubjectRef{Ref: rebac.Ref{Type: "user", ID: "alice"}}, "view", rebac.Ref{Type: "resource", ID: "doc"}, at); err != nil || !ok {
+			if ok, _, err := e.spicedb.Check(ctx, tn.ID, alice, "view", doc, at); err != nil || !ok {
 				b.Fatal(ok, err)
 			}
-			lat = append(lat, time.Since(start))
-		}
-		b.ReportMetric(float64(p50(lat).Microseconds()), "p50-µs")
+		})
 	})
 	b.Run("check-api", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
-			post("/v1/permissions/check", check)
-			lat = append(lat, time.Since(start))
-		}
-		singles = p50(lat)
-		b.ReportMetric(float64(singles.Microseconds()), "p50-µs")
+		singles = timed(b, func() { post("/v1/permissions/check", check) })
 		b.ReportMetric(float64(singles)/float64(baseP50), "x-baseline-p50")
 	})
 	items := make([]any, 100)
@@ -153,19 +128,22 @@ func BenchmarkCheck(b *testing.B) {
 		items[i] = check
 	}
 	b.Run("check-bulk-100", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			start := time.Now()
-			post("/v1/permissions/check-bulk", map[string]any{"items": items})
-			lat = append(lat, time.Since(start))
-		}
-		m := p50(lat)
-		b.ReportMetric(float64(m.Microseconds()), "p50-µs")
+		m := timed(b, func() { post("/v1/permissions/check-bulk", map[string]any{"items": items}) })
 		b.ReportMetric(float64(m)/float64(100*singles), "x-100-singles")
 	})
 }
 
-func p50(lat []time.Duration) time.Duration {
+// timed runs op for the benchmark's iterations and reports (and returns)
+// its median latency.
+func timed(b *testing.B, op func()) time.Duration {
+	lat := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		start := time.Now()
+		op()
+		lat = append(lat, time.Since(start))
+	}
 	slices.Sort(lat)
-	return lat[len(lat)/2]
+	m := lat[len(lat)/2]
+	b.ReportMetric(float64(m.Microseconds()), "p50-µs")
+	return m
 }
