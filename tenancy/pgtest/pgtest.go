@@ -180,8 +180,18 @@ func (c *Cluster) start(bin, data string, cred *syscall.Credential) error {
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		cancel()
 		if err == nil {
+			// The port may be another process's cluster, started between
+			// our choosing the port and binding it (ours then fails to
+			// bind and exits): make sure it is ours.
+			var dir string
+			err = conn.QueryRow(context.Background(), "show data_directory").Scan(&dir)
 			conn.Close(context.Background())
-			return nil
+			if err == nil && sameDir(dir, data) {
+				return nil
+			}
+			close(c.stop)
+			<-c.done
+			return fmt.Errorf("port %d is another cluster's (%s)", c.Port, dir)
 		}
 		select {
 		case exitErr := <-c.done:
@@ -195,6 +205,13 @@ func (c *Cluster) start(bin, data string, cred *syscall.Credential) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// sameDir reports whether two paths name one folder.
+func sameDir(a, b string) bool {
+	ra, err1 := filepath.EvalSymlinks(a)
+	rb, err2 := filepath.EvalSymlinks(b)
+	return err1 == nil && err2 == nil && ra == rb
 }
 
 // Stop shuts the cluster down and removes its folder.
