@@ -202,3 +202,9 @@ type ControlTenantDomain struct {
 	VerifiedAt *time.Time
 	CreatedAt  time.Time
 }
+
+type FenceMovedAway struct {
+	TenantID uuid.UUID
+	MoveID   uuid.UUID
+	MovedAt  time.Time
+}

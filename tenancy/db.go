@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -133,7 +134,37 @@ type lazyTx struct {
 
 var errOnce = errors.New("tenant statement: DB.Once runs one statement; use DB.Tx for more")
 
+// setTenant scopes a read-only batch to a tenant (Probe), without the
+// fence: a read cannot lose a write.
 const setTenant = "select set_config('gatehouse.tenant_id', $1, true)"
+
+// enterTenant scopes a transaction to a tenant and enters the tenant's
+// move fence (migration 00011): it waits up to fenceWait while a move
+// flips the tenant's placement, and fails if the tenant has moved away.
+const enterTenant = "select set_config('gatehouse.tenant_id', $1, true), fence.enter($1::uuid, $2::interval)"
+
+// fenceWait is how long a transaction waits at a tenant's fence before it
+// is refused with 503 and Retry-After.
+const fenceWait = "2 s"
+
+// fenceError maps the fence's refusals to problems; nil for other errors.
+func fenceError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return nil
+	}
+	switch pgErr.Code {
+	case "GH001":
+		e := problem.Wrap(problem.Unavailable, err, "this organisation is moving to a new home; try again in a moment")
+		e.RetryAfter = time.Second
+		return e
+	case "GH002":
+		e := problem.Wrap(problem.Unavailable, err, "this organisation has just moved; try again")
+		e.RetryAfter = time.Second
+		return e
+	}
+	return nil
+}
 
 // begin sends BEGIN, the tenant setting and the first statement in one
 // batch, and returns the batch positioned at that statement's result.
@@ -143,12 +174,15 @@ func (t *lazyTx) begin(ctx context.Context, sql string, args []any) (pgx.BatchRe
 	if !t.implicit {
 		b.Queue("begin")
 	}
-	b.Queue(setTenant, t.tenant)
+	b.Queue(enterTenant, t.tenant, fenceWait)
 	b.Queue(sql, args...)
 	br := t.conn.SendBatch(ctx, b)
 	for range len(b.QueuedQueries) - 1 {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
+			if ferr := fenceError(err); ferr != nil {
+				return nil, ferr
+			}
 			return nil, unavailable(err)
 		}
 	}

@@ -1,0 +1,84 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Fence holds one tenant's writes on one database still: while it stands,
+// the tenant's new transactions there wait (up to fenceWait, then 503 with
+// Retry-After), and it is raised only once every transaction already
+// running has finished. Other tenants do not notice. A placement move
+// raises it around its flip, for as short a time as it can.
+type Fence struct {
+	conn   *pgxpool.Conn
+	tenant ID
+	// Since is when the fence began to hold new transactions back: from
+	// then on they wait, while those in flight drain.
+	Since time.Time
+}
+
+// RaiseFence raises tenant id's fence on the database of admin (an
+// administrator pool), waiting up to drain for the transactions in flight
+// to finish. When they do not, it gives up, and the tenant's transactions
+// go on as before.
+func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, drain time.Duration) (*Fence, error) {
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fence: %w", err)
+	}
+	// A session lock, on a connection of its own, held until Lift; the
+	// wait for it is bounded by lock_timeout, on this session only.
+	since := time.Now()
+	_, err = conn.Exec(ctx, fmt.Sprintf("set lock_timeout = %d", max(drain.Milliseconds(), 1)))
+	if err == nil {
+		_, err = conn.Exec(ctx, "select pg_advisory_lock(fence.key($1))", id.UUID())
+	}
+	if err != nil {
+		conn.Conn().Close(context.WithoutCancel(ctx)) // the lock, if any, goes with the session
+		conn.Release()
+		return nil, fmt.Errorf("fence: raise for tenant %s: %w", id, err)
+	}
+	return &Fence{conn: conn, tenant: id, Since: since}, nil
+}
+
+// MarkMovedAway records, behind the fence, that the tenant's data now lives
+// elsewhere: its transactions on this database fail from now on (503, and
+// the next request resolves the new placement).
+func (f *Fence) MarkMovedAway(ctx context.Context, move uuid.UUID) error {
+	_, err := f.conn.Exec(ctx, `insert into fence.moved_away (tenant_id, move_id) values ($1, $2)
+		on conflict (tenant_id) do update set move_id = excluded.move_id, moved_at = now()`, f.tenant.UUID(), move)
+	if err != nil {
+		return fmt.Errorf("fence: mark tenant %s moved away: %w", f.tenant, err)
+	}
+	return nil
+}
+
+// Lift lets the tenant's waiting and new transactions through, and returns
+// how long the fence held them: the longest any of them can have waited.
+func (f *Fence) Lift(ctx context.Context) (time.Duration, error) {
+	defer f.conn.Release()
+	held := time.Since(f.Since)
+	var unlocked bool
+	if err := f.conn.QueryRow(ctx, "select pg_advisory_unlock(fence.key($1))", f.tenant.UUID()).Scan(&unlocked); err != nil || !unlocked {
+		// Closing the session releases the lock all the same.
+		f.conn.Conn().Close(context.WithoutCancel(ctx))
+		return held, errors.Join(fmt.Errorf("fence: lift for tenant %s", f.tenant), err)
+	}
+	_, err := f.conn.Exec(ctx, "reset lock_timeout")
+	return held, err
+}
+
+// Welcome undoes MarkMovedAway: tenant id's transactions run on admin's
+// database again (a demotion brings a tenant back to where it once was).
+func Welcome(ctx context.Context, admin *pgxpool.Pool, id ID) error {
+	if _, err := admin.Exec(ctx, "delete from fence.moved_away where tenant_id = $1", id.UUID()); err != nil {
+		return fmt.Errorf("fence: welcome tenant %s: %w", id, err)
+	}
+	return nil
+}
