@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type AppAuditEvent struct {
@@ -73,6 +74,13 @@ type AppMailOutbox struct {
 	CreatedAt     time.Time
 	DoneAt        *time.Time
 	UserID        *uuid.UUID
+}
+
+type AppMoveMark struct {
+	TenantID uuid.UUID
+	MoveID   uuid.UUID
+	N        int32
+	MarkedAt time.Time
 }
 
 type AppRateLimit struct {
@@ -175,6 +183,33 @@ type AppUser struct {
 	Lockouts        int32
 }
 
+type ControlPlacementMove struct {
+	ID              uuid.UUID
+	TenantID        uuid.UUID
+	Direction       string
+	StartedBy       string
+	State           string
+	Phase           string
+	SourceRef       *string
+	TargetRef       *string
+	SubscriptionOid *int64
+	MaxPauseMs      int32
+	KeepOldFor      pgtype.Interval
+	Tables          []byte
+	LagBytes        *int64
+	PauseMs         *float64
+	FenceAttempts   int32
+	Marks           int32
+	Error           *string
+	StartedAt       time.Time
+	CopiedAt        *time.Time
+	VerifiedAt      *time.Time
+	FlippedAt       *time.Time
+	RetireAfter     *time.Time
+	FinishedAt      *time.Time
+	UpdatedAt       time.Time
+}
+
 type ControlTenant struct {
 	ID                   uuid.UUID
 	Slug                 string
@@ -201,6 +236,11 @@ type ControlTenantDomain struct {
 	TenantID   uuid.UUID
 	VerifiedAt *time.Time
 	CreatedAt  time.Time
+}
+
+type FenceHold struct {
+	TenantID uuid.UUID
+	MaxWait  pgtype.Interval
 }
 
 type FenceMovedAway struct {

@@ -49,3 +49,24 @@ func (v *Vault) SiloDSN(ctx context.Context, t tenancy.ID, ref string, role tena
 	}
 	return v.Get(ctx, t, r)
 }
+
+// ForgetSilo implements tenancy.SiloLocator: it destroys both connection
+// strings of tenant t's silo (the reference StoreSilo returned), once the
+// silo is gone. Forgetting twice is not an error.
+func (v *Vault) ForgetSilo(ctx context.Context, t tenancy.ID, ref string) error {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return err
+	}
+	if err := owned(v.kv, t, r); err != nil {
+		return err
+	}
+	admin, err := refFor(v.kv, t, siloNames[tenancy.AdminRole])
+	if err != nil {
+		return err
+	}
+	if err := v.Delete(ctx, t, admin); err != nil {
+		return err
+	}
+	return v.Delete(ctx, t, r)
+}

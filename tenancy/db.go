@@ -20,6 +20,14 @@ import (
 type DB struct {
 	shared *pgxpool.Pool
 	silos  *SiloPools
+
+	// Relocated, if set, tells where the control plane places a tenant
+	// now. A transaction refused because its tenant has moved away (a
+	// placement flip this instance has not heard of yet) is then run
+	// again, once, at the tenant's new place: the refusal comes before fn's
+	// first statement runs, so fn must only not act outside the database
+	// before its first statement. Servers set it to Resolver.ByID.
+	Relocated func(ctx context.Context, id ID) (*Tenant, error)
 }
 
 // NewDB returns a DB over the shared pool (connected as gatehouse_app) and
@@ -38,6 +46,33 @@ func (db *DB) Tx(ctx context.Context, t *Tenant, fn func(q *queries.Queries) err
 // statements such as deleting a tenant's rows from every table). The same
 // tenant scoping applies.
 func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) error) error {
+	err := db.rawTx(ctx, t, fn)
+	if nt := db.relocated(ctx, t, err); nt != nil {
+		return db.rawTx(ctx, nt, fn)
+	}
+	return err
+}
+
+// relocated returns where tenant t lives now if err says t has moved away
+// from where it was (its old database refused it, or, for a silo, could
+// not be reached: a demotion drops the silo it leaves), and the control
+// plane places it elsewhere; else nil. Both errors come before fn's
+// first statement has run, or with its transaction rolled back.
+func (db *DB) relocated(ctx context.Context, t *Tenant, err error) *Tenant {
+	var pgErr *pgconn.PgError
+	movedAway := errors.As(err, &pgErr) && pgErr.Code == "GH002"
+	siloGone := t != nil && t.Placement == Silo && problem.CodeOf(err) == problem.Unavailable
+	if t == nil || db.Relocated == nil || !(movedAway || siloGone) {
+		return nil
+	}
+	nt, err := db.Relocated(ctx, t.ID)
+	if err != nil || (nt.Placement == t.Placement && nt.SiloRef == t.SiloRef) {
+		return nil
+	}
+	return nt
+}
+
+func (db *DB) rawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) error) error {
 	conn, err := db.acquire(ctx, t)
 	if err != nil {
 		return err
@@ -53,6 +88,14 @@ func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) err
 // runs as one implicit transaction, so no BEGIN and no COMMIT are needed.
 // For hot reads; a second statement in fn fails (use Tx).
 func (db *DB) Once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
+	err := db.once(ctx, t, fn)
+	if nt := db.relocated(ctx, t, err); nt != nil {
+		return db.once(ctx, nt, fn)
+	}
+	return err
+}
+
+func (db *DB) once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
 	conn, err := db.acquire(ctx, t)
 	if err != nil {
 		return err

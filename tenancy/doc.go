@@ -14,4 +14,9 @@
 //   - No password reaches the control plane: a silo's connection strings
 //     live in the secret store (SiloLocator), and the control plane keeps
 //     only a reference, which must lie under the tenant's own path.
+//   - Every tenant transaction enters the tenant's move fence in the
+//     statement that scopes it (DB), so that a Mover can hold a tenant's
+//     writes still for the moment of a flip, and a database the tenant has
+//     moved away from refuses it. Anything that writes tenant data must go
+//     through DB, or a move can lose its write.
 package tenancy

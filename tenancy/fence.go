@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Fence holds one tenant's writes on one database still: while it stands,
-// the tenant's new transactions there wait (up to fenceWait, then 503 with
-// Retry-After), and it is raised only once every transaction already
-// running has finished. Other tenants do not notice. A placement move
-// raises it around its flip, for as short a time as it can.
+// the tenant's new transactions there wait (up to the wait given to
+// RaiseFence, then 503 with Retry-After), and it is raised only once every
+// transaction already running has finished. Other tenants do not notice.
+// A placement move raises it around its flip, for as short a time as it
+// can.
 type Fence struct {
 	conn   *pgxpool.Conn
 	tenant ID
@@ -24,18 +26,27 @@ type Fence struct {
 }
 
 // RaiseFence raises tenant id's fence on the database of admin (an
-// administrator pool), waiting up to drain for the transactions in flight
+// administrator pool), waiting up to wait for the transactions in flight
 // to finish. When they do not, it gives up, and the tenant's transactions
-// go on as before.
-func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, drain time.Duration) (*Fence, error) {
+// go on as before. While it stands, the tenant's new transactions wait up
+// to wait too.
+func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, wait time.Duration) (*Fence, error) {
 	conn, err := admin.Acquire(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("fence: %w", err)
+	}
+	// How long writers wait is read by those that find the fence up, so it
+	// is in place before the fence is.
+	_, err = conn.Exec(ctx, `insert into fence.holds (tenant_id, max_wait) values ($1, make_interval(secs => $2))
+		on conflict (tenant_id) do update set max_wait = excluded.max_wait`, id.UUID(), wait.Seconds())
+	if err != nil {
+		conn.Release()
 		return nil, fmt.Errorf("fence: %w", err)
 	}
 	// A session lock, on a connection of its own, held until Lift; the
 	// wait for it is bounded by lock_timeout, on this session only.
 	since := time.Now()
-	_, err = conn.Exec(ctx, fmt.Sprintf("set lock_timeout = %d", max(drain.Milliseconds(), 1)))
+	_, err = conn.Exec(ctx, fmt.Sprintf("set lock_timeout = %d", max(wait.Milliseconds(), 1)))
 	if err == nil {
 		_, err = conn.Exec(ctx, "select pg_advisory_lock(fence.key($1))", id.UUID())
 	}
@@ -55,6 +66,30 @@ func (f *Fence) MarkMovedAway(ctx context.Context, move uuid.UUID) error {
 		on conflict (tenant_id) do update set move_id = excluded.move_id, moved_at = now()`, f.tenant.UUID(), move)
 	if err != nil {
 		return fmt.Errorf("fence: mark tenant %s moved away: %w", f.tenant, err)
+	}
+	return nil
+}
+
+// Mark writes move's mark number n into the tenant's data, behind the
+// fence: the tenant's last change before a flip (see Replication.Arrived).
+func (f *Fence) Mark(ctx context.Context, move uuid.UUID, n int) error {
+	return writeMark(ctx, f.conn, f.tenant, move, n)
+}
+
+// writeMark writes move's mark number n into tenant's data in db, and
+// commits synchronously, so that it is on its way to a target at once.
+func writeMark(ctx context.Context, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, tenant ID, move uuid.UUID, n int) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "set local synchronous_commit = on"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "insert into app.move_marks (tenant_id, move_id, n) values ($1, $2, $3) on conflict do nothing", tenant.UUID(), move, n)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark tenant %s: %w", tenant, err)
 	}
 	return nil
 }

@@ -91,6 +91,10 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 		_, err := tx.Exec(ctx, `insert into app.rebac_state (tenant_id, zedtoken) values ($1, 'same-token')`, tenant)
 		return err
 	},
+	"move_marks": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.move_marks (tenant_id, move_id, n) values ($1, '00000000-0000-0000-0000-000000000001', 1)`, tenant)
+		return err
+	},
 	"audit_heads": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.audit_heads (tenant_id, seq, hash) values ($1, 1, sha256('same event'))`, tenant)
 		return err

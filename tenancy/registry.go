@@ -146,46 +146,100 @@ func (r *Registry) createSiloDatabase(ctx context.Context, id ID, slug, cluster 
 	if cluster == "" {
 		cluster = r.primaryDSN
 	}
-	cu, err := url.Parse(cluster)
-	if err != nil || (cu.Scheme != "postgres" && cu.Scheme != "postgresql") || cu.Host == "" {
-		return SiloDSNs{}, nil, problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
-	}
-	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(connectCtx, cluster)
+	dsns, err := siloDSNs(cluster, siloDatabaseName(id), r.migrator.AppPassword)
 	if err != nil {
-		return SiloDSNs{}, nil, problem.Wrap(problem.Unavailable, err,
-			fmt.Sprintf("silo cluster %s is unreachable", cu.Host))
-	}
-	defer admin.Close(context.WithoutCancel(ctx))
-	if err := r.migrator.EnsureRoles(ctx, admin); err != nil {
 		return SiloDSNs{}, nil, err
-	}
-	name := siloDatabaseName(id)
-	ident := pgx.Identifier{name}.Sanitize()
-	if _, err := admin.Exec(ctx, "create database "+ident+" owner "+OwnerRoleName); err != nil {
-		return SiloDSNs{}, nil, fmt.Errorf("create silo database: %w", err)
 	}
 	drop := func() {
 		dropCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if c, err := pgx.Connect(dropCtx, cluster); err == nil {
-			_, _ = c.Exec(dropCtx, "drop database if exists "+ident+" with (force)")
-			c.Close(dropCtx)
-		}
+		_ = dropDatabase(dropCtx, dsns.Admin)
 	}
-	siloURL := *cu
-	siloURL.Path = "/" + name
-	dsns := SiloDSNs{Admin: siloURL.String()}
-	if dsns.App, err = AppURL(dsns.Admin, r.migrator.AppPassword); err != nil {
-		drop()
-		return SiloDSNs{}, nil, err
-	}
-	if err := r.migrator.Silo(ctx, dsns.Admin, "silo "+slug); err != nil {
+	if err := r.ensureSiloDatabase(ctx, dsns.Admin, "silo "+slug); err != nil {
 		drop()
 		return SiloDSNs{}, nil, err
 	}
 	return dsns, drop, nil
+}
+
+// siloDSNs returns the connection strings of database name on cluster
+// (its administrator URL).
+func siloDSNs(cluster, name, appPassword string) (SiloDSNs, error) {
+	cu, err := url.Parse(cluster)
+	if err != nil || (cu.Scheme != "postgres" && cu.Scheme != "postgresql") || cu.Host == "" {
+		return SiloDSNs{}, problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
+	}
+	siloURL := *cu
+	siloURL.Path = "/" + name
+	dsns := SiloDSNs{Admin: siloURL.String()}
+	if dsns.App, err = AppURL(dsns.Admin, appPassword); err != nil {
+		return SiloDSNs{}, err
+	}
+	return dsns, nil
+}
+
+// clusterOf splits a database's administrator URL into the URL of its
+// cluster's postgres database and the database's name.
+func clusterOf(dsn string) (*url.URL, string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, "", fmt.Errorf("silo connection string is malformed")
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	u.Path = "/postgres" // any database but the silo
+	return u, name, nil
+}
+
+// connectCluster connects to the cluster of adminDSN. Returns Unavailable
+// if it cannot be reached.
+func connectCluster(ctx context.Context, adminDSN string) (*pgx.Conn, string, error) {
+	u, name, err := clusterOf(adminDSN)
+	if err != nil {
+		return nil, "", err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(connectCtx, u.String())
+	if err != nil {
+		return nil, "", problem.Wrap(problem.Unavailable, err, fmt.Sprintf("silo cluster %s is unreachable", u.Host))
+	}
+	return c, name, nil
+}
+
+// ensureSiloDatabase creates the database adminDSN names, if it does not
+// exist, with Gatehouse's roles on its cluster, and migrates it.
+func (r *Registry) ensureSiloDatabase(ctx context.Context, adminDSN, label string) error {
+	c, name, err := connectCluster(ctx, adminDSN)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if err := r.migrator.EnsureRoles(ctx, c); err != nil {
+		return err
+	}
+	var exists bool
+	if err := c.QueryRow(ctx, "select exists (select 1 from pg_database where datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("create silo database: %w", err)
+	}
+	if !exists {
+		if _, err := c.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()+" owner "+OwnerRoleName); err != nil {
+			return fmt.Errorf("create silo database: %w", err)
+		}
+	}
+	return r.migrator.Silo(ctx, adminDSN, label)
+}
+
+// dropDatabase drops the database adminDSN names, if it exists.
+func dropDatabase(ctx context.Context, adminDSN string) error {
+	c, name, err := connectCluster(ctx, adminDSN)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if _, err := c.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)"); err != nil {
+		return fmt.Errorf("drop silo database: %w", err)
+	}
+	return nil
 }
 
 // Get returns the live tenant with the given slug. Returns NotFound if there
@@ -276,8 +330,12 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 			return err
 		}
 	}
+	// A flipped move may still keep the tenant's old copy.
+	if err := NewMover(r).retireTenant(ctx, t.ID); err != nil {
+		return err
+	}
 	if t.Placement == Silo {
-		if err := r.dropSilo(ctx, t); err != nil {
+		if err := r.dropSiloDatabase(ctx, t.ID, t.SiloRef); err != nil {
 			return err
 		}
 	}
@@ -304,31 +362,36 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 	})
 }
 
-func (r *Registry) dropSilo(ctx context.Context, t *Tenant) error {
-	dsn, err := r.secrets.SiloDSN(ctx, t.ID, t.SiloRef, AdminRole)
+// dropSiloDatabase drops the silo database ref reaches. A reference whose
+// secrets are gone means an earlier attempt got that far: nothing to do.
+func (r *Registry) dropSiloDatabase(ctx context.Context, t ID, ref string) error {
+	dsn, err := r.secrets.SiloDSN(ctx, t, ref, AdminRole)
 	if problem.CodeOf(err) == problem.NotFound {
-		// Secrets are shredded only after the drop succeeded: an earlier
-		// Delete got that far.
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return fmt.Errorf("silo connection string is malformed")
+	return dropDatabase(ctx, dsn)
+}
+
+// siloDatabaseExists reports whether the silo database ref reaches exists.
+func (r *Registry) siloDatabaseExists(ctx context.Context, t ID, ref string) (bool, error) {
+	dsn, err := r.secrets.SiloDSN(ctx, t, ref, AdminRole)
+	if problem.CodeOf(err) == problem.NotFound {
+		return false, nil
 	}
-	name := strings.TrimPrefix(u.Path, "/")
-	u.Path = "/postgres" // any database but the one being dropped
-	c, err := pgx.Connect(ctx, u.String())
 	if err != nil {
-		return problem.Wrap(problem.Unavailable, err, fmt.Sprintf("silo cluster %s is unreachable", u.Host))
+		return false, err
+	}
+	c, name, err := connectCluster(ctx, dsn)
+	if err != nil {
+		return false, err
 	}
 	defer c.Close(context.WithoutCancel(ctx))
-	if _, err := c.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)"); err != nil {
-		return fmt.Errorf("drop silo database: %w", err)
-	}
-	return nil
+	var exists bool
+	err = c.QueryRow(ctx, "select exists (select 1 from pg_database where datname = $1)", name).Scan(&exists)
+	return exists, err
 }
 
 // deleteTenantRows deletes tenant id's rows from every table of schema app,
@@ -425,3 +488,7 @@ func isUniqueViolation(err error) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && pgErr.Code == "23505"
 }
+
+// Ready reports whether the primary database answers with every migration
+// applied.
+func (r *Registry) Ready(ctx context.Context) error { return SchemaCurrent(ctx, r.admin, true) }

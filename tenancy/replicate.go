@@ -8,9 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
 )
 
 // Replication streams one tenant's rows from a source database to a target
@@ -32,6 +36,11 @@ type Replication struct {
 	// catalog in plain text; give the target's server a .pgpass or a
 	// client certificate instead).
 	SourceConn string
+	// SubscriptionOID is the target's subscription, once Start made it
+	// (0 before). Record it: Stop needs it to find the table-copy slots an
+	// interrupted copy leaves on the source after the subscription itself
+	// is gone.
+	SubscriptionOID uint32
 }
 
 // name is the publication's, slot's and subscription's name.
@@ -65,7 +74,10 @@ func (r *Replication) Start(ctx context.Context) error {
 		for i, t := range tables {
 			list[i] = pgx.Identifier{"app", t}.Sanitize() + filter
 		}
-		if _, err := r.Source.Exec(ctx, "create publication "+ident+" for table "+strings.Join(list, ", ")); err != nil {
+		// Without truncate: TRUNCATE ignores row filters, and would empty
+		// the target's table of every tenant's rows.
+		if _, err := r.Source.Exec(ctx, "create publication "+ident+" for table "+strings.Join(list, ", ")+
+			" with (publish = 'insert, update, delete')"); err != nil {
 			return fmt.Errorf("replication: create publication: %w", err)
 		}
 	}
@@ -83,11 +95,80 @@ func (r *Replication) Start(ctx context.Context) error {
 		return fmt.Errorf("replication: %w", err)
 	}
 	if !exists {
-		sql := fmt.Sprintf("create subscription %s connection %s publication %s with (create_slot = false, slot_name = %s, copy_data = true)",
+		// synchronous_commit on: a change the target shows is on its disk,
+		// so a move may flip as soon as the target shows the tenant's last
+		// change (see Arrived).
+		sql := fmt.Sprintf("create subscription %s connection %s publication %s with (create_slot = false, slot_name = %s, copy_data = true, synchronous_commit = 'on')",
 			ident, quoteLiteral(r.SourceConn), ident, quoteLiteral(name))
 		if _, err := r.Target.Exec(ctx, sql); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "08006" { // connection_failure
+				return problem.Wrap(problem.Unavailable, err, "the target's server cannot reach the source database: "+pgErr.Message)
+			}
 			return fmt.Errorf("replication: create subscription: %w", err)
 		}
+	}
+	if err := r.Target.QueryRow(ctx, "select oid from pg_subscription where subname = $1", name).Scan(&r.SubscriptionOID); err != nil {
+		return fmt.Errorf("replication: %w", err)
+	}
+	return nil
+}
+
+// Check makes sure both sides can carry the replication, before anything
+// is made: the source writes logical WAL, the role the target connects as
+// may read every row, and both servers have the slots, senders, workers
+// and connections a subscription with its table copies takes. Returns
+// Conflict naming the setting to change.
+func (r *Replication) Check(ctx context.Context) error {
+	u, err := url.Parse(r.SourceConn)
+	if err != nil || u.User == nil || u.User.Username() == "" {
+		return problem.Errorf(problem.Invalid, "replication: the source's connection string must name its user")
+	}
+	var c struct {
+		walLevel                string
+		super, repl, bypass, ok bool
+		freeSlots, freeSenders  int
+		freeSourceConns         int
+	}
+	err = r.Source.QueryRow(ctx, `
+		select current_setting('wal_level'),
+		       coalesce(r.rolsuper, false), coalesce(r.rolreplication, false), coalesce(r.rolbypassrls, false), r.oid is not null,
+		       current_setting('max_replication_slots')::int - (select count(*) from pg_replication_slots),
+		       current_setting('max_wal_senders')::int - (select count(*) from pg_stat_replication),
+		       current_setting('max_connections')::int - (select count(*) from pg_stat_activity)
+		from (select 1) one left join pg_roles r on r.rolname = $1`, u.User.Username()).Scan(
+		&c.walLevel, &c.super, &c.repl, &c.bypass, &c.ok, &c.freeSlots, &c.freeSenders, &c.freeSourceConns)
+	if err != nil {
+		return fmt.Errorf("replication: check the source: %w", err)
+	}
+	var syncWorkers, freeWorkers, freeTargetConns int
+	err = r.Target.QueryRow(ctx, `
+		select current_setting('max_sync_workers_per_subscription')::int,
+		       current_setting('max_logical_replication_workers')::int - (select count(*) from pg_stat_subscription where pid is not null),
+		       current_setting('max_connections')::int - (select count(*) from pg_stat_activity)`).Scan(&syncWorkers, &freeWorkers, &freeTargetConns)
+	if err != nil {
+		return fmt.Errorf("replication: check the target: %w", err)
+	}
+	need := 1 + syncWorkers // the stream, and the table copies beside it
+	switch {
+	case c.walLevel != "logical":
+		return problem.Errorf(problem.Conflict, "the source database has wal_level=%s; set wal_level=logical and restart it", c.walLevel)
+	case !c.ok:
+		return problem.Errorf(problem.Conflict, "the source has no role %q to replicate as", u.User.Username())
+	case !c.super && !(c.repl && c.bypass):
+		// Row-level security would let the copy read nothing, and every
+		// table would still count as copied.
+		return problem.Errorf(problem.Conflict, "role %q may not replicate every row: it needs to be a superuser, or to have REPLICATION and BYPASSRLS", u.User.Username())
+	case c.freeSlots < need:
+		return problem.Errorf(problem.Conflict, "the source has %d free replication slots and a move takes %d: raise max_replication_slots", c.freeSlots, need)
+	case c.freeSenders < need:
+		return problem.Errorf(problem.Conflict, "the source has %d free WAL senders and a move takes %d: raise max_wal_senders", c.freeSenders, need)
+	case c.freeSourceConns < need+2:
+		return problem.Errorf(problem.Conflict, "the source has %d free connections and a move takes %d: raise max_connections", c.freeSourceConns, need+2)
+	case freeWorkers < need:
+		return problem.Errorf(problem.Conflict, "the target has %d free logical replication workers and a move takes %d: raise max_logical_replication_workers (and max_worker_processes)", freeWorkers, need)
+	case freeTargetConns < 4:
+		return problem.Errorf(problem.Conflict, "the target has %d free connections: raise max_connections", freeTargetConns)
 	}
 	return nil
 }
@@ -115,6 +196,45 @@ func (r *Replication) Copied(ctx context.Context) (bool, int, error) {
 	return total > 0 && total == ready, total - ready, nil
 }
 
+// TableCopy is how far the copy of one table has come.
+type TableCopy struct {
+	State string // waiting, copying or copied
+	Rows  int64  // rows copied so far, while copying
+}
+
+// CopyProgress reports the copy of each table, by name.
+func (r *Replication) CopyProgress(ctx context.Context) (map[string]TableCopy, error) {
+	rows, err := r.Target.Query(ctx, `
+		select c.relname::text, sr.srsubstate::text, coalesce(p.tuples_processed, 0)
+		from pg_subscription_rel sr
+		join pg_subscription s on s.oid = sr.srsubid
+		join pg_class c on c.oid = sr.srrelid
+		left join pg_stat_progress_copy p on p.relid = sr.srrelid and p.datid = s.subdbid
+		where s.subname = $1`, r.name())
+	if err != nil {
+		return nil, fmt.Errorf("replication: copy state: %w", err)
+	}
+	out := map[string]TableCopy{}
+	for rows.Next() {
+		var name, state string
+		var n int64
+		if err := rows.Scan(&name, &state, &n); err != nil {
+			return nil, fmt.Errorf("replication: copy state: %w", err)
+		}
+		c := TableCopy{Rows: n}
+		switch state {
+		case "i":
+			c.State = "waiting"
+		case "d":
+			c.State = "copying"
+		default: // f, s, r: copied, then catching up or streaming
+			c.State = "copied"
+		}
+		out[name] = c
+	}
+	return out, rows.Err()
+}
+
 // Lag is how many bytes of the source's WAL the target has yet to confirm.
 func (r *Replication) Lag(ctx context.Context) (int64, error) {
 	var lag *int64
@@ -130,18 +250,25 @@ func (r *Replication) Lag(ctx context.Context) (int64, error) {
 	return *lag, nil
 }
 
-// CaughtUp reports whether the target has applied every change the
-// source committed before lsn: the slot's confirmed position has reached
-// it. Make sure the tenant wrote something at or after lsn (a move marks
-// its fence with a row of its own): a source whose last changes belong to
-// other tenants has nothing of this tenant to send, and confirms late.
-func (r *Replication) CaughtUp(ctx context.Context, lsn string) (bool, error) {
-	var ok *bool
-	err := r.Source.QueryRow(ctx, `select confirmed_flush_lsn >= $2::pg_lsn from pg_replication_slots where slot_name = $1`, r.name(), lsn).Scan(&ok)
+// Mark writes move's mark number n into the tenant's data on the source,
+// outside any fence, to time the target's lag.
+func (r *Replication) Mark(ctx context.Context, move uuid.UUID, n int) error {
+	return writeMark(ctx, r.Source, r.Tenant, move, n)
+}
+
+// Arrived reports whether the target shows move's mark number n. Changes
+// are applied in commit order, so the target then holds every change the
+// tenant made before the mark; a mark written behind the tenant's fence
+// (Fence.Mark) is its last change. The subscription commits
+// synchronously, so what the target shows is on its disk.
+func (r *Replication) Arrived(ctx context.Context, move uuid.UUID, n int) (bool, error) {
+	var ok bool
+	err := r.Target.QueryRow(ctx, "select exists (select 1 from app.move_marks where tenant_id = $1 and move_id = $2 and n = $3)",
+		r.Tenant.UUID(), move, n).Scan(&ok)
 	if err != nil {
-		return false, fmt.Errorf("replication: confirmed position: %w", err)
+		return false, fmt.Errorf("replication: look for mark %d: %w", n, err)
 	}
-	return ok != nil && *ok, nil
+	return ok, nil
 }
 
 // Stop removes the subscription, the slot (with the table-copy slots an
@@ -155,9 +282,8 @@ func (r *Replication) Stop(ctx context.Context) error {
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("replication: %w", err)
 	}
-	syncSlots := "" // table-copy slots are named pg_<subscription oid>_sync_<table oid>_<system id>
 	if sub != nil {
-		syncSlots = fmt.Sprintf(`pg\_%d\_sync\_%%`, *sub)
+		r.SubscriptionOID = *sub
 		// Detached from its slot first, so that dropping it does not need
 		// the source (which may be the one that is down).
 		for _, sql := range []string{"alter subscription " + ident + " disable", "alter subscription " + ident + " set (slot_name = none)", "drop subscription " + ident} {
@@ -165,6 +291,16 @@ func (r *Replication) Stop(ctx context.Context) error {
 				return fmt.Errorf("replication: %s: %w", sql, err)
 			}
 		}
+	}
+	return r.dropSource(ctx)
+}
+
+// dropSource drops the slots and the publication on the source.
+func (r *Replication) dropSource(ctx context.Context) error {
+	name := r.name()
+	syncSlots := "" // table-copy slots are named pg_<subscription oid>_sync_<table oid>_<system id>
+	if r.SubscriptionOID != 0 {
+		syncSlots = fmt.Sprintf(`pg\_%d\_sync\_%%`, r.SubscriptionOID)
 	}
 	// A slot still held by a walsender that has not yet noticed the
 	// subscription went is retried briefly.
@@ -185,7 +321,7 @@ func (r *Replication) Stop(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if _, err := r.Source.Exec(ctx, "drop publication if exists "+ident); err != nil {
+	if _, err := r.Source.Exec(ctx, "drop publication if exists "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return fmt.Errorf("replication: drop publication: %w", err)
 	}
 	return nil
@@ -199,42 +335,93 @@ type TableSum struct {
 }
 
 // Checksums returns a TableSum per app table of tenant id's rows in db,
-// for comparing the two sides of a move. Rows are compared by their text
-// form, with the session's time zone and output formats fixed so that two
-// servers render the same row alike.
+// all read in one snapshot.
 func Checksums(ctx context.Context, db *pgxpool.Pool, id ID) (map[string]TableSum, error) {
+	snap, err := OpenSnapshot(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close(ctx)
+	tables, err := AppTables(ctx, snap.tx)
+	if err != nil {
+		return nil, err
+	}
+	return snap.Checksums(ctx, id, tables)
+}
+
+// Snapshot is one moment of a database, held open for reading: a move
+// takes one of each side while the tenant's writes are fenced, then
+// compares them at leisure after the fence is lifted.
+type Snapshot struct {
+	conn *pgxpool.Conn
+	tx   pgx.Tx
+}
+
+// OpenSnapshot opens a read-only repeatable-read transaction on db and
+// takes its snapshot at once. Row text is rendered with the time zone and
+// output formats fixed, so that two servers render the same row alike.
+func OpenSnapshot(ctx context.Context, db *pgxpool.Pool) (*Snapshot, error) {
 	conn, err := db.Acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	defer conn.Release()
-	// One snapshot for every table.
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, err
+		conn.Release()
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	for _, s := range []string{"set local timezone = 'UTC'", "set local datestyle = 'ISO, YMD'", "set local intervalstyle = 'postgres'",
-		"set local bytea_output = 'hex'", "set local extra_float_digits = 1"} {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return nil, fmt.Errorf("checksums: %s: %w", s, err)
-		}
-	}
-	tables, err := AppTables(ctx, tx)
+	s := &Snapshot{conn: conn, tx: tx}
+	// The first query takes the snapshot; the settings are local to it.
+	_, err = tx.Exec(ctx, `select pg_current_snapshot(), set_config('timezone', 'UTC', true), set_config('datestyle', 'ISO, YMD', true),
+		set_config('intervalstyle', 'postgres', true), set_config('bytea_output', 'hex', true), set_config('extra_float_digits', '1', true)`)
 	if err != nil {
-		return nil, err
+		s.Close(ctx)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	return s, nil
+}
+
+// Close ends the snapshot's transaction.
+func (s *Snapshot) Close(ctx context.Context) {
+	_ = s.tx.Rollback(context.WithoutCancel(ctx))
+	s.conn.Release()
+}
+
+// Checksums returns a TableSum per table of tenant id's rows as the
+// snapshot sees them. Rows are hashed by their text form.
+func (s *Snapshot) Checksums(ctx context.Context, id ID, tables []string) (map[string]TableSum, error) {
 	sums := make(map[string]TableSum, len(tables))
 	for _, t := range tables {
 		// The sum of each row's 64-bit hash, kept as numeric so it cannot
 		// overflow: addition does not care about order.
-		var s TableSum
+		var sum TableSum
 		q := fmt.Sprintf(`select count(*), coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text
 			from %s r where tenant_id = $1`, pgx.Identifier{"app", t}.Sanitize())
-		if err := tx.QueryRow(ctx, q, id.UUID()).Scan(&s.Rows, &s.Sum); err != nil {
+		if err := s.tx.QueryRow(ctx, q, id.UUID()).Scan(&sum.Rows, &sum.Sum); err != nil {
 			return nil, fmt.Errorf("checksums: %s: %w", t, err)
 		}
-		sums[t] = s
+		sums[t] = sum
 	}
 	return sums, nil
+}
+
+// CountRows counts tenant id's rows in each of tables, in one statement.
+func CountRows(ctx context.Context, db queries.DBTX, id ID, tables []string) (map[string]int64, error) {
+	parts := make([]string, len(tables))
+	for i, t := range tables {
+		parts[i] = fmt.Sprintf("(select count(*) from %s where tenant_id = $1)", pgx.Identifier{"app", t}.Sanitize())
+	}
+	counts := make([]int64, len(tables))
+	dest := make([]any, len(tables))
+	for i := range counts {
+		dest[i] = &counts[i]
+	}
+	if err := db.QueryRow(ctx, "select "+strings.Join(parts, ", "), id.UUID()).Scan(dest...); err != nil {
+		return nil, fmt.Errorf("count rows: %w", err)
+	}
+	out := make(map[string]int64, len(tables))
+	for i, t := range tables {
+		out[t] = counts[i]
+	}
+	return out, nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
@@ -85,19 +87,27 @@ func TestReplicationCopiesAndStreamsOneTenantThenLeavesNoTrace(t *testing.T) {
 	if writeErr != nil {
 		t.Fatal(writeErr)
 	}
-	// The tenant's last write, then the position the target must reach.
+	// The tenant's last write, then a mark behind its fence, which the
+	// target shows only after everything before it.
 	seedUsers(t, e.data, a, written, 1)
-	var lsn string
-	if err := e.admin.QueryRow(ctx, "select pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+	fence, err := tenancy.RaiseFence(ctx, e.admin, a.ID, 5*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the target confirms the source's position", func() bool {
-		ok, err := rep.CaughtUp(ctx, lsn)
+	move := uuid.New()
+	if err := fence.Mark(ctx, move, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the target shows the mark", func() bool {
+		ok, err := rep.Arrived(ctx, move, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ok
 	})
+	if _, err := fence.Lift(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if lag, err := rep.Lag(ctx); err != nil || lag < 0 {
 		t.Fatalf("lag %d, %v", lag, err)
 	}
@@ -110,7 +120,7 @@ func TestReplicationCopiesAndStreamsOneTenantThenLeavesNoTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if src["users"].Rows != int64(written+1) || !maps.Equal(src, dst) {
+	if src["users"].Rows != int64(written+1) || src["move_marks"].Rows != 1 || !maps.Equal(src, dst) {
 		t.Fatalf("source %v\ntarget %v\n(%d users written)", src, dst, written+1)
 	}
 	// Nothing of the other tenant crossed.

@@ -226,6 +226,20 @@ func (r *Resolver) listen(ctx context.Context) error {
 	}
 }
 
+// ByID returns tenant id as the control plane records it now, bypassing
+// the cache (DB.Relocated). Returns NotFound for an unknown or deleted
+// tenant, Unavailable if the control plane cannot be read.
+func (r *Resolver) ByID(ctx context.Context, id ID) (*Tenant, error) {
+	row, err := queries.New(r.pool).GetTenantByID(ctx, id.UUID())
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && Status(row.Status) == Deleted) {
+		return nil, problem.Errorf(problem.NotFound, "no tenant %s", id)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return tenantFromRow(row), nil
+}
+
 // Live returns every tenant that is not deleted, read afresh from the
 // control plane (for background work that visits every tenant).
 func (r *Resolver) Live(ctx context.Context) ([]*Tenant, error) {

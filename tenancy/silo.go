@@ -35,6 +35,9 @@ type SiloDSNs struct {
 type SiloLocator interface {
 	StoreSilo(ctx context.Context, t ID, dsns SiloDSNs) (ref string, err error)
 	SiloDSN(ctx context.Context, t ID, ref string, role Role) (string, error)
+	// ForgetSilo destroys the connection strings behind ref, once their
+	// database is gone.
+	ForgetSilo(ctx context.Context, t ID, ref string) error
 }
 
 // Keyring creates a tenant's key material with the tenant and destroys it,

@@ -38,8 +38,8 @@ func TestSiloPoolsOpenLazilyAndCloseWhenIdle(t *testing.T) {
 	}
 	touch(a)
 	touch(b)
-	touch(c) // over MaxPools: the least recently used goes
-	if n := pools.Open(); n != 2 {
+	touch(c)                      // over MaxPools: the least recently used goes
+	if n := pools.Open(); n > 2 { // fewer if the janitor was quicker
 		t.Fatalf("%d pools open, want at most 2", n)
 	}
 	touch(a) // reopened on demand

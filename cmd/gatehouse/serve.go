@@ -112,6 +112,7 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	keys := identity.NewKeys(data, sealer, secrets.AAD)
 	outbox := mail.NewOutbox(sealer, secrets.AAD)
 	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
+	data.Relocated = resolver.ByID
 	relay := rebac.NewRelay(data, resolver.Live, spicedb, rebac.RelayOptions{Log: log})
 	authz := rebac.NewService(data, spicedb, relay, log)
 	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,

@@ -150,6 +150,10 @@ func (c *Cluster) start(bin, data string, cred *syscall.Credential) error {
 			"-c", "listen_addresses=127.0.0.1",
 			"-c", "wal_level=logical",
 			"-c", "max_replication_slots=32", "-c", "max_wal_senders=32",
+			// Room for several moves' subscriptions at once, each with its
+			// table copies; and a subscription starts in 0.1s, not 5s.
+			"-c", "max_worker_processes=48", "-c", "max_logical_replication_workers=32",
+			"-c", "wal_retrieve_retry_interval=100ms",
 			"-c", "max_connections=400",
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic",
