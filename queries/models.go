@@ -183,6 +183,13 @@ type AppUser struct {
 	Lockouts        int32
 }
 
+type ControlOperatorToken struct {
+	Name       string
+	TokenHash  []byte
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
 type ControlPlacementMove struct {
 	ID              uuid.UUID
 	TenantID        uuid.UUID

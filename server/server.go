@@ -38,7 +38,9 @@ type Config struct {
 
 // Deps are the services the server wires into routes.
 type Deps struct {
-	Log      *slog.Logger
+	Log *slog.Logger
+	// Resolver resolves each request's tenant for Routes; nil for a
+	// server with no tenant routes (the operator API).
 	Resolver *tenancy.Resolver
 	// Ready holds the checks /readyz runs, by component name (database,
 	// vault…); all must return nil for the server to be ready.
@@ -46,6 +48,9 @@ type Deps struct {
 	// Routes register domain packages' endpoints on the tenant router
 	// (every request there has its tenant resolved).
 	Routes []func(fiber.Router)
+	// Plain routes are registered on no tenant's behalf (the operator API,
+	// which authenticates its callers itself).
+	Plain []func(fiber.Router)
 }
 
 // Server is Gatehouse's HTTP server.
@@ -114,10 +119,15 @@ func New(cfg Config, d Deps) *Server {
 		return c.JSON(fiber.Map{"status": "ready"})
 	})
 
-	tenant := app.Group("/", d.Resolver.Middleware())
-	tenancy.Routes(tenant)
-	for _, routes := range d.Routes {
-		routes(tenant)
+	for _, routes := range d.Plain {
+		routes(app)
+	}
+	if d.Resolver != nil {
+		tenant := app.Group("/", d.Resolver.Middleware())
+		tenancy.Routes(tenant)
+		for _, routes := range d.Routes {
+			routes(tenant)
+		}
 	}
 	return s
 }

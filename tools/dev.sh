@@ -37,7 +37,7 @@ if [ ! -f "$data/PG_VERSION" ]; then
 fi
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   "${as_pg[@]}" "$bin/pg_ctl" start -w -D "$data" -l "$root/postgres.log" \
-    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c wal_level=logical" >/dev/null
+    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_worker_processes=16 -c max_logical_replication_workers=8 -c wal_retrieve_retry_interval=1s" >/dev/null
   on_exit+=('"${as_pg[@]}" "$bin/pg_ctl" stop -D "$data" -m fast >/dev/null')
 fi
 export GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:$port/gatehouse?sslmode=disable"

@@ -43,11 +43,20 @@ Usage:
   gatehouse tenant domain add SLUG DOMAIN
   gatehouse tenant domain remove SLUG DOMAIN
   gatehouse tenant domain list SLUG
+  gatehouse tenant promote SLUG [--silo-cluster URL] [--max-pause 2s] [--keep-shared-for 24h | --purge]
+                          move the tenant to a silo database of its own, online
+  gatehouse tenant demote SLUG [--max-pause 2s] [--keep-silo-for 24h | --purge]
+                          move a silo tenant back to the shared database, online
+  gatehouse tenant move list [SLUG] | show ID        placement moves and their progress
+  gatehouse tenant move resume ID | abort ID         finish an interrupted move, or roll it back (before its flip)
+  gatehouse tenant move retire (ID | --due)          remove a moved tenant's old copy now, or every one past its grace period
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
   gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
   gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
   gatehouse rebac reconcile (--tenant SLUG | --all) [--dry-run] compare Postgres and SpiceDB and repair drift
+  gatehouse operator serve [--operator-addr 127.0.0.1:8090]   the operator API (moves), for holders of an operator token
+  gatehouse operator token create NAME | revoke NAME | list   operator API tokens (a new token is shown once)
   gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
   gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON
 
@@ -310,13 +319,14 @@ type stdio struct {
 }
 
 var commands = map[string]command{
-	"serve":   runServe,
-	"migrate": runMigrate,
-	"dev":     runDev,
-	"tenant":  runTenant,
-	"keys":    runKeys,
-	"audit":   runAudit,
-	"rebac":   runRebac,
+	"serve":    runServe,
+	"migrate":  runMigrate,
+	"dev":      runDev,
+	"tenant":   runTenant,
+	"keys":     runKeys,
+	"audit":    runAudit,
+	"rebac":    runRebac,
+	"operator": runOperator,
 }
 
 func main() {

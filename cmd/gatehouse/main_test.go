@@ -23,6 +23,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as gatehouse, for tests that kill a real
+	// process (TestKilledPromotionResumesOrAborts).
+	if os.Getenv("GATEHOUSE_TEST_AS_MAIN") == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr}))
+	}
 	code := pgtest.Main(m)
 	vaulttest.StopShared()
 	mailtest.StopShared()

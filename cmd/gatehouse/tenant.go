@@ -39,7 +39,7 @@ func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, fu
 
 func runTenant(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
-		return usageErr("tenant: want one of create, set, list, show, suspend, resume, delete, domain, byok, admin")
+		return usageErr("tenant: want one of create, set, list, show, suspend, resume, delete, domain, promote, demote, move, byok, admin")
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -47,6 +47,12 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 		return runBYOK(ctx, args, std)
 	case "admin":
 		return runTenantAdmin(ctx, args, std)
+	case "promote":
+		return runPlacement(ctx, tenancy.Promote, args, std)
+	case "demote":
+		return runPlacement(ctx, tenancy.Demote, args, std)
+	case "move":
+		return runMove(ctx, args, std)
 	}
 	var cfg config
 	fs := flag.NewFlagSet("tenant "+sub, flag.ContinueOnError)

@@ -1,0 +1,294 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// Operator is the operator API: platform operators move tenants between
+// the shared database and silos of their own, and follow the moves. Each
+// caller presents an operator token (Registry.CreateOperatorToken) as a
+// bearer token. Moves run in the background of the process that serves
+// the API; a move interrupted by its end is resumed through the API or
+// the CLI.
+type Operator struct {
+	reg   *tenancy.Registry
+	mover *tenancy.Mover
+	log   *slog.Logger
+
+	ctx    context.Context // the runs'; cancelled by Close
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	runs   map[uuid.UUID]context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewOperator returns the operator API over the registry and mover.
+func NewOperator(reg *tenancy.Registry, mover *tenancy.Mover, log *slog.Logger) *Operator {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Operator{reg: reg, mover: mover, log: log, ctx: ctx, cancel: cancel, runs: map[uuid.UUID]context.CancelFunc{}}
+}
+
+// Close stops the moves this process runs (they stay resumable) and waits
+// for them to let go.
+func (o *Operator) Close() {
+	o.cancel()
+	o.wg.Wait()
+}
+
+// RetireDue removes, every interval until ctx ends, the old copies of
+// moved tenants whose grace period is over.
+func (o *Operator) RetireDue(ctx context.Context, interval time.Duration) {
+	for {
+		done, err := o.mover.RetireDue(ctx)
+		for _, mv := range done {
+			o.log.Info("retired a moved tenant's old copy", "move", mv.ID, "tenant_id", mv.Tenant.String())
+		}
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("retiring moved tenants' old copies", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Routes registers the operator endpoints.
+func (o *Operator) Routes(r fiber.Router) {
+	g := r.Group("/v1/operator", o.authenticate)
+	g.Post("/tenants/:slug/promote", o.handleMove(tenancy.Promote))
+	g.Post("/tenants/:slug/demote", o.handleMove(tenancy.Demote))
+	g.Get("/tenants/:slug/moves", o.handleListMoves)
+	g.Get("/tenants/:slug/moves/:id", o.handleGetMove)
+	g.Post("/tenants/:slug/moves/:id/resume", o.handleResume)
+	g.Post("/tenants/:slug/moves/:id/abort", o.handleAbort)
+	g.Post("/tenants/:slug/moves/:id/retire", o.handleRetire)
+}
+
+const operatorLocal = "operator"
+
+func (o *Operator) authenticate(c *fiber.Ctx) error {
+	token, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	var name string
+	var err error = problem.Errorf(problem.Unauthorized, "an operator token is required")
+	if ok {
+		name, err = o.reg.Operator(c.UserContext(), strings.TrimSpace(token))
+	}
+	if err != nil {
+		if problem.CodeOf(err) == problem.Unauthorized {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse-operator"`)
+		}
+		return err
+	}
+	c.Locals(operatorLocal, name)
+	return c.Next()
+}
+
+// moveRequest is the body of a promotion or demotion. Durations are Go
+// durations ("2s", "24h").
+type moveRequest struct {
+	SiloCluster   string `json:"silo_cluster"`
+	MaxPause      string `json:"max_pause"`
+	KeepSharedFor string `json:"keep_shared_for"`
+	KeepSiloFor   string `json:"keep_silo_for"`
+	Purge         bool   `json:"purge"`
+}
+
+func duration(field, v string, def time.Duration) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, problem.InvalidField(field, "must be a duration such as 2s or 24h")
+	}
+	return d, nil
+}
+
+func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		var req moveRequest
+		if len(c.Body()) > 0 {
+			if err := DecodeJSON(c, &req); err != nil {
+				return err
+			}
+		}
+		keepField, keep, other := "keep_shared_for", req.KeepSharedFor, req.KeepSiloFor
+		if dir == tenancy.Demote {
+			keepField, keep, other = "keep_silo_for", req.KeepSiloFor, req.KeepSharedFor
+			if req.SiloCluster != "" {
+				return problem.InvalidField("silo_cluster", "only applies to a promotion")
+			}
+		}
+		if other != "" {
+			return problem.InvalidField(map[string]string{"keep_shared_for": "keep_silo_for", "keep_silo_for": "keep_shared_for"}[keepField],
+				"does not apply to a "+map[tenancy.Direction]string{tenancy.Promote: "promotion", tenancy.Demote: "demotion"}[dir])
+		}
+		opts := tenancy.MoveOptions{SiloCluster: req.SiloCluster, By: "operator " + c.Locals(operatorLocal).(string)}
+		var err error
+		if opts.MaxPause, err = duration("max_pause", req.MaxPause, tenancy.DefaultMaxPause); err != nil {
+			return err
+		}
+		if opts.KeepOldFor, err = duration(keepField, keep, tenancy.DefaultKeepOldFor); err != nil {
+			return err
+		}
+		if req.Purge {
+			if keep != "" {
+				return problem.InvalidField("purge", "give either purge or "+keepField)
+			}
+			opts.KeepOldFor = 0
+		}
+		mv, err := o.mover.Begin(c.UserContext(), c.Params("slug"), dir, opts)
+		if err != nil {
+			return err
+		}
+		if err := o.start(mv.ID); err != nil {
+			return err
+		}
+		return accepted(c, mv)
+	}
+}
+
+// accepted answers 202 with where to follow the move.
+func accepted(c *fiber.Ctx, mv *tenancy.Move) error {
+	c.Location("/v1/operator/tenants/" + c.Params("slug") + "/moves/" + mv.ID.String())
+	return c.Status(fiber.StatusAccepted).JSON(mv)
+}
+
+// start runs move id in the background. Returns Conflict if this process
+// runs it already.
+func (o *Operator) start(id uuid.UUID) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.runs[id]; ok {
+		return problem.Errorf(problem.Conflict, "move %s is running", id)
+	}
+	ctx, cancel := context.WithCancel(o.ctx)
+	o.runs[id] = cancel
+	o.wg.Go(func() {
+		defer func() {
+			o.mu.Lock()
+			delete(o.runs, id)
+			o.mu.Unlock()
+			cancel()
+		}()
+		mv, err := o.mover.Run(ctx, id, nil)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			o.log.Error("move stopped", "move", id, "err", err)
+		case mv != nil:
+			o.log.Info("move ran", "move", id, "state", mv.State, "phase", mv.Phase, "pause_ms", mv.Pause.Seconds()*1000)
+		}
+	})
+	return nil
+}
+
+// stop cancels this process's run of move id, if any, and waits until it
+// has let go of the move.
+func (o *Operator) stop(ctx context.Context, id uuid.UUID) {
+	o.mu.Lock()
+	cancel, ok := o.runs[id]
+	o.mu.Unlock()
+	if !ok {
+		return
+	}
+	cancel()
+	for ctx.Err() == nil {
+		o.mu.Lock()
+		_, ok = o.runs[id]
+		o.mu.Unlock()
+		if !ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tenantMove returns the move in the path, of the tenant in the path:
+// another tenant's move is not found.
+func (o *Operator) tenantMove(c *fiber.Ctx) (*tenancy.Move, error) {
+	id, err := PathID(c, "id", "no such move")
+	if err != nil {
+		return nil, err
+	}
+	t, err := o.reg.Get(c.UserContext(), c.Params("slug"))
+	if err != nil {
+		return nil, err
+	}
+	mv, err := o.mover.Get(c.UserContext(), id)
+	if err != nil {
+		return nil, err
+	}
+	if mv.Tenant != t.ID {
+		return nil, problem.Errorf(problem.NotFound, "no such move")
+	}
+	return mv, nil
+}
+
+func (o *Operator) handleListMoves(c *fiber.Ctx) error {
+	limit, err := IntQuery(c, "limit", 20)
+	if err != nil {
+		return err
+	}
+	moves, err := o.mover.List(c.UserContext(), c.Params("slug"), min(max(limit, 1), 100))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"moves": moves})
+}
+
+func (o *Operator) handleGetMove(c *fiber.Ctx) error {
+	mv, err := o.tenantMove(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(mv)
+}
+
+func (o *Operator) handleResume(c *fiber.Ctx) error {
+	mv, err := o.tenantMove(c)
+	if err != nil {
+		return err
+	}
+	if !mv.Running() && mv.State != tenancy.MoveRetiring {
+		return problem.Errorf(problem.Conflict, "move %s is %s", mv.ID, mv.State)
+	}
+	if err := o.start(mv.ID); err != nil {
+		return err
+	}
+	return accepted(c, mv)
+}
+
+func (o *Operator) handleAbort(c *fiber.Ctx) error {
+	mv, err := o.tenantMove(c)
+	if err != nil {
+		return err
+	}
+	o.stop(c.UserContext(), mv.ID)
+	if mv, err = o.mover.Abort(c.UserContext(), mv.ID); err != nil {
+		return err
+	}
+	return c.JSON(mv)
+}
+
+func (o *Operator) handleRetire(c *fiber.Ctx) error {
+	mv, err := o.tenantMove(c)
+	if err != nil {
+		return err
+	}
+	if mv, err = o.mover.Retire(c.UserContext(), mv.ID); err != nil {
+		return err
+	}
+	return c.JSON(mv)
+}
