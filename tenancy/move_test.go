@@ -121,7 +121,8 @@ func (e *env) leftovers(t *testing.T, tn tenancy.ID, dbs ...*pgxpool.Pool) int {
 		var slots, subs int
 		// Slots and subscriptions are cluster-wide catalogs.
 		conn.QueryRow(ctx, `select count(*) from pg_replication_slots where slot_name = $1
-			or slot_name like 'pg\_%\_sync\_%' and database in (select datname from pg_database where datname like 'gatehouse\_%' or datname = $2)`, name, e.db.Name).Scan(&slots)
+			or slot_name like 'pg\_%\_sync\_%' and (database = $2 or database like $3)`,
+			name, e.db.Name, "gatehouse_"+strings.ReplaceAll(tn.String(), "-", "")+"%").Scan(&slots)
 		conn.QueryRow(ctx, "select count(*) from pg_subscription where subname = $1", name).Scan(&subs)
 		conn.Close(ctx)
 		n += slots + subs
@@ -490,4 +491,61 @@ func TestMoveKilledAtEachPhaseResumesOrAborts(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestVerificationMismatchStopsTheMoveBeforeTheFlip(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	tn := e.tenant(t, "drifting", tenancy.Shared)
+	seedUsers(t, e.data, tn, 0, 100)
+	want := emails(t, e.admin, tn.ID)
+	m := tenancy.NewMover(e.reg)
+	mv := e.promote(t, m, "drifting", 0)
+	// A row that reached the target some other way than the replication.
+	m.Interrupt = func(at string) error {
+		if at != "verify" {
+			return nil
+		}
+		target := pgtest.Pool(t, newSilo(t, tn.ID), 1)
+		_, err := target.Exec(ctx, "insert into app.users (tenant_id, email) values ($1, 'stray@drifting.test')", tn.ID.UUID())
+		return err
+	}
+	got, err := m.Run(ctx, mv.ID, nil)
+	if problem.CodeOf(err) != problem.Conflict || got.State != tenancy.MoveFailed || !strings.Contains(got.Error, "table users has 100 rows (checksum") {
+		t.Fatalf("a move whose sides differ: %v; %+v", err, got)
+	}
+	if tn, _ := e.reg.Get(ctx, "drifting"); tn.Placement != tenancy.Shared || tn.Status != tenancy.Moving {
+		t.Fatalf("the tenant is %s in %s", tn.Status, tn.Placement)
+	}
+	m.Interrupt = nil
+	if got, err = m.Run(ctx, mv.ID, nil); problem.CodeOf(err) != problem.Conflict {
+		t.Fatalf("resumed, the move still finds the difference: %v; %+v", err, got)
+	}
+	if got, err = m.Abort(ctx, mv.ID); err != nil || got.State != tenancy.MoveAborted {
+		t.Fatalf("abort: %v; %+v", err, got)
+	}
+	e.checkMoved(t, "drifting", tenancy.Shared, want, tenancy.ID{})
+	if n := siloDatabases(t, tn.ID); n != 0 {
+		t.Fatalf("%d silo databases after abort", n)
+	}
+}
+
+// newSilo returns the administrator URL of the silo a promotion of
+// tenant tn is making on the silo cluster.
+func newSilo(t *testing.T, tn tenancy.ID) string {
+	t.Helper()
+	ctx := context.Background()
+	c := pgtest.Second(t)
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var name string
+	if err := conn.QueryRow(ctx, "select datname from pg_database where datname like $1",
+		"gatehouse_"+strings.ReplaceAll(tn.String(), "-", "")+"_%").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return c.URL(name)
 }
