@@ -985,48 +985,77 @@ func (r *run) verify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var src, dst *Snapshot
-	defer func() {
-		for _, snap := range []*Snapshot{src, dst} {
-			if snap != nil {
-				snap.Close(ctx)
-			}
-		}
-	}()
-	err = r.fenced(ctx, func(*Fence, time.Time) error {
-		var err error
-		if src, err = OpenSnapshot(ctx, s.source); err != nil {
-			return err
-		}
-		dst, err = OpenSnapshot(ctx, s.target)
-		return err
-	})
+	var snaps snapshots
+	defer snaps.close(ctx)
+	err = r.fenced(ctx, func(*Fence, time.Time) error { return snaps.open(ctx, s) })
 	if err != nil {
 		return err
 	}
-	var a, b map[string]TableSum
-	var g errgroup.Group
-	g.Go(func() (err error) { a, err = src.Checksums(ctx, r.mv.Tenant, tables); return })
-	g.Go(func() (err error) { b, err = dst.Checksums(ctx, r.mv.Tenant, tables); return })
-	if err := g.Wait(); err != nil {
+	progress, err := r.compare(ctx, &snaps, tables, "")
+	if err != nil {
 		return err
-	}
-	progress := maps.Clone(r.mv.Tables)
-	if progress == nil {
-		progress = map[string]TableProgress{}
-	}
-	for _, t := range tables {
-		if a[t] != b[t] {
-			return problem.Errorf(problem.Conflict, "verification failed: table %s has %d rows (checksum %s) on the source and %d (checksum %s) on the target",
-				t, a[t].Rows, a[t].Sum, b[t].Rows, b[t].Sum)
-		}
-		progress[t] = TableProgress{Rows: a[t].Rows, Copied: a[t].Rows, State: "verified"}
 	}
 	return r.next(ctx, func(p *queries.SaveMoveParams) {
 		p.Tables = tablesJSON(progress)
 		p.VerifiedAt = ptr(time.Now())
 		p.PauseMs = pauseMs(r.mv.Pause)
 	})
+}
+
+// snapshots are one moment of both sides of a move.
+type snapshots struct{ src, dst *Snapshot }
+
+// open takes both snapshots (again, if open already).
+func (sn *snapshots) open(ctx context.Context, s *sides) error {
+	sn.close(ctx)
+	var err error
+	if sn.src, err = OpenSnapshot(ctx, s.source); err != nil {
+		return err
+	}
+	sn.dst, err = OpenSnapshot(ctx, s.target)
+	return err
+}
+
+func (sn *snapshots) close(ctx context.Context) {
+	for _, snap := range []**Snapshot{&sn.src, &sn.dst} {
+		if *snap != nil {
+			(*snap).Close(ctx)
+			*snap = nil
+		}
+	}
+}
+
+// compare checksums tables on both snapshots at once and returns their
+// progress, every table verified; or Conflict naming the first table that
+// differs, marked as a mismatch in the move's record.
+func (r *run) compare(ctx context.Context, sn *snapshots, tables []string, when string) (map[string]TableProgress, error) {
+	var a, b map[string]TableSum
+	var g errgroup.Group
+	g.Go(func() (err error) { a, err = sn.src.Checksums(ctx, r.mv.Tenant, tables); return })
+	g.Go(func() (err error) { b, err = sn.dst.Checksums(ctx, r.mv.Tenant, tables); return })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	progress := maps.Clone(r.mv.Tables)
+	if progress == nil {
+		progress = map[string]TableProgress{}
+	}
+	var mismatch error
+	for _, t := range tables {
+		progress[t] = TableProgress{Rows: a[t].Rows, Copied: b[t].Rows, State: "verified"}
+		if a[t] != b[t] && mismatch == nil {
+			progress[t] = TableProgress{Rows: a[t].Rows, Copied: b[t].Rows, State: "mismatch"}
+			mismatch = problem.Errorf(problem.Conflict, "verification%s failed: table %s has %d rows (checksum %s) on the source and %d (checksum %s) on the target",
+				when, t, a[t].Rows, a[t].Sum, b[t].Rows, b[t].Sum)
+		}
+	}
+	if mismatch != nil {
+		if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.Tables = tablesJSON(progress) }); err != nil {
+			return nil, err
+		}
+		return nil, mismatch
+	}
+	return progress, nil
 }
 
 func pauseMs(d time.Duration) *float64 {
@@ -1037,11 +1066,14 @@ func pauseMs(d time.Duration) *float64 {
 }
 
 // switchOver is the flip, behind the fence: once the target shows the
-// tenant's last change, both sides' row counts are compared, the target's
+// tenant's last change (applied in commit order, so everything before it
+// is applied too), a snapshot of each side is taken, the target's
 // sequences are set past the source's, and the control plane places the
 // tenant on the target, with the source marked as moved away so that a
 // server that has not yet heard of the flip cannot write there. The fence
-// is lifted only after the flip has committed.
+// is lifted only after the flip has committed: nothing in it grows with
+// the tenant. Then both sides are compared as they stood at the flip; a
+// difference stops the move with the old copy kept (see cleanup).
 func (r *run) switchOver(ctx context.Context) error {
 	s, err := r.sides(ctx)
 	if err != nil {
@@ -1051,21 +1083,14 @@ func (r *run) switchOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return r.fenced(ctx, func(f *Fence, deadline time.Time) error {
+	var snaps snapshots
+	defer snaps.close(ctx)
+	err = r.fenced(ctx, func(f *Fence, deadline time.Time) error {
 		if err := r.interrupt("switch:fenced"); err != nil {
 			return err
 		}
-		var a, b map[string]int64
-		var g errgroup.Group
-		g.Go(func() (err error) { a, err = CountRows(ctx, s.source, r.mv.Tenant, tables); return })
-		g.Go(func() (err error) { b, err = CountRows(ctx, s.target, r.mv.Tenant, tables); return })
-		if err := g.Wait(); err != nil {
+		if err := snaps.open(ctx, s); err != nil {
 			return err
-		}
-		for _, t := range tables {
-			if a[t] != b[t] {
-				return problem.Errorf(problem.Conflict, "verification failed at the switch: table %s has %d rows on the source and %d on the target", t, a[t], b[t])
-			}
 		}
 		if err := advanceSequences(ctx, s.source, s.target); err != nil {
 			return err
@@ -1075,6 +1100,14 @@ func (r *run) switchOver(ctx context.Context) error {
 		}
 		return r.flip(ctx, f)
 	})
+	if err != nil {
+		return err
+	}
+	progress, err := r.compare(ctx, &snaps, tables, " at the flip")
+	if err != nil {
+		return err
+	}
+	return r.save(ctx, func(p *queries.SaveMoveParams) { p.Tables = tablesJSON(progress) })
 }
 
 // flip places the tenant on the target, in the control plane, and makes
@@ -1173,6 +1206,12 @@ func advanceSequences(ctx context.Context, source, target *pgxpool.Pool) error {
 // cleanup removes the replication, now that the tenant lives on the
 // target, and starts the grace period of the old copy.
 func (r *run) cleanup(ctx context.Context) error {
+	for name, t := range r.mv.Tables {
+		if t.State == "mismatch" {
+			return problem.Errorf(problem.Conflict, "the tenant's two copies differed at the flip (table %s: %d rows on the source, %d on the target); "+
+				"its old copy is kept: compare them, and move the tenant back if the old one is right", name, t.Rows, t.Copied)
+		}
+	}
 	s, err := r.sides(ctx)
 	if err != nil {
 		return err

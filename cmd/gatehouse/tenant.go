@@ -27,7 +27,15 @@ func (c *config) registry(ctx context.Context, std stdio) (*tenancy.Registry, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := pgxpool.New(ctx, c.DatabaseURL)
+	pc, err := pgxpool.ParseConfig(c.DatabaseURL)
+	if err != nil {
+		v.Close()
+		return nil, nil, problem.Errorf(problem.Invalid, "the database URL is malformed")
+	}
+	// A move holds a few connections at once (its lock, its fence, a
+	// snapshot) besides the ones its steps borrow.
+	pc.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		v.Close()
 		return nil, nil, fmt.Errorf("database settings: %w", err)
