@@ -766,7 +766,7 @@ func (r *run) target(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := r.m.reg.ensureSiloDatabase(ctx, dsn, "silo of "+r.mv.Tenant.String()); err != nil {
+		if err := r.m.reg.ensureSiloDatabase(ctx, dsn, "silo "+r.mv.Slug); err != nil {
 			return err
 		}
 	case Demote:
@@ -1278,19 +1278,38 @@ func (m *Mover) Retire(ctx context.Context, id uuid.UUID) (*Move, error) {
 // RetireDue removes the old copies whose grace period is over, and
 // returns the moves it finished. A move another process holds is skipped.
 func (m *Mover) RetireDue(ctx context.Context) ([]*Move, error) {
-	rows, err := queries.New(m.reg.admin).RetiringMoves(ctx, nil)
+	return m.retireAll(ctx, nil)
+}
+
+// retireTenant removes the old copies tenant t's flipped moves still keep,
+// grace period or not, before a new move or the tenant's deletion.
+func (m *Mover) retireTenant(ctx context.Context, t ID) error {
+	u := t.UUID()
+	_, err := m.retireAll(ctx, &u)
+	return err
+}
+
+// retireAll retires tenant's retiring moves now, or (tenant nil) every
+// move whose grace period is over, skipping those another process holds.
+func (m *Mover) retireAll(ctx context.Context, tenant *uuid.UUID) ([]*Move, error) {
+	rows, err := queries.New(m.reg.admin).RetiringMoves(ctx, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("retiring moves: %w", err)
 	}
 	var done []*Move
 	for _, row := range rows {
 		r, err := m.claim(ctx, row.ID, nil)
-		if problem.CodeOf(err) == problem.Conflict {
+		if tenant == nil && problem.CodeOf(err) == problem.Conflict {
 			continue
 		}
 		if err != nil {
 			return done, err
 		}
+		if r.mv.State != MoveRetiring { // another process got there first
+			r.release(false)
+			continue
+		}
+		r.mv.RetireAfter = nil // due, or wanted now
 		err = r.retire(ctx)
 		r.release(false)
 		if err != nil {
@@ -1299,22 +1318,6 @@ func (m *Mover) RetireDue(ctx context.Context) ([]*Move, error) {
 		done = append(done, r.mv)
 	}
 	return done, nil
-}
-
-// retireTenant removes the old copies tenant t's flipped moves still keep,
-// before a new move or the tenant's deletion.
-func (m *Mover) retireTenant(ctx context.Context, t ID) error {
-	u := t.UUID()
-	rows, err := queries.New(m.reg.admin).RetiringMoves(ctx, &u)
-	if err != nil {
-		return fmt.Errorf("retiring moves: %w", err)
-	}
-	for _, row := range rows {
-		if _, err := m.Retire(ctx, row.ID); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Abort rolls move id back: before the flip, the tenant is left exactly as

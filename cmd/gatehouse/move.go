@@ -204,15 +204,15 @@ func (p *progress) show(mv *tenancy.Move) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.tty {
-		if mv.Phase != p.phase {
-			p.phase = mv.Phase
-			fmt.Fprintf(p.w, "%s  phase %s\n", time.Now().Format("15:04:05.000"), mv.Phase)
-		}
 		for _, name := range sortedTables(mv) {
 			if t := mv.Tables[name]; t.State == "copied" && !p.seen[name] {
 				p.seen[name] = true
 				fmt.Fprintf(p.w, "%s  copied %s (%d rows)\n", time.Now().Format("15:04:05.000"), name, t.Copied)
 			}
+		}
+		if mv.Phase != p.phase {
+			p.phase = mv.Phase
+			fmt.Fprintf(p.w, "%s  phase %s\n", time.Now().Format("15:04:05.000"), mv.Phase)
 		}
 		return
 	}
