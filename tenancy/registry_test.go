@@ -59,7 +59,7 @@ func TestCreateSiloKeepsItsCredentialsInVaultOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "vault:kv/tenants/" + tn.ID.String() + "/silo#dsn"; tn.SiloRef != want {
+	if want := "vault:kv/tenants/" + tn.ID.String() + "/silo/gatehouse_" + strings.ReplaceAll(tn.ID.String(), "-", "") + "#dsn"; tn.SiloRef != want {
 		t.Fatalf("silo ref %q, want %q", tn.SiloRef, want)
 	}
 	if n := count(t, e.admin, "select count(*) from control.tenants t where t::text like '%s3cret%' or t::text like '%127.0.0.1%'"); n != 0 {
