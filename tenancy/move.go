@@ -64,6 +64,7 @@ type MoveState string
 const (
 	MoveRunning  MoveState = "running"  // being driven, or interrupted: resume or abort it
 	MoveFailed   MoveState = "failed"   // stopped on an error: resume or abort it
+	MoveAborting MoveState = "aborting" // being rolled back: only abort may go on
 	MoveRetiring MoveState = "retiring" // flipped; the old copy is kept until RetireAfter
 	MoveDone     MoveState = "done"
 	MoveAborted  MoveState = "aborted" // rolled back; the tenant is where it was
@@ -150,7 +151,9 @@ func moveFromRow(r queries.ControlPlacementMove) (*Move, error) {
 
 // Running reports whether the move is unfinished and not yet flipped: the
 // tenant is moving.
-func (m *Move) Running() bool { return m.State == MoveRunning || m.State == MoveFailed }
+func (m *Move) Running() bool {
+	return m.State == MoveRunning || m.State == MoveFailed || m.State == MoveAborting
+}
 
 // MoveOptions are an operator's choices for a move.
 type MoveOptions struct {
@@ -211,10 +214,10 @@ func (m *Mover) Begin(ctx context.Context, slug string, dir Direction, o MoveOpt
 		o.MaxPause = DefaultMaxPause
 	}
 	if o.MaxPause < 10*time.Millisecond || o.MaxPause > time.Minute {
-		return nil, problem.InvalidField("max-pause", "must be from 10ms to 1m")
+		return nil, problem.InvalidField("max_pause", "must be from 10ms to 1m")
 	}
 	if o.KeepOldFor < 0 {
-		return nil, problem.InvalidField("keep-old-for", "must not be negative")
+		return nil, problem.InvalidField("keep_old_for", "must not be negative")
 	}
 	if o.By == "" {
 		o.By = "gatehouse"
@@ -226,7 +229,7 @@ func (m *Mover) Begin(ctx context.Context, slug string, dir Direction, o MoveOpt
 		return nil, problem.InvalidField("direction", "must be promote or demote")
 	}
 	if o.SiloCluster != "" && dir != Promote {
-		return nil, problem.InvalidField("silo-cluster", "only applies to a promotion")
+		return nil, problem.InvalidField("silo_cluster", "only applies to a promotion")
 	}
 	t, err := m.reg.Get(ctx, slug)
 	if err != nil {
@@ -306,6 +309,9 @@ func (m *Mover) Begin(ctx context.Context, slug string, dir Direction, o MoveOpt
 		return err
 	})
 	if err != nil {
+		if targetRef != nil {
+			_ = m.reg.secrets.ForgetSilo(context.WithoutCancel(ctx), t.ID, *targetRef)
+		}
 		if problem.CodeOf(err) != problem.Internal {
 			return nil, err
 		}
@@ -334,7 +340,11 @@ func (m *Mover) clusterURL(cluster string) (string, error) {
 	}
 	u, err := url.Parse(cluster)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
-		return "", problem.InvalidField("silo-cluster", "must be a postgres:// URL with a host")
+		return "", problem.InvalidField("silo_cluster", "must be a postgres:// URL with a host")
+	}
+	if _, err := pgconn.ParseConfig(cluster); err != nil {
+		// The parse error would quote the URL, password and all.
+		return "", problem.InvalidField("silo_cluster", "is not a valid connection URL (host, port and parameters)")
 	}
 	return cluster, nil
 }
@@ -407,7 +417,7 @@ func (m *Mover) List(ctx context.Context, slug string, limit int) ([]*Move, erro
 type run struct {
 	m        *Mover
 	mv       *Move
-	lock     *pgxpool.Conn
+	lock     *pgx.Conn // a session of its own, not a pooled one
 	progress func(*Move)
 	s        *sides
 }
@@ -427,7 +437,7 @@ func (m *Mover) claim(ctx context.Context, id uuid.UUID, progress func(*Move)) (
 	if err != nil {
 		return nil, err
 	}
-	conn, err := m.reg.admin.Acquire(ctx)
+	conn, err := pgx.Connect(ctx, m.reg.primaryDSN)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -436,24 +446,23 @@ func (m *Mover) claim(ctx context.Context, id uuid.UUID, progress func(*Move)) (
 	var ok bool
 	for try := 0; !ok; try++ {
 		if err := conn.QueryRow(ctx, "select pg_try_advisory_lock(hashtextextended($1, 0))", moveLockKey(id)).Scan(&ok); err != nil {
-			conn.Release()
+			conn.Close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("claim move %s: %w", id, err)
 		}
 		if !ok && try == 20 {
-			conn.Release()
+			conn.Close(context.WithoutCancel(ctx))
 			return nil, errBusy(id)
 		}
 		if !ok {
 			if err := sleep(ctx, 100*time.Millisecond); err != nil {
-				conn.Release()
+				conn.Close(context.WithoutCancel(ctx))
 				return nil, err
 			}
 		}
 	}
 	// Read again under the lock: the last holder may have moved it on.
 	if mv, err = m.Get(ctx, id); err != nil {
-		conn.Conn().Close(context.WithoutCancel(ctx))
-		conn.Release()
+		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	if progress == nil {
@@ -462,18 +471,13 @@ func (m *Mover) claim(ctx context.Context, id uuid.UUID, progress func(*Move)) (
 	return &run{m: m, mv: mv, lock: conn, progress: progress}, nil
 }
 
-// release lets the move go: gracefully, or (died) by closing the session,
-// as a process that dies does.
-func (r *run) release(died bool) {
+// release lets the move go by closing the lock's session, as a process
+// that dies does.
+func (r *run) release() {
 	if r.s != nil {
 		r.s.close()
 	}
-	if died {
-		r.lock.Conn().Close(context.Background())
-	} else {
-		_, _ = r.lock.Exec(context.Background(), "select pg_advisory_unlock(hashtextextended($1, 0))", moveLockKey(r.mv.ID))
-	}
-	r.lock.Release()
+	r.lock.Close(context.Background())
 }
 
 // errInterrupted wraps what Interrupt returned.
@@ -575,7 +579,7 @@ func (m *Mover) Run(ctx context.Context, id uuid.UUID, progress func(*Move)) (*M
 	err = r.drive(ctx)
 	var died errInterrupted
 	if errors.As(err, &died) {
-		r.release(true)
+		r.release()
 		return r.mv, err
 	}
 	if err != nil && ctx.Err() == nil && r.mv.State != MoveRetiring {
@@ -592,7 +596,7 @@ func (m *Mover) Run(ctx context.Context, id uuid.UUID, progress func(*Move)) (*M
 		_ = r.save(saveCtx, func(p *queries.SaveMoveParams) { p.State = string(MoveFailed); p.Error = &msg })
 		cancel()
 	}
-	r.release(false)
+	r.release()
 	return r.mv, err
 }
 
@@ -600,6 +604,8 @@ func (r *run) drive(ctx context.Context) error {
 	switch r.mv.State {
 	case MoveDone, MoveAborted:
 		return problem.Errorf(problem.Conflict, "move %s is %s", r.mv.ID, r.mv.State)
+	case MoveAborting:
+		return problem.Errorf(problem.Conflict, "move %s was being aborted; finish that with abort", r.mv.ID)
 	case MoveFailed:
 		if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.State = string(MoveRunning); p.Error = nil }); err != nil {
 			return err
@@ -607,7 +613,8 @@ func (r *run) drive(ctx context.Context) error {
 	}
 	steps := map[Phase]func(context.Context) error{
 		PhaseStart: r.start, PhaseTarget: r.target, PhaseCopy: r.copy, PhaseCatchUp: r.catchUp,
-		PhaseVerify: r.verify, PhaseSwitch: r.switchOver, PhaseCleanup: r.cleanup, PhaseRetire: r.retire,
+		PhaseVerify: r.verify, PhaseSwitch: r.switchOver, PhaseCleanup: r.cleanup,
+		PhaseRetire: func(ctx context.Context) error { return r.retire(ctx, false) },
 	}
 	for r.mv.Phase != PhaseDone {
 		if err := r.interrupt(string(r.mv.Phase)); err != nil {
@@ -636,7 +643,8 @@ func (r *run) next(ctx context.Context, change func(p *queries.SaveMoveParams)) 
 }
 
 // sides are the two databases of a move, as an administrator, and the
-// replication between them.
+// replication between them. Each run has pools of its own for them, so
+// that moves running at once never wait on each other's connections.
 type sides struct {
 	rep            *Replication
 	source, target *pgxpool.Pool
@@ -673,20 +681,23 @@ func (m *Mover) open(ctx context.Context, t ID, dir Direction, sourceRef, target
 	var err error
 	switch dir {
 	case Promote:
-		s.source, sourceDSN = m.reg.admin, m.reg.primaryDSN
+		sourceDSN = m.reg.primaryDSN
 		targetDSN := cluster
 		if targetRef != "" {
 			if targetDSN, err = m.reg.secrets.SiloDSN(ctx, t, targetRef, AdminRole); err != nil {
 				return nil, err
 			}
 		}
-		s.target, err = pool(targetDSN)
+		if s.source, err = pool(sourceDSN); err == nil {
+			s.target, err = pool(targetDSN)
+		}
 	case Demote:
 		if sourceDSN, err = m.reg.secrets.SiloDSN(ctx, t, sourceRef, AdminRole); err != nil {
 			return nil, err
 		}
-		s.target = m.reg.admin
-		s.source, err = pool(sourceDSN)
+		if s.source, err = pool(sourceDSN); err == nil {
+			s.target, err = pool(m.reg.primaryDSN)
+		}
 	}
 	if err != nil {
 		s.close()
@@ -733,8 +744,9 @@ func withoutPassword(dsn string) (string, error) {
 		u.User = url.User(u.User.Username())
 	}
 	q := u.Query()
-	if q.Has("password") {
+	if q.Has("password") || q.Has("sslpassword") {
 		q.Del("password")
+		q.Del("sslpassword")
 		u.RawQuery = q.Encode()
 	}
 	return u.String(), nil
@@ -770,7 +782,11 @@ func (r *run) target(ctx context.Context) error {
 			return err
 		}
 	case Demote:
-		if err := pgx.BeginFunc(ctx, r.m.reg.admin, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, r.mv.Tenant) }); err != nil {
+		s, err := r.sides(ctx)
+		if err != nil {
+			return err
+		}
+		if err := adminTenantTx(ctx, s.target, r.mv.Tenant, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, r.mv.Tenant) }); err != nil {
 			return err
 		}
 	}
@@ -810,15 +826,17 @@ func (r *run) copy(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := r.checkErrors(ctx, s); err != nil {
+			return err
+		}
 		done := len(copies) > 0
 		for name, c := range copies {
 			tp := tables[name]
 			tp.State, tp.Copied = c.State, c.Rows
 			if c.State == "copied" {
 				tp.Copied = max(tp.Rows, c.Rows)
-			} else {
-				done = false
 			}
+			done = done && c.Ready
 			tables[name] = tp
 		}
 		if done {
@@ -831,6 +849,24 @@ func (r *run) copy(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// maxReplicationErrors is how many failures of the target's replication
+// workers (they retry) a move takes before it stops and says so, rather
+// than wait forever for a copy that cannot succeed.
+const maxReplicationErrors = 5
+
+// checkErrors fails the move once the target's replication has failed
+// maxReplicationErrors times.
+func (r *run) checkErrors(ctx context.Context, s *sides) error {
+	n, err := s.rep.Errors(ctx)
+	if err != nil {
+		return err
+	}
+	if n >= maxReplicationErrors {
+		return problem.Errorf(problem.Conflict, "the target failed %d times to copy or apply the tenant's rows; see its server's log, then resume or abort the move", n)
+	}
+	return nil
 }
 
 // catchUp waits until the target has nearly caught up with the source:
@@ -851,7 +887,7 @@ func (r *run) catchUp(ctx context.Context) error {
 		if err := s.rep.Mark(ctx, r.mv.ID, n); err != nil {
 			return err
 		}
-		written := time.Now()
+		written, shown := time.Now(), time.Now()
 		for {
 			ok, err := s.rep.Arrived(ctx, r.mv.ID, n)
 			if err != nil {
@@ -863,8 +899,11 @@ func (r *run) catchUp(ctx context.Context) error {
 			if err := sleep(ctx, 2*time.Millisecond); err != nil {
 				return err
 			}
-			if time.Since(written) > pollEvery {
+			if time.Since(shown) > pollEvery {
 				// Still behind: show how far, and keep waiting.
+				if err := r.checkErrors(ctx, s); err != nil {
+					return err
+				}
 				lag, err := s.rep.Lag(ctx)
 				if err != nil {
 					return err
@@ -872,7 +911,7 @@ func (r *run) catchUp(ctx context.Context) error {
 				if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.LagBytes = &lag }); err != nil {
 					return err
 				}
-				written = written.Add(pollEvery)
+				shown = time.Now()
 			}
 		}
 		took := time.Since(written)
@@ -969,6 +1008,14 @@ func (r *run) fenceOnce(ctx context.Context, s *sides, mark int, inside func(f *
 			return err
 		}
 	}
+	// The mark vouches for the tables the one stream applies; one still
+	// caught up by a copy worker of its own may lag behind it.
+	if ready, err := s.rep.Ready(ctx); err != nil || !ready {
+		if err != nil {
+			return err
+		}
+		return errFenceTooLong
+	}
 	return inside(f, deadline)
 }
 
@@ -992,6 +1039,7 @@ func (r *run) verify(ctx context.Context) error {
 		return err
 	}
 	progress, err := r.compare(ctx, &snaps, tables, "")
+	snaps.close(ctx)
 	if err != nil {
 		return err
 	}
@@ -1027,7 +1075,8 @@ func (sn *snapshots) close(ctx context.Context) {
 
 // compare checksums tables on both snapshots at once and returns their
 // progress, every table verified; or Conflict naming the first table that
-// differs, marked as a mismatch in the move's record.
+// differs, marked as a mismatch in the move's record (and its error).
+// With a mismatch it returns the progress too.
 func (r *run) compare(ctx context.Context, sn *snapshots, tables []string, when string) (map[string]TableProgress, error) {
 	var a, b map[string]TableSum
 	var g errgroup.Group
@@ -1050,12 +1099,23 @@ func (r *run) compare(ctx context.Context, sn *snapshots, tables []string, when 
 		}
 	}
 	if mismatch != nil {
-		if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.Tables = tablesJSON(progress) }); err != nil {
+		msg := problem.MessageOf(mismatch)
+		if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.Tables = tablesJSON(progress); p.Error = &msg }); err != nil {
 			return nil, err
 		}
-		return nil, mismatch
+		return progress, mismatch
 	}
 	return progress, nil
+}
+
+// mismatched names a table the move found different on its two sides.
+func (m *Move) mismatched() (string, bool) {
+	for name, t := range m.Tables {
+		if t.State == "mismatch" {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 func pauseMs(d time.Duration) *float64 {
@@ -1073,7 +1133,8 @@ func pauseMs(d time.Duration) *float64 {
 // server that has not yet heard of the flip cannot write there. The fence
 // is lifted only after the flip has committed: nothing in it grows with
 // the tenant. Then both sides are compared as they stood at the flip; a
-// difference stops the move with the old copy kept (see cleanup).
+// difference is recorded, and the old copy is kept until an operator
+// retires it by force (see retire).
 func (r *run) switchOver(ctx context.Context) error {
 	s, err := r.sides(ctx)
 	if err != nil {
@@ -1104,6 +1165,10 @@ func (r *run) switchOver(ctx context.Context) error {
 		return err
 	}
 	progress, err := r.compare(ctx, &snaps, tables, " at the flip")
+	snaps.close(ctx)
+	if problem.CodeOf(err) == problem.Conflict && progress != nil {
+		return nil // recorded; the move goes on, keeping the old copy
+	}
 	if err != nil {
 		return err
 	}
@@ -1116,6 +1181,9 @@ func (r *run) switchOver(ctx context.Context) error {
 // A demotion marks the silo first: between the two commits the tenant is
 // refused everywhere (503), and a resumed move finishes the flip.
 func (r *run) flip(ctx context.Context, f *Fence) error {
+	// Once begun, the flip is not given up halfway because its caller
+	// stops (an operator server shutting down).
+	ctx = context.WithoutCancel(ctx)
 	now := time.Now()
 	placement, ref := Silo, &r.mv.targetRef
 	db := f.conn.Conn() // the flip commits before the fence is lifted
@@ -1206,12 +1274,6 @@ func advanceSequences(ctx context.Context, source, target *pgxpool.Pool) error {
 // cleanup removes the replication, now that the tenant lives on the
 // target, and starts the grace period of the old copy.
 func (r *run) cleanup(ctx context.Context) error {
-	for name, t := range r.mv.Tables {
-		if t.State == "mismatch" {
-			return problem.Errorf(problem.Conflict, "the tenant's two copies differed at the flip (table %s: %d rows on the source, %d on the target); "+
-				"its old copy is kept: compare them, and move the tenant back if the old one is right", name, t.Rows, t.Copied)
-		}
-	}
 	s, err := r.sides(ctx)
 	if err != nil {
 		return err
@@ -1227,10 +1289,15 @@ func (r *run) cleanup(ctx context.Context) error {
 	})
 }
 
-// retire removes the tenant's old copy once its grace period is over.
-func (r *run) retire(ctx context.Context) error {
+// retire removes the tenant's old copy once its grace period is over;
+// never, unless forced, when the two copies differed at the flip.
+func (r *run) retire(ctx context.Context, force bool) error {
 	if r.mv.RetireAfter != nil && time.Now().Before(*r.mv.RetireAfter) {
 		return nil
+	}
+	if name, ok := r.mv.mismatched(); ok && !force {
+		return problem.Errorf(problem.Conflict, "move %s found table %s different on its two sides at the flip, so the tenant's old copy is kept; "+
+			"compare them, then retire it with --force (or move the tenant back)", r.mv.ID, name)
 	}
 	if err := r.m.removeOldCopy(ctx, r.mv); err != nil {
 		return err
@@ -1248,7 +1315,7 @@ func (r *run) retire(ctx context.Context) error {
 func (m *Mover) removeOldCopy(ctx context.Context, mv *Move) error {
 	switch mv.Direction {
 	case Promote:
-		return pgx.BeginFunc(ctx, m.reg.admin, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, mv.Tenant) })
+		return adminTenantTx(ctx, m.reg.admin, mv.Tenant, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, mv.Tenant) })
 	case Demote:
 		if err := m.reg.dropSiloDatabase(ctx, mv.Tenant, mv.sourceRef); err != nil {
 			return err
@@ -1259,19 +1326,20 @@ func (m *Mover) removeOldCopy(ctx context.Context, mv *Move) error {
 }
 
 // Retire removes the old copy of flipped move id now, grace period or
-// not. Returns NotFound, or Conflict if the move has not flipped, is done,
-// or another process runs it.
-func (m *Mover) Retire(ctx context.Context, id uuid.UUID) (*Move, error) {
+// not; force, even if the two copies differed at the flip. Returns
+// NotFound, or Conflict if the move has not flipped, is done, differed
+// (without force), or another process runs it.
+func (m *Mover) Retire(ctx context.Context, id uuid.UUID, force bool) (*Move, error) {
 	r, err := m.claim(ctx, id, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer r.release(false)
+	defer r.release()
 	if r.mv.State != MoveRetiring {
 		return r.mv, problem.Errorf(problem.Conflict, "move %s is %s, not keeping an old copy", id, r.mv.State)
 	}
 	r.mv.RetireAfter = nil
-	err = r.retire(ctx)
+	err = r.retire(ctx, force)
 	return r.mv, err
 }
 
@@ -1306,12 +1374,16 @@ func (m *Mover) retireAll(ctx context.Context, tenant *uuid.UUID) ([]*Move, erro
 			return done, err
 		}
 		if r.mv.State != MoveRetiring { // another process got there first
-			r.release(false)
+			r.release()
+			continue
+		}
+		if _, ok := r.mv.mismatched(); ok && tenant == nil {
+			r.release() // kept until an operator decides
 			continue
 		}
 		r.mv.RetireAfter = nil // due, or wanted now
-		err = r.retire(ctx)
-		r.release(false)
+		err = r.retire(ctx, false)
+		r.release()
 		if err != nil {
 			return done, err
 		}
@@ -1333,7 +1405,7 @@ func (m *Mover) Abort(ctx context.Context, id uuid.UUID) (*Move, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer r.release(false)
+	defer r.release()
 	mv := r.mv
 	switch {
 	case mv.State == MoveAborted:
@@ -1342,9 +1414,15 @@ func (m *Mover) Abort(ctx context.Context, id uuid.UUID) (*Move, error) {
 		return mv, problem.Errorf(problem.Conflict, "move %s has flipped: the tenant now lives in its %s placement; %s it to move it back",
 			id, map[Direction]string{Promote: "silo", Demote: "shared"}[mv.Direction], map[Direction]string{Promote: "demote", Demote: "promote"}[mv.Direction])
 	}
-	if err := m.rollBack(ctx, r); err != nil {
+	// From here the move can only be rolled back: a resume would build on
+	// what the rollback has half undone.
+	if err := r.save(ctx, func(p *queries.SaveMoveParams) { p.State = string(MoveAborting) }); err != nil {
 		return mv, err
 	}
+	if err := m.rollBack(ctx, r); err != nil {
+		return r.mv, err
+	}
+	mv = r.mv
 	err = pgx.BeginFunc(ctx, m.reg.admin, func(tx pgx.Tx) error {
 		q := queries.New(tx)
 		if _, err := q.SetTenantStatus(ctx, queries.SetTenantStatusParams{ID: mv.Tenant.UUID(), Status: string(Active), FromStatuses: []string{string(Moving)}}); err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -1416,7 +1494,7 @@ func (m *Mover) rollBack(ctx context.Context, r *run) error {
 		}
 		// The copy in the shared database goes; the shared database keeps
 		// refusing the tenant's transactions, as before the move.
-		return pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, mv.Tenant) })
+		return adminTenantTx(ctx, s.target, mv.Tenant, func(tx pgx.Tx) error { return deleteTenantRows(ctx, tx, mv.Tenant) })
 	}
 	return nil
 }

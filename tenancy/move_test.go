@@ -293,7 +293,7 @@ func TestPromoteAndDemoteUnderWritesLoseNothing(t *testing.T) {
 	if err := e.data.Tx(ctx, &stale, func(q *queries.Queries) error { _, err := q.CountUsers(ctx, a.ID.UUID()); return err }); problem.CodeOf(err) != problem.Unavailable {
 		t.Fatalf("a server that missed the flip reached the shared copy: %v", err)
 	}
-	if mv, err = m.Retire(ctx, mv.ID); err != nil || mv.State != tenancy.MoveDone {
+	if mv, err = m.Retire(ctx, mv.ID, false); err != nil || mv.State != tenancy.MoveDone {
 		t.Fatalf("retire: %v, %+v", err, mv)
 	}
 	if n := len(emails(t, e.admin, a.ID)); n != 0 {
@@ -324,7 +324,7 @@ func TestPromoteAndDemoteUnderWritesLoseNothing(t *testing.T) {
 		t.Fatal("the old silo went before its grace period ended")
 	}
 	// Retired: the old silo and its secrets are gone.
-	if _, err := m.Retire(ctx, mv.ID); err != nil {
+	if _, err := m.Retire(ctx, mv.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := siloDatabases(t, a.ID); n != 0 {
@@ -548,4 +548,34 @@ func newSilo(t *testing.T, tn tenancy.ID) string {
 		t.Fatal(err)
 	}
 	return c.URL(name)
+}
+
+func TestPromotedTenantIsDeletedForGood(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	tn := e.tenant(t, "leaving", tenancy.Shared)
+	seedUsers(t, e.data, tn, 0, 20)
+	m := tenancy.NewMover(e.reg)
+	mv := e.promote(t, m, "leaving", time.Hour)
+	if _, err := m.Run(ctx, mv.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The shared database refuses the tenant and keeps its old rows; the
+	// deletion goes through all the same, old copy and silo included.
+	if err := e.reg.Delete(ctx, "leaving"); err != nil {
+		t.Fatalf("delete a promoted tenant: %v", err)
+	}
+	if n := len(emails(t, e.admin, tn.ID)); n != 0 {
+		t.Fatalf("%d shared rows left", n)
+	}
+	if n := siloDatabases(t, tn.ID); n != 0 {
+		t.Fatalf("%d silo databases left", n)
+	}
+	if _, err := e.reg.Create(ctx, tenancy.CreateParams{Slug: "leaving", Name: "Again"}); err != nil {
+		t.Fatalf("the slug is not free again: %v", err)
+	}
+	if mv, err := m.Get(ctx, mv.ID); err != nil || mv.State != tenancy.MoveDone {
+		t.Fatalf("the move: %v %+v", err, mv)
+	}
 }

@@ -342,14 +342,16 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 	if err := r.secrets.Shred(ctx, t.ID); err != nil {
 		return err
 	}
-	conn, err := r.admin.Acquire(ctx)
-	if err != nil {
-		return unavailable(err)
-	}
-	defer conn.Release()
-	return scopedTx(ctx, conn, t.ID, func(tx queries.DBTX) error {
+	// Not a tenant transaction: that would enter the tenant's move fence,
+	// and a tenant promoted to a silo is refused in the shared database.
+	return adminTenantTx(ctx, r.admin, t.ID, func(tx pgx.Tx) error {
 		if t.Placement == Shared {
 			if err := deleteTenantRows(ctx, tx, t.ID); err != nil {
+				return err
+			}
+		}
+		for _, stmt := range []string{"delete from fence.moved_away where tenant_id = $1", "delete from fence.holds where tenant_id = $1"} {
+			if _, err := tx.Exec(ctx, stmt, t.ID.UUID()); err != nil {
 				return err
 			}
 		}
@@ -359,6 +361,19 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 		}
 		_, err := q.MarkTenantDeleted(ctx, t.ID.UUID())
 		return err
+	})
+}
+
+// adminTenantTx runs fn in a transaction on db, an administrator's pool,
+// scoped to tenant id for row-level security (an administrator need not be
+// a superuser) but outside the tenant's move fence: for the operator's own
+// work on a database the tenant is leaving or has left.
+func adminTenantTx(ctx context.Context, db *pgxpool.Pool, id ID, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setTenant, id.String()); err != nil {
+			return err
+		}
+		return fn(tx)
 	})
 }
 

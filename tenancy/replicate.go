@@ -200,6 +200,11 @@ func (r *Replication) Copied(ctx context.Context) (bool, int, error) {
 type TableCopy struct {
 	State string // waiting, copying or copied
 	Rows  int64  // rows copied so far, while copying
+	// Ready: the table's changes are applied by the subscription's one
+	// stream, in commit order with every other table's. Until then a
+	// table-copy worker of its own catches it up, and a change to it may
+	// lag behind later changes to other tables.
+	Ready bool
 }
 
 // CopyProgress reports the copy of each table, by name.
@@ -221,7 +226,7 @@ func (r *Replication) CopyProgress(ctx context.Context) (map[string]TableCopy, e
 		if err := rows.Scan(&name, &state, &n); err != nil {
 			return nil, fmt.Errorf("replication: copy state: %w", err)
 		}
-		c := TableCopy{Rows: n}
+		c := TableCopy{Rows: n, Ready: state == "r"}
 		switch state {
 		case "i":
 			c.State = "waiting"
@@ -233,6 +238,36 @@ func (r *Replication) CopyProgress(ctx context.Context) (map[string]TableCopy, e
 		out[name] = c
 	}
 	return out, rows.Err()
+}
+
+// Ready reports whether every table's changes are applied by the
+// subscription's one stream (TableCopy.Ready): only then does a mark that
+// has arrived vouch for every change made before it.
+func (r *Replication) Ready(ctx context.Context) (bool, error) {
+	var total, ready int
+	err := r.Target.QueryRow(ctx, `
+		select count(*), count(*) filter (where srsubstate = 'r')
+		from pg_subscription_rel sr join pg_subscription s on s.oid = sr.srsubid
+		where s.subname = $1`, r.name()).Scan(&total, &ready)
+	if err != nil {
+		return false, fmt.Errorf("replication: table states: %w", err)
+	}
+	return total > 0 && total == ready, nil
+}
+
+// Errors is how often the subscription's workers have failed (copying a
+// table or applying a change) since it was made; they retry, so a count
+// that keeps growing means the target cannot take the tenant's rows.
+func (r *Replication) Errors(ctx context.Context) (int64, error) {
+	var n *int64
+	err := r.Target.QueryRow(ctx, "select apply_error_count + sync_error_count from pg_stat_subscription_stats where subname = $1", r.name()).Scan(&n)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("replication: error counts: %w", err)
+	}
+	if n == nil {
+		return 0, nil
+	}
+	return *n, nil
 }
 
 // Lag is how many bytes of the source's WAL the target has yet to confirm.

@@ -49,7 +49,7 @@ Usage:
                           move a silo tenant back to the shared database, online
   gatehouse tenant move list [SLUG] | show ID        placement moves and their progress
   gatehouse tenant move resume ID | abort ID         finish an interrupted move, or roll it back (before its flip)
-  gatehouse tenant move retire (ID | --due)          remove a moved tenant's old copy now, or every one past its grace period
+  gatehouse tenant move retire (ID [--force] | --due) remove a moved tenant's old copy now, or every one past its grace period
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
   gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
   gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation

@@ -90,6 +90,7 @@ func runMove(ctx context.Context, args []string, std stdio) error {
 		})
 	case "retire":
 		due := fs.Bool("due", false, "retire every move whose grace period is over")
+		force := fs.Bool("force", false, "retire even if the move found the two copies different at the flip")
 		pos, err := parse(fs, args, std)
 		if err != nil {
 			return err
@@ -109,7 +110,7 @@ func runMove(ctx context.Context, args []string, std stdio) error {
 			if err != nil {
 				return err
 			}
-			if _, err := m.Retire(ctx, id); err != nil {
+			if _, err := m.Retire(ctx, id, *force); err != nil {
 				return err
 			}
 			fmt.Fprintf(std.out, "retired move %s: the old copy is gone\n", id)

@@ -13,10 +13,11 @@ create table control.placement_moves (
     -- Who started it: an operator's name, or the system user of a CLI run.
     started_by       text        not null check (length(started_by) between 1 and 100),
     -- running: being driven, or interrupted; failed: stopped on an error,
-    -- to be resumed or aborted; retiring: flipped, the old copy kept until
+    -- to be resumed or aborted; aborting: being rolled back (only abort
+    -- may go on); retiring: flipped, the old copy kept until
     -- retire_after; done and aborted are final.
     state            text        not null default 'running'
-                                 check (state in ('running', 'failed', 'retiring', 'done', 'aborted')),
+                                 check (state in ('running', 'failed', 'aborting', 'retiring', 'done', 'aborted')),
     phase            text        not null default 'start'
                                  check (phase in ('start', 'target', 'copy', 'catch_up', 'verify', 'switch',
                                                   'cleanup', 'retire', 'done')),
@@ -54,7 +55,7 @@ create table control.placement_moves (
 -- A tenant makes one move at a time; a retiring one does not count (the
 -- next move retires it first).
 create unique index placement_moves_one_at_a_time on control.placement_moves (tenant_id)
-    where state in ('running', 'failed');
+    where state in ('running', 'failed', 'aborting');
 create index placement_moves_tenant on control.placement_moves (tenant_id, started_at desc);
 
 -- +goose Down
