@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +26,10 @@ type Operator struct {
 	reg   *tenancy.Registry
 	mover *tenancy.Mover
 	log   *slog.Logger
+	// clusters are the silo clusters a promotion may name, by host:port,
+	// with their administrator URLs: a token holder must not send a
+	// tenant's data to a server of their choosing.
+	clusters map[string]string
 
 	ctx    context.Context // the runs'; cancelled by Close
 	cancel context.CancelFunc
@@ -33,9 +39,19 @@ type Operator struct {
 }
 
 // NewOperator returns the operator API over the registry and mover.
-func NewOperator(reg *tenancy.Registry, mover *tenancy.Mover, log *slog.Logger) *Operator {
+// clusters are the administrator URLs of the silo clusters promotions may
+// name (by host:port); with none, silos go to the primary's cluster only.
+func NewOperator(reg *tenancy.Registry, mover *tenancy.Mover, clusters []string, log *slog.Logger) (*Operator, error) {
+	known := map[string]string{}
+	for _, c := range clusters {
+		u, err := url.Parse(c)
+		if err != nil || u.Host == "" {
+			return nil, problem.Errorf(problem.Invalid, "a silo cluster is not a postgres:// URL with a host")
+		}
+		known[u.Host] = c
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Operator{reg: reg, mover: mover, log: log, ctx: ctx, cancel: cancel, runs: map[uuid.UUID]context.CancelFunc{}}
+	return &Operator{reg: reg, mover: mover, log: log, clusters: known, ctx: ctx, cancel: cancel, runs: map[uuid.UUID]context.CancelFunc{}}, nil
 }
 
 // Close stops the moves this process runs (they stay resumable) and waits
@@ -96,7 +112,8 @@ func (o *Operator) authenticate(c *fiber.Ctx) error {
 }
 
 // moveRequest is the body of a promotion or demotion. Durations are Go
-// durations ("2s", "24h").
+// durations ("2s", "24h"); silo_cluster is the host:port of one of the
+// server's silo clusters.
 type moveRequest struct {
 	SiloCluster   string `json:"silo_cluster"`
 	MaxPause      string `json:"max_pause"`
@@ -135,13 +152,27 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 			return problem.InvalidField(map[string]string{"keep_shared_for": "keep_silo_for", "keep_silo_for": "keep_shared_for"}[keepField],
 				"does not apply to a "+map[tenancy.Direction]string{tenancy.Promote: "promotion", tenancy.Demote: "demotion"}[dir])
 		}
-		opts := tenancy.MoveOptions{SiloCluster: req.SiloCluster, By: "operator " + c.Locals(operatorLocal).(string)}
+		opts := tenancy.MoveOptions{By: "operator " + c.Locals(operatorLocal).(string)}
+		if req.SiloCluster != "" {
+			host := req.SiloCluster
+			if u, err := url.Parse(req.SiloCluster); err == nil && u.Host != "" {
+				host = u.Host
+			}
+			cluster, ok := o.clusters[host]
+			if !ok {
+				return problem.InvalidField("silo_cluster", "is not one of this server's silo clusters (GATEHOUSE_SILO_CLUSTERS)")
+			}
+			opts.SiloCluster = cluster
+		}
 		var err error
 		if opts.MaxPause, err = duration("max_pause", req.MaxPause, tenancy.DefaultMaxPause); err != nil {
 			return err
 		}
 		if opts.KeepOldFor, err = duration(keepField, keep, tenancy.DefaultKeepOldFor); err != nil {
 			return err
+		}
+		if opts.KeepOldFor < 0 {
+			return problem.InvalidField(keepField, "must not be negative")
 		}
 		if req.Purge {
 			if keep != "" {
@@ -287,7 +318,13 @@ func (o *Operator) handleRetire(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if mv, err = o.mover.Retire(c.UserContext(), mv.ID); err != nil {
+	force := false
+	if v := c.Query("force"); v != "" {
+		if force, err = strconv.ParseBool(v); err != nil {
+			return problem.InvalidField("force", "must be true or false")
+		}
+	}
+	if mv, err = o.mover.Retire(c.UserContext(), mv.ID, force); err != nil {
 		return err
 	}
 	return c.JSON(mv)

@@ -36,7 +36,10 @@ func TestOperatorAPIPromotesAndDemotes(t *testing.T) {
 	if _, err := reg.CreateOperatorToken(ctx, "ops"); err == nil {
 		t.Fatal("a second token for one operator")
 	}
-	op := server.NewOperator(reg, tenancy.NewMover(reg), slog.New(slog.DiscardHandler))
+	op, err := server.NewOperator(reg, tenancy.NewMover(reg), []string{pgtest.Second(t).URL("postgres")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(op.Close)
 	app := server.New(server.Config{}, server.Deps{Log: slog.New(slog.DiscardHandler), Plain: []func(fiber.Router){op.Routes}}).App()
 
@@ -94,7 +97,10 @@ func TestOperatorAPIPromotesAndDemotes(t *testing.T) {
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", "gho_nonsense", ""), 401, "operator token")
 	wantProblem(t, send("POST", "/v1/operator/tenants/nobody/promote", token, "{"+silo+"}"), 404, "nobody")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"max_pause": "soon"}`), 400, "max_pause")
-	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"max_pause": "1ms"}`), 400, "max-pause")
+	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"max_pause": "1ms"}`), 400, "max_pause")
+	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"keep_shared_for": "-1h"}`), 400, "keep_shared_for")
+	// Only the server's own silo clusters: a token does not choose where a tenant's data goes.
+	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"silo_cluster": "postgres://me@evil.example:5432/postgres"}`), 400, "silo_cluster")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"keep_silo_for": "1h"}`), 400, "keep_silo_for")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"speed": "fast"}`), 400, "speed")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/demote", token, ""), 409, "already in the shared database")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -112,7 +113,18 @@ func serveOperator(ctx context.Context, cfg config, addr string, std stdio, read
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	defer ln.Close()
-	op := server.NewOperator(reg, tenancy.NewMover(reg), log)
+	// Silo clusters' administrator URLs may hold passwords: environment
+	// only.
+	var clusters []string
+	for c := range strings.SplitSeq(os.Getenv("GATEHOUSE_SILO_CLUSTERS"), ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			clusters = append(clusters, c)
+		}
+	}
+	op, err := server.NewOperator(reg, tenancy.NewMover(reg), clusters, log)
+	if err != nil {
+		return err
+	}
 	defer op.Close()
 	retireCtx, stopRetiring := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRetiring()
