@@ -579,3 +579,71 @@ func TestPromotedTenantIsDeletedForGood(t *testing.T) {
 		t.Fatalf("the move: %v %+v", err, mv)
 	}
 }
+
+func TestDifferenceAtTheFlipKeepsTheOldCopyUntilForced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	tn := e.tenant(t, "odd", tenancy.Shared)
+	seedUsers(t, e.data, tn, 0, 30)
+	m := tenancy.NewMover(e.reg)
+	mv := e.promote(t, m, "odd", 0)
+	m.Interrupt = func(at string) error {
+		if at != "switch:fenced" {
+			return nil
+		}
+		_, err := pgtest.Pool(t, newSilo(t, tn.ID), 1).Exec(ctx, "insert into app.users (tenant_id, email) values ($1, 'stray@odd.test')", tn.ID.UUID())
+		return err
+	}
+	got, err := m.Run(ctx, mv.ID, nil)
+	if problem.CodeOf(err) != problem.Conflict || got.State != tenancy.MoveRetiring || !strings.Contains(got.Error, "at the flip failed: table users") {
+		t.Fatalf("a difference at the flip: %v; %+v", err, got)
+	}
+	if n := len(emails(t, e.admin, tn.ID)); n != 30 {
+		t.Fatalf("the old copy has %d users, want all 30 kept", n)
+	}
+	if n := e.leftovers(t, tn.ID); n != 0 {
+		t.Fatalf("%d replication objects left", n)
+	}
+	if _, err := m.RetireDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Retire(ctx, mv.ID, false); problem.CodeOf(err) != problem.Conflict {
+		t.Fatalf("retired without force: %v", err)
+	}
+	if n := len(emails(t, e.admin, tn.ID)); n != 30 {
+		t.Fatalf("the old copy went (%d users left)", n)
+	}
+	if got, err = m.Retire(ctx, mv.ID, true); err != nil || got.State != tenancy.MoveDone {
+		t.Fatalf("forced: %v; %+v", err, got)
+	}
+	if n := len(emails(t, e.admin, tn.ID)); n != 0 {
+		t.Fatalf("%d old rows left after a forced retirement", n)
+	}
+}
+
+func TestMovesAtOnceShareTheAdministratorPool(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // its administrator pool has 4 connections
+	ctx := context.Background()
+	m := tenancy.NewMover(e.reg)
+	var moves []*tenancy.Move
+	for _, slug := range []string{"first", "second", "third"} {
+		tn := e.tenant(t, slug, tenancy.Shared)
+		seedUsers(t, e.data, tn, 0, 50)
+		moves = append(moves, e.promote(t, m, slug, 0))
+	}
+	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var g sync.WaitGroup
+	errs := make([]error, len(moves))
+	for i, mv := range moves {
+		g.Go(func() { _, errs[i] = m.Run(runCtx, mv.ID, nil) })
+	}
+	g.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("move %d: %v", i, err)
+		}
+	}
+}
