@@ -28,7 +28,12 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	db := pgtest.NewPrimary(t)
+	return newEnvOn(t, pgtest.NewPrimary(t))
+}
+
+// newEnvOn is newEnv on a primary database of the test's choosing.
+func newEnvOn(t testing.TB, db *pgtest.DB) *env {
+	t.Helper()
 	e := &env{db: db, admin: pgtest.Pool(t, db.AdminURL, 4), app: pgtest.Pool(t, db.AppURL, 4)}
 	e.vault = vaulttest.Shared(t).Connect(t)
 	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", e.vault, &tenancy.Migrator{})

@@ -47,6 +47,9 @@ type Cluster struct {
 	stop chan struct{}
 	done chan error
 
+	bin, data string
+	cred      *syscall.Credential
+
 	seq       atomic.Int64
 	templates sync.Map // name -> *templateOnce
 }
@@ -128,7 +131,7 @@ func Start() (*Cluster, error) {
 	// A port can be taken between choosing and binding it: try a few.
 	var lastErr error
 	for range 5 {
-		c := &Cluster{Port: freePort(), dir: dir, stop: make(chan struct{}), done: make(chan error, 1)}
+		c := &Cluster{Port: freePort(), dir: dir, stop: make(chan struct{}), done: make(chan error, 1), bin: bin, data: data, cred: cred}
 		if lastErr = c.start(bin, data, cred); lastErr == nil {
 			return c, nil
 		}
@@ -216,6 +219,17 @@ func sameDir(a, b string) bool {
 	ra, err1 := filepath.EvalSymlinks(a)
 	rb, err2 := filepath.EvalSymlinks(b)
 	return err1 == nil && err2 == nil && ra == rb
+}
+
+// Crash stops the cluster the way a crash does (immediate shutdown: no
+// checkpoint, every session cut) and starts it again on the same port and
+// data, which it recovers. For tests of what survives a restart; use a
+// cluster of the test's own (Start), not the package's shared ones.
+func (c *Cluster) Crash() error {
+	close(c.stop)
+	<-c.done
+	c.stop, c.done = make(chan struct{}), make(chan error, 1)
+	return c.start(c.bin, c.data, c.cred)
 }
 
 // Stop shuts the cluster down and removes its folder.
