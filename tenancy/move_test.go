@@ -136,7 +136,10 @@ func (e *env) leftovers(t *testing.T, tn tenancy.ID, dbs ...*pgxpool.Pool) int {
 }
 
 // siloDatabases counts tenant tn's silo databases on the silo cluster.
-func siloDatabases(t *testing.T, tn tenancy.ID) int {
+func siloDatabases(t *testing.T, tn tenancy.ID) int { return len(siloNames(t, tn)) }
+
+// siloNames lists tenant tn's silo databases on the silo cluster.
+func siloNames(t *testing.T, tn tenancy.ID) []string {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgtest.Second(t).URL("postgres"))
@@ -144,12 +147,16 @@ func siloDatabases(t *testing.T, tn tenancy.ID) int {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "select count(*) from pg_database where datname like $1",
-		"gatehouse_"+strings.ReplaceAll(tn.String(), "-", "")+"%").Scan(&n); err != nil {
+	rows, err := conn.Query(ctx, "select datname from pg_database where datname like $1 order by datname",
+		"gatehouse_"+strings.ReplaceAll(tn.String(), "-", "")+"%")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 func (e *env) promote(t *testing.T, m *tenancy.Mover, slug string, keep time.Duration) *tenancy.Move {
@@ -535,19 +542,11 @@ func TestVerificationMismatchStopsTheMoveBeforeTheFlip(t *testing.T) {
 // tenant tn is making on the silo cluster.
 func newSilo(t *testing.T, tn tenancy.ID) string {
 	t.Helper()
-	ctx := context.Background()
-	c := pgtest.Second(t)
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
+	names := siloNames(t, tn)
+	if len(names) != 1 {
+		t.Fatalf("tenant %s has silos %v, want the one being made", tn, names)
 	}
-	defer conn.Close(ctx)
-	var name string
-	if err := conn.QueryRow(ctx, "select datname from pg_database where datname like $1",
-		"gatehouse_"+strings.ReplaceAll(tn.String(), "-", "")+"_%").Scan(&name); err != nil {
-		t.Fatal(err)
-	}
-	return c.URL(name)
+	return pgtest.Second(t).URL(names[0])
 }
 
 func TestPromotedTenantIsDeletedForGood(t *testing.T) {
