@@ -190,7 +190,7 @@ type Mover struct {
 	reg *Registry
 	// Interrupt, if set, is called at every phase a run enters and at the
 	// points inside the switch where a crash matters most ("switch:fenced",
-	// "switch:moved-away"). An error stops the run there as if its process
+	// "switch:moved-away", "switch:flipped"). An error stops the run there as if its process
 	// had died: nothing more is recorded and its connections are closed.
 	// For tests, and for operators who want to step through a move.
 	Interrupt func(at string) error
@@ -247,7 +247,7 @@ func (m *Mover) Begin(ctx context.Context, slug string, dir Direction, o MoveOpt
 	}
 	// The previous move's old copy goes first: its rows would clash with
 	// the copy coming back, and its secrets share the silo's paths.
-	if err := m.retireTenant(ctx, t.ID); err != nil {
+	if err := m.retireTenant(ctx, t.ID, false); err != nil {
 		return nil, err
 	}
 
@@ -420,6 +420,7 @@ type run struct {
 	lock     *pgx.Conn // a session of its own, not a pooled one
 	progress func(*Move)
 	s        *sides
+	errBase  *int64 // the target's replication errors when this run first looked
 }
 
 // errBusy says another process holds a move.
@@ -582,7 +583,7 @@ func (m *Mover) Run(ctx context.Context, id uuid.UUID, progress func(*Move)) (*M
 		r.release()
 		return r.mv, err
 	}
-	if err != nil && ctx.Err() == nil && r.mv.State != MoveRetiring {
+	if err != nil && ctx.Err() == nil && (r.mv.State == MoveRunning || r.mv.State == MoveFailed) {
 		msg := problem.MessageOf(err)
 		if problem.CodeOf(err) == problem.Internal {
 			msg = err.Error()
@@ -625,8 +626,11 @@ func (r *run) drive(ctx context.Context) error {
 			return err
 		}
 		if r.mv.Phase == at { // retiring, not yet due
-			return nil
+			break
 		}
+	}
+	if table, state, ok := r.mv.unsettled(); ok && r.mv.State == MoveRetiring {
+		return errUnsettled(r.mv, table, state)
 	}
 	return nil
 }
@@ -857,13 +861,17 @@ func (r *run) copy(ctx context.Context) error {
 const maxReplicationErrors = 5
 
 // checkErrors fails the move once the target's replication has failed
-// maxReplicationErrors times.
+// maxReplicationErrors times during this run (the counts are the
+// subscription's whole life's: a resumed run starts from zero).
 func (r *run) checkErrors(ctx context.Context, s *sides) error {
 	n, err := s.rep.Errors(ctx)
 	if err != nil {
 		return err
 	}
-	if n >= maxReplicationErrors {
+	if r.errBase == nil {
+		r.errBase = &n
+	}
+	if n -= *r.errBase; n >= maxReplicationErrors {
 		return problem.Errorf(problem.Conflict, "the target failed %d times to copy or apply the tenant's rows; see its server's log, then resume or abort the move", n)
 	}
 	return nil
@@ -963,7 +971,7 @@ func (r *run) fenced(ctx context.Context, inside func(f *Fence, deadline time.Ti
 			return err
 		}
 		if try == fenceTries {
-			return problem.Errorf(problem.Conflict, "the fence could not be held under %v in %d tries (long transactions, or the target applies too slowly); try a larger --max-pause", r.mv.MaxPause, fenceTries)
+			return problem.Errorf(problem.Conflict, "the fence could not be held under %v in %d tries: transactions that do not finish, a target that applies too slowly, or tables still being copied; resume later, or with a larger --max-pause", r.mv.MaxPause, fenceTries)
 		}
 		// Let the writes that waited through before trying again.
 		if err := sleep(ctx, 500*time.Millisecond); err != nil {
@@ -1108,14 +1116,26 @@ func (r *run) compare(ctx context.Context, sn *snapshots, tables []string, when 
 	return progress, nil
 }
 
-// mismatched names a table the move found different on its two sides.
-func (m *Move) mismatched() (string, bool) {
+// unsettled names a table the move found different on its two sides at
+// the flip ("mismatch"), or could not compare there because its run
+// stopped ("unverified").
+func (m *Move) unsettled() (table, state string, ok bool) {
 	for name, t := range m.Tables {
-		if t.State == "mismatch" {
-			return name, true
+		if t.State == "mismatch" || t.State == "unverified" {
+			return name, t.State, true
 		}
 	}
-	return "", false
+	return "", "", false
+}
+
+// errUnsettled says why a flipped move keeps the tenant's old copy.
+func errUnsettled(mv *Move, table, state string) error {
+	why := fmt.Sprintf("found table %s different on its two sides at the flip", table)
+	if state == "unverified" {
+		why = "stopped before it compared the two sides as they stood at the flip"
+	}
+	return problem.Errorf(problem.Conflict, "move %s %s, so the tenant's old copy is kept; compare the copies, then remove the old one with `gatehouse tenant move retire %s --force`",
+		mv.ID, why, mv.ID)
 }
 
 func pauseMs(d time.Duration) *float64 {
@@ -1162,6 +1182,9 @@ func (r *run) switchOver(ctx context.Context) error {
 		return r.flip(ctx, f)
 	})
 	if err != nil {
+		return err
+	}
+	if err := r.interrupt("switch:flipped"); err != nil {
 		return err
 	}
 	progress, err := r.compare(ctx, &snaps, tables, " at the flip")
@@ -1219,8 +1242,14 @@ func (r *run) flip(ctx context.Context, f *Fence) error {
 			return fmt.Errorf("flip: %w", err)
 		}
 		held := time.Since(f.Since)
+		unverified := maps.Clone(r.mv.Tables)
+		for name, t := range unverified {
+			t.State = "unverified" // until the comparison at the flip says otherwise
+			unverified[name] = t
+		}
 		row, err = q.SaveMove(ctx, saveParams(r.mv.row(), func(p *queries.SaveMoveParams) {
 			p.Phase = string(PhaseCleanup)
+			p.Tables = tablesJSON(unverified)
 			p.FlippedAt = &now
 			p.PauseMs = pauseMs(max(r.mv.Pause, held))
 		}))
@@ -1295,9 +1324,8 @@ func (r *run) retire(ctx context.Context, force bool) error {
 	if r.mv.RetireAfter != nil && time.Now().Before(*r.mv.RetireAfter) {
 		return nil
 	}
-	if name, ok := r.mv.mismatched(); ok && !force {
-		return problem.Errorf(problem.Conflict, "move %s found table %s different on its two sides at the flip, so the tenant's old copy is kept; "+
-			"compare them, then retire it with --force (or move the tenant back)", r.mv.ID, name)
+	if table, state, ok := r.mv.unsettled(); ok && !force {
+		return errUnsettled(r.mv, table, state)
 	}
 	if err := r.m.removeOldCopy(ctx, r.mv); err != nil {
 		return err
@@ -1346,20 +1374,21 @@ func (m *Mover) Retire(ctx context.Context, id uuid.UUID, force bool) (*Move, er
 // RetireDue removes the old copies whose grace period is over, and
 // returns the moves it finished. A move another process holds is skipped.
 func (m *Mover) RetireDue(ctx context.Context) ([]*Move, error) {
-	return m.retireAll(ctx, nil)
+	return m.retireAll(ctx, nil, false)
 }
 
 // retireTenant removes the old copies tenant t's flipped moves still keep,
-// grace period or not, before a new move or the tenant's deletion.
-func (m *Mover) retireTenant(ctx context.Context, t ID) error {
+// grace period or not, before a new move or (force: even copies that
+// differed) the tenant's deletion.
+func (m *Mover) retireTenant(ctx context.Context, t ID, force bool) error {
 	u := t.UUID()
-	_, err := m.retireAll(ctx, &u)
+	_, err := m.retireAll(ctx, &u, force)
 	return err
 }
 
 // retireAll retires tenant's retiring moves now, or (tenant nil) every
 // move whose grace period is over, skipping those another process holds.
-func (m *Mover) retireAll(ctx context.Context, tenant *uuid.UUID) ([]*Move, error) {
+func (m *Mover) retireAll(ctx context.Context, tenant *uuid.UUID, force bool) ([]*Move, error) {
 	rows, err := queries.New(m.reg.admin).RetiringMoves(ctx, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("retiring moves: %w", err)
@@ -1377,12 +1406,12 @@ func (m *Mover) retireAll(ctx context.Context, tenant *uuid.UUID) ([]*Move, erro
 			r.release()
 			continue
 		}
-		if _, ok := r.mv.mismatched(); ok && tenant == nil {
+		if _, _, ok := r.mv.unsettled(); ok && tenant == nil {
 			r.release() // kept until an operator decides
 			continue
 		}
 		r.mv.RetireAfter = nil // due, or wanted now
-		err = r.retire(ctx, false)
+		err = r.retire(ctx, force)
 		r.release()
 		if err != nil {
 			return done, err

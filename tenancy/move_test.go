@@ -646,3 +646,59 @@ func TestMovesAtOnceShareTheAdministratorPool(t *testing.T) {
 		}
 	}
 }
+
+func TestStoppedBeforeComparingAtTheFlipKeepsTheOldCopy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	tn := e.tenant(t, "unsure", tenancy.Shared)
+	seedUsers(t, e.data, tn, 0, 20)
+	m := tenancy.NewMover(e.reg)
+	mv := e.promote(t, m, "unsure", time.Hour)
+	m.Interrupt = func(at string) error {
+		if at == "switch:flipped" {
+			return errKilled
+		}
+		return nil
+	}
+	if _, err := m.Run(ctx, mv.ID, nil); !errors.Is(err, errKilled) {
+		t.Fatalf("not stopped after the flip: %v", err)
+	}
+	m.Interrupt = nil
+	// Resumed, it finishes the move but says the copies were not
+	// compared, and keeps the old one until forced.
+	got, err := m.Run(ctx, mv.ID, nil)
+	if problem.CodeOf(err) != problem.Conflict || !strings.Contains(err.Error(), "stopped before it compared") || got.State != tenancy.MoveRetiring {
+		t.Fatalf("resume: %v; %+v", err, got)
+	}
+	if _, err := m.Retire(ctx, mv.ID, false); problem.CodeOf(err) != problem.Conflict {
+		t.Fatalf("retired without force: %v", err)
+	}
+	if got, err = m.Retire(ctx, mv.ID, true); err != nil || got.State != tenancy.MoveDone {
+		t.Fatalf("forced: %v; %+v", err, got)
+	}
+}
+
+func TestAMoveBeingAbortedIsNotResumed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.tenant(t, "halfway", tenancy.Shared)
+	m := tenancy.NewMover(e.reg)
+	mv := e.promote(t, m, "halfway", 0)
+	// An abort that stops halfway leaves the move aborting.
+	if _, err := e.admin.Exec(ctx, "update control.placement_moves set state = 'aborting' where id = $1", mv.ID); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := m.Run(ctx, mv.ID, nil); problem.CodeOf(err) != problem.Conflict {
+			t.Fatalf("resumed an aborting move: %v", err)
+		}
+		if got, _ := m.Get(ctx, mv.ID); got.State != tenancy.MoveAborting {
+			t.Fatalf("the move is %s after a refused resume", got.State)
+		}
+	}
+	if got, err := m.Abort(ctx, mv.ID); err != nil || got.State != tenancy.MoveAborted {
+		t.Fatalf("abort: %v; %+v", err, got)
+	}
+}

@@ -331,7 +331,7 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 		}
 	}
 	// A flipped move may still keep the tenant's old copy.
-	if err := NewMover(r).retireTenant(ctx, t.ID); err != nil {
+	if err := NewMover(r).retireTenant(ctx, t.ID, true); err != nil {
 		return err
 	}
 	if t.Placement == Silo {
