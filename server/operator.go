@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func NewOperator(reg *tenancy.Registry, mover *tenancy.Mover, clusters []string,
 		if err != nil || u.Host == "" {
 			return nil, problem.Errorf(problem.Invalid, "a silo cluster is not a postgres:// URL with a host")
 		}
-		known[u.Host] = c
+		known[clusterKey(u.Host)] = c
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Operator{reg: reg, mover: mover, log: log, clusters: known, ctx: ctx, cancel: cancel, runs: map[uuid.UUID]context.CancelFunc{}}, nil
@@ -111,6 +112,16 @@ func (o *Operator) authenticate(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// clusterKey is a cluster's host:port as the operator API matches it: in
+// lower case, with Postgres's default port if none is given.
+func clusterKey(host string) string {
+	host = strings.ToLower(host)
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(strings.Trim(host, "[]"), "5432")
+	}
+	return host
+}
+
 // moveRequest is the body of a promotion or demotion. Durations are Go
 // durations ("2s", "24h"); silo_cluster is the host:port of one of the
 // server's silo clusters.
@@ -158,7 +169,7 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 			if u, err := url.Parse(req.SiloCluster); err == nil && u.Host != "" {
 				host = u.Host
 			}
-			cluster, ok := o.clusters[host]
+			cluster, ok := o.clusters[clusterKey(host)]
 			if !ok {
 				return problem.InvalidField("silo_cluster", "is not one of this server's silo clusters (GATEHOUSE_SILO_CLUSTERS)")
 			}
@@ -292,7 +303,9 @@ func (o *Operator) handleResume(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if !mv.Running() && mv.State != tenancy.MoveRetiring {
+	switch mv.State {
+	case tenancy.MoveRunning, tenancy.MoveFailed, tenancy.MoveRetiring:
+	default:
 		return problem.Errorf(problem.Conflict, "move %s is %s", mv.ID, mv.State)
 	}
 	if err := o.start(mv.ID); err != nil {
