@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -953,7 +952,7 @@ var errFenceTooLong = errors.New("the fence would stand longer than the maximum 
 // (transactions do not drain) or whose mark does not arrive in time is
 // lifted and tried again later, up to fenceTries times; so is one whose
 // inside returns errFenceTooLong. The longest pause is recorded.
-func (r *run) fenced(ctx context.Context, inside func(f *Fence, deadline time.Time) error) error {
+func (r *run) fenced(ctx context.Context, inside func(f *Fence, s *sides, deadline time.Time) error) error {
 	s, err := r.sides(ctx)
 	if err != nil {
 		return err
@@ -980,7 +979,7 @@ func (r *run) fenced(ctx context.Context, inside func(f *Fence, deadline time.Ti
 	}
 }
 
-func (r *run) fenceOnce(ctx context.Context, s *sides, mark int, inside func(f *Fence, deadline time.Time) error) (err error) {
+func (r *run) fenceOnce(ctx context.Context, s *sides, mark int, inside func(f *Fence, s *sides, deadline time.Time) error) (err error) {
 	f, err := RaiseFence(ctx, s.source, r.mv.Tenant, r.mv.MaxPause)
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -1024,7 +1023,7 @@ func (r *run) fenceOnce(ctx context.Context, s *sides, mark int, inside func(f *
 		}
 		return errFenceTooLong
 	}
-	return inside(f, deadline)
+	return inside(f, s, deadline)
 }
 
 // verify compares both sides table by table (row counts and checksums) at
@@ -1032,21 +1031,13 @@ func (r *run) fenceOnce(ctx context.Context, s *sides, mark int, inside func(f *
 // the tenant's last change; the comparison runs after the fence is
 // lifted, so its length, which grows with the tenant, is no pause.
 func (r *run) verify(ctx context.Context) error {
-	s, err := r.sides(ctx)
-	if err != nil {
-		return err
-	}
-	tables, err := AppTables(ctx, s.source)
-	if err != nil {
-		return err
-	}
 	var snaps snapshots
 	defer snaps.close(ctx)
-	err = r.fenced(ctx, func(*Fence, time.Time) error { return snaps.open(ctx, s) })
+	err := r.fenced(ctx, func(_ *Fence, s *sides, _ time.Time) error { return snaps.open(ctx, s) })
 	if err != nil {
 		return err
 	}
-	progress, err := r.compare(ctx, &snaps, tables, "")
+	progress, err := r.compare(ctx, &snaps, "")
 	snaps.close(ctx)
 	if err != nil {
 		return err
@@ -1085,7 +1076,11 @@ func (sn *snapshots) close(ctx context.Context) {
 // progress, every table verified; or Conflict naming the first table that
 // differs, marked as a mismatch in the move's record (and its error).
 // With a mismatch it returns the progress too.
-func (r *run) compare(ctx context.Context, sn *snapshots, tables []string, when string) (map[string]TableProgress, error) {
+func (r *run) compare(ctx context.Context, sn *snapshots, when string) (map[string]TableProgress, error) {
+	tables, err := AppTables(ctx, sn.src.tx)
+	if err != nil {
+		return nil, err
+	}
 	var a, b map[string]TableSum
 	var g errgroup.Group
 	g.Go(func() (err error) { a, err = sn.src.Checksums(ctx, r.mv.Tenant, tables); return })
@@ -1156,17 +1151,9 @@ func pauseMs(d time.Duration) *float64 {
 // difference is recorded, and the old copy is kept until an operator
 // retires it by force (see retire).
 func (r *run) switchOver(ctx context.Context) error {
-	s, err := r.sides(ctx)
-	if err != nil {
-		return err
-	}
-	tables, err := AppTables(ctx, s.source)
-	if err != nil {
-		return err
-	}
 	var snaps snapshots
 	defer snaps.close(ctx)
-	err = r.fenced(ctx, func(f *Fence, deadline time.Time) error {
+	err := r.fenced(ctx, func(f *Fence, s *sides, deadline time.Time) error {
 		if err := r.interrupt("switch:fenced"); err != nil {
 			return err
 		}
@@ -1187,7 +1174,7 @@ func (r *run) switchOver(ctx context.Context) error {
 	if err := r.interrupt("switch:flipped"); err != nil {
 		return err
 	}
-	progress, err := r.compare(ctx, &snaps, tables, " at the flip")
+	progress, err := r.compare(ctx, &snaps, " at the flip")
 	snaps.close(ctx)
 	if problem.CodeOf(err) == problem.Conflict && progress != nil {
 		return nil // recorded; the move goes on, keeping the old copy
@@ -1542,18 +1529,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
-}
-
-// Describe is a one-line account of where a move stands, for logs and
-// the CLI.
-func (m *Move) Describe() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s of %s, move %s: %s, phase %s", m.Direction, m.Slug, m.ID, m.State, m.Phase)
-	if m.Pause > 0 {
-		fmt.Fprintf(&b, ", write pause %v", m.Pause.Round(time.Millisecond))
-	}
-	if m.Error != "" {
-		fmt.Fprintf(&b, " (%s)", m.Error)
-	}
-	return b.String()
 }

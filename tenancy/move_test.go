@@ -265,7 +265,7 @@ func TestPromoteAndDemoteUnderWritesLoseNothing(t *testing.T) {
 	}
 	wb.finish(t)
 	if mv.State != tenancy.MoveRetiring || mv.Phase != tenancy.PhaseRetire || mv.FlippedAt == nil || mv.Pause <= 0 || mv.Pause > time.Second {
-		t.Fatalf("promotion ended %s", mv.Describe())
+		t.Fatalf("promotion ended %s", fmt.Sprintf("%+v", *mv))
 	}
 	if fmt.Sprint(phases) != "[target copy catch_up verify switch cleanup retire]" {
 		t.Errorf("phases %v", phases)
@@ -320,7 +320,7 @@ func TestPromoteAndDemoteUnderWritesLoseNothing(t *testing.T) {
 		t.Fatalf("demote: %v", err)
 	}
 	if mv.State != tenancy.MoveRetiring {
-		t.Fatalf("demotion ended %s", mv.Describe())
+		t.Fatalf("demotion ended %s", fmt.Sprintf("%+v", *mv))
 	}
 	time.Sleep(100 * time.Millisecond)
 	for _, email := range wa.finish(t) {
@@ -459,7 +459,7 @@ func TestMoveKilledAtEachPhaseResumesOrAborts(t *testing.T) {
 				t.Fatal(err)
 			}
 			if killed.State != tenancy.MoveRunning && killed.State != tenancy.MoveRetiring {
-				t.Fatalf("after the kill the move is %s", killed.Describe())
+				t.Fatalf("after the kill the move is %s", fmt.Sprintf("%+v", *killed))
 			}
 
 			if !c.abort {

@@ -50,7 +50,7 @@ func (r *Replication) name() string {
 
 // Start creates what is missing of the publication, the slot and the
 // subscription. The subscription's first act is the copy of the tenant's
-// existing rows; Copied tells when it is done.
+// existing rows; Ready tells when it is done and streaming.
 func (r *Replication) Start(ctx context.Context) error {
 	if u, err := url.Parse(r.SourceConn); err != nil || u.User != nil && hasPassword(u) {
 		return errors.New("replication: the source's connection string must not hold a password")
@@ -180,21 +180,6 @@ func hasPassword(u *url.URL) bool {
 
 // quoteLiteral quotes s as an SQL string literal.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// Copied reports whether the subscription has copied every table's
-// existing rows and is streaming changes, and how many tables are still
-// being copied.
-func (r *Replication) Copied(ctx context.Context) (bool, int, error) {
-	var total, ready int
-	err := r.Target.QueryRow(ctx, `
-		select count(*), count(*) filter (where srsubstate in ('r', 's'))
-		from pg_subscription_rel sr join pg_subscription s on s.oid = sr.srsubid
-		where s.subname = $1`, r.name()).Scan(&total, &ready)
-	if err != nil {
-		return false, 0, fmt.Errorf("replication: copy state: %w", err)
-	}
-	return total > 0 && total == ready, total - ready, nil
-}
 
 // TableCopy is how far the copy of one table has come.
 type TableCopy struct {

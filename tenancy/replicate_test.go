@@ -76,11 +76,11 @@ func TestReplicationCopiesAndStreamsOneTenantThenLeavesNoTrace(t *testing.T) {
 		t.Fatalf("second Start: %v", err)
 	}
 	eventually(t, 60*time.Second, "the copy finishes", func() bool {
-		done, _, err := rep.Copied(ctx)
+		ready, err := rep.Ready(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return done
+		return ready
 	})
 	stop.Store(true)
 	wg.Wait()
