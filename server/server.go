@@ -89,6 +89,14 @@ func New(cfg Config, d Deps) *Server {
 		},
 		// No proxy is trusted, so X-Forwarded-Host cannot pick the tenant.
 		EnableTrustedProxyCheck: true,
+		// fiber's strings and byte slices (Hostname, Get, Params, Query,
+		// Cookies, Body) otherwise point into buffers that the next
+		// request on any connection overwrites: a value kept past its
+		// handler (a cache key, a goroutine, an audit record) would
+		// change under whoever kept it. Copies cost a few allocations a
+		// request; a host key that changed under the resolver's cache
+		// once served requests as the wrong tenant.
+		Immutable: true,
 	})
 	s := &Server{app: app, log: d.Log}
 

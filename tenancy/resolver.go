@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
@@ -26,6 +27,12 @@ const notifyChannel = "gatehouse_tenants"
 // LISTEN/NOTIFY subscription drops a tenant's entries the moment any
 // instance changes it. While the subscription is down the cache is not
 // used, so a missed notification can never serve a stale answer.
+//
+// Hosts that serve a tenant are few (a slug or a verified domain each)
+// and stay cached until they expire or change. Unknown hosts are anyone's
+// to invent, so their answers go to a bounded list of their own that
+// forgets the least recently asked first: a flood of made-up hosts costs
+// a lookup each, never memory or the known hosts' entries.
 type Resolver struct {
 	pool *pgxpool.Pool
 	base string
@@ -35,29 +42,40 @@ type Resolver struct {
 	// that changed (after its cache entries are gone).
 	OnChange func(ID)
 
-	ttl, negativeTTL time.Duration
-	maxEntries       int
+	ttl time.Duration
 
 	mu        sync.RWMutex
 	cache     map[string]cacheEntry
+	unknown   *lru.Cache[string, time.Time] // unknown host -> until when
 	gen       uint64 // bumped on every invalidation; see lookup
 	listening atomic.Bool
 	flight    singleflight.Group
 }
 
 type cacheEntry struct {
-	tenant  *Tenant // nil: no such tenant
+	tenant  *Tenant
 	expires time.Time
 }
+
+// Bounds of the cache of unknown hosts.
+const (
+	unknownHosts   = 10_000
+	unknownHostTTL = 5 * time.Second
+)
 
 // NewResolver returns a resolver reading the control plane through pool
 // (gatehouse_app suffices) for hosts under baseDomain. Call Run to start
 // its change subscription; until then it resolves without caching.
 func NewResolver(pool *pgxpool.Pool, baseDomain string, log *slog.Logger) *Resolver {
+	unknown, err := lru.New[string, time.Time](unknownHosts)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
 	return &Resolver{
 		pool: pool, base: strings.ToLower(baseDomain), log: log,
-		ttl: 5 * time.Minute, negativeTTL: 5 * time.Second, maxEntries: 100_000,
-		cache: map[string]cacheEntry{},
+		ttl:     5 * time.Minute,
+		cache:   map[string]cacheEntry{},
+		unknown: unknown,
 	}
 }
 
@@ -73,6 +91,10 @@ func (r *Resolver) Resolve(ctx context.Context, host string) (*Tenant, error) {
 	if err != nil {
 		return nil, err
 	}
+	// h becomes a key of the cache and of the flight group, which outlive
+	// the request: it must not share memory with the caller's string (a
+	// server's request buffer, say).
+	h = strings.Clone(h)
 	t, err := r.cached(ctx, h)
 	if err != nil {
 		return nil, err
@@ -95,23 +117,23 @@ func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
 	if useCache && ok && time.Now().Before(e.expires) {
 		return e.tenant, nil
 	}
+	if until, ok := r.unknown.Get(h); useCache && ok && time.Now().Before(until) {
+		return nil, nil
+	}
 	v, err, _ := r.flight.Do(h, func() (any, error) {
 		t, err := r.lookup(ctx, h)
 		if err != nil {
 			return nil, err
 		}
-		ttl := r.ttl
-		if t == nil {
-			ttl = r.negativeTTL
-		}
 		r.mu.Lock()
 		// Store only if nothing was invalidated since before the read:
 		// otherwise this answer may predate the change.
 		if useCache && r.listening.Load() && r.gen == gen {
-			if len(r.cache) >= r.maxEntries {
-				clear(r.cache)
+			if t == nil {
+				r.unknown.Add(h, time.Now().Add(unknownHostTTL))
+			} else {
+				r.cache[h] = cacheEntry{tenant: t, expires: time.Now().Add(r.ttl)}
 			}
-			r.cache[h] = cacheEntry{tenant: t, expires: time.Now().Add(ttl)}
 		}
 		r.mu.Unlock()
 		return t, nil
@@ -157,10 +179,11 @@ func (r *Resolver) Invalidate(id ID) {
 	r.mu.Lock()
 	r.gen++
 	for h, e := range r.cache {
-		if e.tenant == nil || e.tenant.ID == id {
+		if e.tenant.ID == id {
 			delete(r.cache, h)
 		}
 	}
+	r.unknown.Purge()
 	r.mu.Unlock()
 }
 
@@ -168,6 +191,7 @@ func (r *Resolver) invalidateAll() {
 	r.mu.Lock()
 	r.gen++
 	clear(r.cache)
+	r.unknown.Purge()
 	r.mu.Unlock()
 }
 

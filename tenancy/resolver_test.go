@@ -2,6 +2,7 @@ package tenancy_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -155,4 +156,38 @@ func TestResolverRecoversLostSubscription(t *testing.T) {
 		_, err := r.Resolve(ctx, "acme.localhost")
 		return err == nil
 	})
+}
+
+// TestResolverBoundsUnknownHosts floods the resolver with made-up hosts:
+// it remembers only the most recently asked of them (the oldest must be
+// looked up again), and the known tenants stay cached through it all.
+func TestResolverBoundsUnknownHosts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.tenant(t, "acme", tenancy.Shared)
+	r := runResolver(t, e)
+	if _, err := r.Resolve(ctx, "acme.localhost"); err != nil {
+		t.Fatal(err)
+	}
+	const flood = tenancy.UnknownHosts + 500
+	host := func(i int) string { return fmt.Sprintf("made-up-%05d.localhost", i) }
+	for i := range flood {
+		if _, err := r.Resolve(ctx, host(i)); problem.CodeOf(err) != problem.NotFound {
+			t.Fatalf("Resolve(%s) = %v, want NotFound", host(i), err)
+		}
+	}
+
+	// Without the directory, only cached answers can be given.
+	e.db.Cluster.Exec(t, e.db.Name, "revoke select on control.tenants from gatehouse_app")
+	defer e.db.Cluster.Exec(t, e.db.Name, "grant select on control.tenants to gatehouse_app")
+	if got, err := r.Resolve(ctx, "acme.localhost"); err != nil || got.Slug != "acme" {
+		t.Fatalf("a known tenant after the flood: %v, %v; want it cached", got, err)
+	}
+	if _, err := r.Resolve(ctx, host(flood-1)); problem.CodeOf(err) != problem.NotFound {
+		t.Fatalf("the latest unknown host: %v, want a cached NotFound", err)
+	}
+	if _, err := r.Resolve(ctx, host(0)); problem.CodeOf(err) != problem.Unavailable {
+		t.Fatalf("the first unknown host: %v, want Unavailable (forgotten, so looked up)", err)
+	}
 }

@@ -1,0 +1,4 @@
+package tenancy
+
+// UnknownHosts is how many unknown hosts a resolver remembers, for tests.
+const UnknownHosts = unknownHosts
