@@ -54,7 +54,9 @@ func fromFiber(fe *fiber.Error) *Error {
 	case fiber.StatusRequestEntityTooLarge:
 		return Errorf(TooLarge, "request body too large")
 	case fiber.StatusRequestTimeout:
-		return Errorf(Timeout, "request timed out")
+		return Errorf(ClientTimeout, "the request was not received in time")
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return Errorf(HeadersTooLarge, "the request header is too large")
 	}
 	if fe.Code >= 400 && fe.Code < 500 {
 		return Errorf(Invalid, "%s", fe.Message)

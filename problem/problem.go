@@ -28,10 +28,13 @@ const (
 	NotAllowed   Code = "not_allowed"  // the method is not supported on this resource: 405
 	Conflict     Code = "conflict"     // clashes with the current state: 409
 	TooLarge     Code = "too_large"    // the request body is over the limit: 413
-	Unsupported  Code = "unsupported"  // the request body's media type is not accepted: 415
+	Unsupported  Code = "unsupported"  // the request body's media type or encoding is not accepted: 415
 	TooMany      Code = "too_many"     // rate limited: 429
 	Unavailable  Code = "unavailable"  // a dependency is down, try again later: 503
 	Timeout      Code = "timeout"      // the operation took too long: 504
+
+	ClientTimeout   Code = "client_timeout"    // the client did not send its request in time: 408
+	HeadersTooLarge Code = "headers_too_large" // the request's header is over the limit: 431
 )
 
 // Error is an error meant to be shown to the caller.
@@ -127,6 +130,10 @@ func Status(c Code) int {
 		return http.StatusServiceUnavailable
 	case Timeout:
 		return http.StatusGatewayTimeout
+	case ClientTimeout:
+		return http.StatusRequestTimeout
+	case HeadersTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	default:
 		return http.StatusInternalServerError
 	}

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
@@ -35,6 +38,9 @@ func DecodeJSON(c *fiber.Ctx, v any) error {
 	if len(body) > MaxBody {
 		return problem.Errorf(problem.TooLarge, "request body too large (at most %d bytes)", MaxBody)
 	}
+	if !utf8.Valid(body) {
+		return problem.Errorf(problem.Invalid, "the request body is not valid UTF-8 text")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -59,7 +65,119 @@ func DecodeJSON(c *fiber.Ctx, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return problem.Errorf(problem.Invalid, "the request body must hold one JSON object and nothing after it")
 	}
+	// encoding/json matches keys case-insensitively, keeps the last of
+	// duplicates and lets "\u0000" through: check what it let pass.
+	return checkShape(json.NewDecoder(bytes.NewReader(body)), reflect.TypeOf(v), "")
+}
+
+// checkShape walks one JSON value's tokens beside the Go type t it was
+// decoded into (nil: any) and refuses what encoding/json accepts but a
+// strict reading must not: a key that matches a field only in another
+// letter case, a key given twice in one object, and a string holding NUL
+// (which Postgres refuses). The body has already decoded without error.
+func checkShape(dec *json.Decoder, t reflect.Type, path string) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
+	}
+	switch tok := tok.(type) {
+	case string:
+		if strings.ContainsRune(tok, 0) {
+			return problem.InvalidField(fieldName(path), "must not contain NUL characters")
+		}
+	case json.Delim:
+		if tok == '[' {
+			var elem reflect.Type
+			if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+				elem = t.Elem()
+			}
+			for i := 0; dec.More(); i++ {
+				if err := checkShape(dec, elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		} else {
+			fields := jsonFields(t)
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
+				}
+				key := k.(string)
+				name := key
+				if path != "" {
+					name = path + "." + key
+				}
+				if seen[key] {
+					return problem.InvalidField(fieldName(name), "is given more than once")
+				}
+				seen[key] = true
+				if strings.ContainsRune(key, 0) {
+					return problem.Errorf(problem.Invalid, "the request body's keys must not contain NUL characters")
+				}
+				var vt reflect.Type
+				switch {
+				case fields != nil:
+					f, ok := fields[key]
+					if !ok {
+						for known := range fields {
+							if strings.EqualFold(known, key) {
+								return problem.InvalidField(fieldName(name), fmt.Sprintf("is not a known field (field names are lower case: %s)", known))
+							}
+						}
+					}
+					vt = f
+				case t != nil && t.Kind() == reflect.Map:
+					vt = t.Elem()
+				}
+				if err := checkShape(dec, vt, name); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return problem.Errorf(problem.Invalid, "the request body is not valid JSON")
+		}
+	}
 	return nil
+}
+
+// jsonFields maps the JSON names of struct type t's fields to their
+// types; nil if t is not a struct.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+			continue
+		case name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			maps.Copy(fields, jsonFields(f.Type)) // encoding/json lifts its fields
+			continue
+		case name == "":
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
+}
+
+// fieldName is path as a field name for errors ("the body" when empty).
+func fieldName(path string) string {
+	if path == "" {
+		return "body"
+	}
+	return path
 }
 
 func jsonType(kind string) string {

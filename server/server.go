@@ -8,6 +8,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,10 +20,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
 
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -99,10 +102,11 @@ func New(cfg Config, d Deps) *Server {
 		Immutable: true,
 	})
 	s := &Server{app: app, log: d.Log}
+	refuseUnknownMethods(app)
 
 	// Recovery sits inside the access log, so a panic is logged as the 500
 	// it becomes.
-	app.Use(assignRequestID, securityHeaders, s.logRequests)
+	app.Use(assignRequestID, securityHeaders, s.logRequests, refuseEncodedBodies, refuseBadQuery)
 	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
 		d.Log.Error("panic", "panic", fmt.Sprint(e), "request_id", requestID(c), "stack", string(debug.Stack()))
 	}}))
@@ -192,6 +196,60 @@ func requestID(c *fiber.Ctx) string {
 		c.Set(requestIDHeader, id)
 	}
 	return id
+}
+
+// refuseUnknownMethods answers a method fiber does not know (FROB, say)
+// with a problem, like every other error: fiber itself would answer it
+// with plain text before any middleware runs.
+func refuseUnknownMethods(app *fiber.App) {
+	known := map[string]bool{}
+	for _, m := range app.Config().RequestMethods {
+		known[m] = true
+	}
+	srv := app.Server()
+	next := srv.Handler
+	srv.Handler = func(fc *fasthttp.RequestCtx) {
+		if known[string(fc.Method())] {
+			next(fc)
+			return
+		}
+		c := app.AcquireCtx(fc)
+		defer app.ReleaseCtx(c)
+		fc.Request.Header.SetMethod(fiber.MethodGet) // a method the error handler's ctx understands
+		if err := app.Config().ErrorHandler(c, fiber.ErrMethodNotAllowed); err != nil {
+			fc.SetStatusCode(fiber.StatusMethodNotAllowed)
+		}
+	}
+}
+
+// refuseEncodedBodies refuses compressed request bodies before anything
+// reads the body: fiber would inflate them without bound (a few hundred
+// bytes of nested gzip become gigabytes) before any size check could
+// run. No client of this API needs to compress what it sends.
+func refuseEncodedBodies(c *fiber.Ctx) error {
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(strings.TrimSpace(enc), "identity") {
+		return problem.Errorf(problem.Unsupported, "compressed request bodies are not accepted: send the body without Content-Encoding")
+	}
+	return c.Next()
+}
+
+// refuseBadQuery refuses a query string whose names or values, decoded,
+// hold NUL or are not UTF-8: nothing an endpoint takes may, and Postgres
+// would refuse them with an error that is no fault of the server.
+func refuseBadQuery(c *fiber.Ctx) error {
+	var bad []byte
+	c.Context().QueryArgs().VisitAll(func(k, v []byte) {
+		for _, b := range [][]byte{k, v} {
+			if bad == nil && (!utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0) {
+				bad = k
+			}
+		}
+	})
+	if bad != nil {
+		return problem.InvalidField(strings.ToValidUTF8(strings.ReplaceAll(string(bad), "\x00", ""), "?"),
+			"query parameters must be UTF-8 text without NUL characters")
+	}
+	return c.Next()
 }
 
 // securityHeaders are set on every answer. The API serves JSON only, so the
