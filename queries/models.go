@@ -183,11 +183,23 @@ type AppUser struct {
 	Lockouts        int32
 }
 
+type ControlOperatorAction struct {
+	ID         int64
+	At         time.Time
+	Operator   string
+	Action     string
+	TenantID   uuid.UUID
+	TenantSlug string
+	MoveID     uuid.UUID
+}
+
 type ControlOperatorToken struct {
 	Name       string
 	TokenHash  []byte
 	CreatedAt  time.Time
 	LastUsedAt *time.Time
+	Scopes     []string
+	ExpiresAt  time.Time
 }
 
 type ControlPlacementMove struct {
@@ -218,24 +230,25 @@ type ControlPlacementMove struct {
 }
 
 type ControlTenant struct {
-	ID                   uuid.UUID
-	Slug                 string
-	Name                 string
-	Status               string
-	Placement            string
-	Plan                 string
-	CreatedAt            time.Time
-	UpdatedAt            time.Time
-	DeletedAt            *time.Time
-	SiloRef              *string
-	KeyGeneration        int16
-	Signup               string
-	RequireVerifiedEmail bool
-	AccessTokenTtl       int32
-	MailFromAddress      *string
-	MailFromName         *string
-	MailReplyTo          *string
-	LinkBaseUrl          *string
+	ID                    uuid.UUID
+	Slug                  string
+	Name                  string
+	Status                string
+	Placement             string
+	Plan                  string
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+	DeletedAt             *time.Time
+	SiloRef               *string
+	KeyGeneration         int16
+	Signup                string
+	RequireVerifiedEmail  bool
+	AccessTokenTtl        int32
+	MailFromAddress       *string
+	MailFromName          *string
+	MailReplyTo           *string
+	LinkBaseUrl           *string
+	RelationshipsPurgedAt *time.Time
 }
 
 type ControlTenantDomain struct {

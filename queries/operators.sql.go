@@ -8,21 +8,31 @@ package queries
 import (
 	"context"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const createOperatorToken = `-- name: CreateOperatorToken :exec
 
-insert into control.operator_tokens (name, token_hash) values ($1, $2)
+insert into control.operator_tokens (name, token_hash, scopes, expires_at) values ($1, $2, $3, $4)
 `
 
 type CreateOperatorTokenParams struct {
 	Name      string
 	TokenHash []byte
+	Scopes    []string
+	ExpiresAt time.Time
 }
 
-// Platform operators' API tokens, in the control plane.
+// Platform operators' API tokens, and what operators did with them, in
+// the control plane.
 func (q *Queries) CreateOperatorToken(ctx context.Context, arg CreateOperatorTokenParams) error {
-	_, err := q.db.Exec(ctx, createOperatorToken, arg.Name, arg.TokenHash)
+	_, err := q.db.Exec(ctx, createOperatorToken,
+		arg.Name,
+		arg.TokenHash,
+		arg.Scopes,
+		arg.ExpiresAt,
+	)
 	return err
 }
 
@@ -39,12 +49,14 @@ func (q *Queries) DeleteOperatorToken(ctx context.Context, name string) (int64, 
 }
 
 const listOperatorTokens = `-- name: ListOperatorTokens :many
-select name, created_at, last_used_at from control.operator_tokens order by name
+select name, scopes, created_at, expires_at, last_used_at from control.operator_tokens order by name
 `
 
 type ListOperatorTokensRow struct {
 	Name       string
+	Scopes     []string
 	CreatedAt  time.Time
+	ExpiresAt  time.Time
 	LastUsedAt *time.Time
 }
 
@@ -57,7 +69,13 @@ func (q *Queries) ListOperatorTokens(ctx context.Context) ([]ListOperatorTokensR
 	var items []ListOperatorTokensRow
 	for rows.Next() {
 		var i ListOperatorTokensRow
-		if err := rows.Scan(&i.Name, &i.CreatedAt, &i.LastUsedAt); err != nil {
+		if err := rows.Scan(
+			&i.Name,
+			&i.Scopes,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastUsedAt,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -68,16 +86,85 @@ func (q *Queries) ListOperatorTokens(ctx context.Context) ([]ListOperatorTokensR
 	return items, nil
 }
 
-const useOperatorToken = `-- name: UseOperatorToken :one
-update control.operator_tokens set last_used_at = now()
-where token_hash = $1
-returning name
+const operatorActionsOnMove = `-- name: OperatorActionsOnMove :many
+select at, operator, action from control.operator_actions where move_id = $1 order by id
 `
 
-// The operator a token belongs to, noting its use.
-func (q *Queries) UseOperatorToken(ctx context.Context, tokenHash []byte) (string, error) {
+type OperatorActionsOnMoveRow struct {
+	At       time.Time
+	Operator string
+	Action   string
+}
+
+// What operators did to one move, oldest first.
+func (q *Queries) OperatorActionsOnMove(ctx context.Context, moveID uuid.UUID) ([]OperatorActionsOnMoveRow, error) {
+	rows, err := q.db.Query(ctx, operatorActionsOnMove, moveID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OperatorActionsOnMoveRow
+	for rows.Next() {
+		var i OperatorActionsOnMoveRow
+		if err := rows.Scan(&i.At, &i.Operator, &i.Action); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const recordOperatorAction = `-- name: RecordOperatorAction :exec
+insert into control.operator_actions (operator, action, tenant_id, tenant_slug, move_id)
+values ($1, $2, $3, $4, $5)
+`
+
+type RecordOperatorActionParams struct {
+	Operator   string
+	Action     string
+	TenantID   uuid.UUID
+	TenantSlug string
+	MoveID     uuid.UUID
+}
+
+func (q *Queries) RecordOperatorAction(ctx context.Context, arg RecordOperatorActionParams) error {
+	_, err := q.db.Exec(ctx, recordOperatorAction,
+		arg.Operator,
+		arg.Action,
+		arg.TenantID,
+		arg.TenantSlug,
+		arg.MoveID,
+	)
+	return err
+}
+
+const useOperatorToken = `-- name: UseOperatorToken :one
+update control.operator_tokens
+set last_used_at = case when expires_at > now() then now() else last_used_at end
+where token_hash = $1
+returning name, scopes, expires_at, expires_at <= now() as expired
+`
+
+type UseOperatorTokenRow struct {
+	Name      string
+	Scopes    []string
+	ExpiresAt time.Time
+	Expired   bool
+}
+
+// The operator a token belongs to, with its scopes and expiry, noting its
+// use if it is live (an expired token's use is no use).
+func (q *Queries) UseOperatorToken(ctx context.Context, tokenHash []byte) (UseOperatorTokenRow, error) {
 	row := q.db.QueryRow(ctx, useOperatorToken, tokenHash)
-	var name string
-	err := row.Scan(&name)
-	return name, err
+	var i UseOperatorTokenRow
+	err := row.Scan(
+		&i.Name,
+		&i.Scopes,
+		&i.ExpiresAt,
+		&i.Expired,
+	)
+	return i, err
 }

@@ -20,9 +20,12 @@ import (
 // Operator is the operator API: platform operators move tenants between
 // the shared database and silos of their own, and follow the moves. Each
 // caller presents an operator token (Registry.CreateOperatorToken) as a
-// bearer token. Moves run in the background of the process that serves
-// the API; a move interrupted by its end is resumed through the API or
-// the CLI.
+// bearer token, whose scopes say what it may do: read to follow moves,
+// move to promote, demote, resume and abort them, retire to remove a
+// moved tenant's old copy. Every action on a move is recorded with the
+// token's name before it is carried out. Moves run in the background of
+// the process that serves the API; a move interrupted by its end is
+// resumed through the API or the CLI.
 type Operator struct {
 	reg   *tenancy.Registry
 	mover *tenancy.Mover
@@ -84,23 +87,26 @@ func (o *Operator) RetireDue(ctx context.Context, interval time.Duration) {
 // Routes registers the operator endpoints.
 func (o *Operator) Routes(r fiber.Router) {
 	g := r.Group("/v1/operator", o.authenticate)
-	g.Post("/tenants/:slug/promote", o.handleMove(tenancy.Promote))
-	g.Post("/tenants/:slug/demote", o.handleMove(tenancy.Demote))
-	g.Get("/tenants/:slug/moves", o.handleListMoves)
-	g.Get("/tenants/:slug/moves/:id", o.handleGetMove)
-	g.Post("/tenants/:slug/moves/:id/resume", o.handleResume)
-	g.Post("/tenants/:slug/moves/:id/abort", o.handleAbort)
-	g.Post("/tenants/:slug/moves/:id/retire", o.handleRetire)
+	read, move, retire := need(tenancy.ScopeRead), need(tenancy.ScopeMove), need(tenancy.ScopeRetire)
+	g.Post("/tenants/:slug/promote", move, o.handleMove(tenancy.Promote))
+	g.Post("/tenants/:slug/demote", move, o.handleMove(tenancy.Demote))
+	g.Get("/tenants/:slug/moves", read, o.handleListMoves)
+	g.Get("/tenants/:slug/moves/:id", read, o.handleGetMove)
+	g.Post("/tenants/:slug/moves/:id/resume", move, o.handleResume)
+	g.Post("/tenants/:slug/moves/:id/abort", move, o.handleAbort)
+	// Forced or not: a forced retirement removes a copy that differed at
+	// the flip, which only an operator trusted with retiring may judge.
+	g.Post("/tenants/:slug/moves/:id/retire", retire, o.handleRetire)
 }
 
 const operatorLocal = "operator"
 
 func (o *Operator) authenticate(c *fiber.Ctx) error {
 	token, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	var name string
+	var op *tenancy.Operator
 	var err error = problem.Errorf(problem.Unauthorized, "an operator token is required")
 	if ok {
-		name, err = o.reg.Operator(c.UserContext(), strings.TrimSpace(token))
+		op, err = o.reg.Operator(c.UserContext(), strings.TrimSpace(token))
 	}
 	if err != nil {
 		if problem.CodeOf(err) == problem.Unauthorized {
@@ -108,8 +114,30 @@ func (o *Operator) authenticate(c *fiber.Ctx) error {
 		}
 		return err
 	}
-	c.Locals(operatorLocal, name)
+	c.Locals(operatorLocal, op)
 	return c.Next()
+}
+
+// need admits requests whose operator token has scope s, and answers
+// others 403 naming the scope that is missing.
+func need(s tenancy.Scope) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if !operator(c).Can(s) {
+			// RFC 6750's challenge for a token that is valid but not enough.
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse-operator", error="insufficient_scope", scope="`+string(s)+`"`)
+			return problem.Errorf(problem.Forbidden, "the operator token lacks the %q scope", s)
+		}
+		return c.Next()
+	}
+}
+
+// operator is the holder of the request's operator token.
+func operator(c *fiber.Ctx) *tenancy.Operator { return c.Locals(operatorLocal).(*tenancy.Operator) }
+
+// record records that the request's operator does action to mv. An
+// action that cannot be recorded must not be carried out.
+func (o *Operator) record(c *fiber.Ctx, action string, mv *tenancy.Move) error {
+	return o.reg.RecordOperatorAction(c.UserContext(), operator(c).Name, action, mv)
 }
 
 // clusterKey is a cluster's host:port as the operator API matches it: in
@@ -163,7 +191,7 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 			return problem.InvalidField(map[string]string{"keep_shared_for": "keep_silo_for", "keep_silo_for": "keep_shared_for"}[keepField],
 				"does not apply to a "+map[tenancy.Direction]string{tenancy.Promote: "promotion", tenancy.Demote: "demotion"}[dir])
 		}
-		opts := tenancy.MoveOptions{By: "operator " + c.Locals(operatorLocal).(string)}
+		opts := tenancy.MoveOptions{By: "operator " + operator(c).Name}
 		if req.SiloCluster != "" {
 			host := req.SiloCluster
 			if u, err := url.Parse(req.SiloCluster); err == nil && u.Host != "" {
@@ -193,6 +221,14 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 		}
 		mv, err := o.mover.Begin(c.UserContext(), c.Params("slug"), dir, opts)
 		if err != nil {
+			return err
+		}
+		// The move is recorded but nothing has run: unrecorded, it is
+		// rolled back rather than run.
+		if err := o.record(c, string(dir), mv); err != nil {
+			if _, abortErr := o.mover.Abort(context.WithoutCancel(c.UserContext()), mv.ID); abortErr != nil {
+				o.log.Error("aborting an unrecorded move", "move", mv.ID, "err", abortErr)
+			}
 			return err
 		}
 		if err := o.start(mv.ID); err != nil {
@@ -290,12 +326,22 @@ func (o *Operator) handleListMoves(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"moves": moves})
 }
 
+// moveView is a move with what operators did to it through the API.
+type moveView struct {
+	*tenancy.Move
+	Actions []tenancy.OperatorAction `json:"operator_actions"`
+}
+
 func (o *Operator) handleGetMove(c *fiber.Ctx) error {
 	mv, err := o.tenantMove(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(mv)
+	actions, err := o.reg.OperatorActions(c.UserContext(), mv.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(moveView{Move: mv, Actions: actions})
 }
 
 func (o *Operator) handleResume(c *fiber.Ctx) error {
@@ -308,6 +354,9 @@ func (o *Operator) handleResume(c *fiber.Ctx) error {
 	default:
 		return problem.Errorf(problem.Conflict, "move %s is %s", mv.ID, mv.State)
 	}
+	if err := o.record(c, "resume", mv); err != nil {
+		return err
+	}
 	if err := o.start(mv.ID); err != nil {
 		return err
 	}
@@ -317,6 +366,9 @@ func (o *Operator) handleResume(c *fiber.Ctx) error {
 func (o *Operator) handleAbort(c *fiber.Ctx) error {
 	mv, err := o.tenantMove(c)
 	if err != nil {
+		return err
+	}
+	if err := o.record(c, "abort", mv); err != nil {
 		return err
 	}
 	o.stop(c.UserContext(), mv.ID)
@@ -336,6 +388,13 @@ func (o *Operator) handleRetire(c *fiber.Ctx) error {
 		if force, err = strconv.ParseBool(v); err != nil {
 			return problem.InvalidField("force", "must be true or false")
 		}
+	}
+	action := "retire"
+	if force {
+		action = "force_retire"
+	}
+	if err := o.record(c, action, mv); err != nil {
+		return err
 	}
 	if mv, err = o.mover.Retire(c.UserContext(), mv.ID, force); err != nil {
 		return err

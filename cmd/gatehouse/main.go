@@ -55,8 +55,10 @@ Usage:
   gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
   gatehouse rebac reconcile (--tenant SLUG | --all) [--dry-run] compare Postgres and SpiceDB and repair drift
-  gatehouse operator serve [--operator-addr 127.0.0.1:8090]   the operator API (moves), for holders of an operator token
-  gatehouse operator token create NAME | revoke NAME | list   operator API tokens (a new token is shown once)
+  gatehouse operator serve [--operator-addr 127.0.0.1:8090] [--operator-tls-cert FILE --operator-tls-key FILE]
+                          the operator API (moves), for holders of an operator token; HTTPS, or plain HTTP on loopback only
+  gatehouse operator token create NAME [--scope read,move,retire] [--expires-in 2160h] | revoke NAME | list
+                          operator API tokens (a new token is shown once; default scope read, 90 days)
   gatehouse audit verify --tenant SLUG                          check the tenant's audit hash chain
   gatehouse audit export --tenant SLUG [--out FILE]             write the audit trail as NDJSON
 
