@@ -20,6 +20,7 @@ import (
 type DB struct {
 	shared *pgxpool.Pool
 	silos  *SiloPools
+	shares *shares // of the shared pool, per tenant
 
 	// Relocated, if set, tells where the control plane places a tenant
 	// now. A transaction refused because its tenant has moved away (a
@@ -33,8 +34,14 @@ type DB struct {
 // NewDB returns a DB over the shared pool (connected as gatehouse_app) and
 // the silo pools. silos may be nil when no tenant is placed in a silo.
 func NewDB(shared *pgxpool.Pool, silos *SiloPools) *DB {
-	return &DB{shared: shared, silos: silos}
+	return &DB{shared: shared, silos: silos, shares: newShares(max(1, int(shared.Config().MaxConns)/2), shareWait)}
 }
+
+// shareWait is how long a transaction waits for its tenant's share of the
+// shared pool before it is refused with 503 and Retry-After: longer than
+// the fence holds a tenant's transactions (fenceWait), so that a move's
+// pause alone never refuses anyone here.
+const shareWait = 5 * time.Second
 
 // Tx runs fn in one transaction scoped to tenant t and commits if fn returns
 // nil. Any error, or a panic, rolls it back.
@@ -73,13 +80,13 @@ func (db *DB) relocated(ctx context.Context, t *Tenant, err error) *Tenant {
 }
 
 func (db *DB) rawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) error) error {
-	conn, err := db.acquire(ctx, t)
+	conn, release, err := db.acquire(ctx, t)
 	if err != nil {
 		return err
 	}
 	// A connection left inside a transaction (rollback failed, panic) is
 	// destroyed by pgxpool on release rather than reused.
-	defer conn.Release()
+	defer release()
 	return scopedTx(ctx, conn, t.ID, fn)
 }
 
@@ -96,34 +103,44 @@ func (db *DB) Once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) e
 }
 
 func (db *DB) once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
-	conn, err := db.acquire(ctx, t)
+	conn, release, err := db.acquire(ctx, t)
 	if err != nil {
 		return err
 	}
-	defer conn.Release()
+	defer release()
 	return fn(queries.New(&lazyTx{conn: conn, tenant: t.ID.String(), implicit: true}))
 }
 
-// acquire takes a connection to tenant t's database.
-func (db *DB) acquire(ctx context.Context, t *Tenant) (*pgxpool.Conn, error) {
+// acquire takes a connection to tenant t's database, and returns it with
+// the function that gives it back. In the shared pool, a tenant first
+// takes one of its share of the connections: a tenant whose transactions
+// wait (at a move's fence, on a lock, behind a slow query) waits with
+// its own share only, never with the connections other tenants need.
+func (db *DB) acquire(ctx context.Context, t *Tenant) (*pgxpool.Conn, func(), error) {
 	if t == nil {
-		return nil, errors.New("tenant transaction: no tenant")
+		return nil, nil, errors.New("tenant transaction: no tenant")
 	}
-	pool := db.shared
+	pool, done := db.shared, func() {}
 	if t.Placement == Silo {
 		if db.silos == nil {
-			return nil, fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
+			return nil, nil, fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
 		}
 		var err error
 		if pool, err = db.silos.Pool(ctx, t); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+	} else {
+		var err error
+		if done, err = db.shares.take(ctx, t.ID); err != nil {
+			return nil, nil, err
 		}
 	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return nil, unavailable(err)
+		done()
+		return nil, nil, unavailable(err)
 	}
-	return conn, nil
+	return conn, func() { conn.Release(); done() }, nil
 }
 
 // scopedTx runs fn in a transaction on conn scoped to tenant id.

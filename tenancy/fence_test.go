@@ -3,6 +3,8 @@ package tenancy_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +142,59 @@ func TestFenceGivesUpWhenTransactionsDoNotDrain(t *testing.T) {
 	// Given up, it holds nothing back.
 	if err := e.data.Tx(ctx, a, func(q *queries.Queries) error { _, err := q.CountUsers(ctx, a.ID.UUID()); return err }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFencedTenantLeavesConnectionsToOthers raises a move's fence over
+// one tenant and sends it fifty transactions: they wait, holding only
+// that tenant's share of the pool, while another tenant's transactions go
+// through the rest of it at once.
+func TestFencedTenantLeavesConnectionsToOthers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.tenant(t, "moving", tenancy.Shared)
+	b := e.tenant(t, "staying", tenancy.Shared)
+	write := func(tn *tenancy.Tenant, email string) error {
+		return e.data.Tx(ctx, tn, func(q *queries.Queries) error {
+			_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: email})
+			return err
+		})
+	}
+	fence, err := tenancy.RaiseFence(ctx, e.admin, a.ID, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lift := sync.OnceValue(func() error { _, err := fence.Lift(ctx); return err })
+	defer lift()
+	results := make(chan error, 50)
+	for i := range 50 {
+		go func() { results <- write(a, fmt.Sprintf("waiting%d@moving.test", i)) }()
+	}
+	// The other tenant's writes, well before the fence would let any of
+	// the moving tenant's go (2 s): none may wait for them.
+	start := time.Now()
+	for i := range 20 {
+		if err := write(b, fmt.Sprintf("user%d@staying.test", i)); err != nil {
+			t.Fatalf("the other tenant's write %d behind the fence: %v", i, err)
+		}
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the other tenant's 20 writes took %s with the moving tenant's fence raised", took)
+	}
+	select {
+	case err := <-results:
+		t.Fatalf("a write of the fenced tenant finished while fenced: %v", err)
+	default:
+	}
+	if err := lift(); err != nil {
+		t.Fatal(err)
+	}
+	// Lifted soon enough, every waiting write goes through, or is
+	// refused with a clear 503 to retry: nothing else.
+	for range 50 {
+		if err := <-results; err != nil && problem.CodeOf(err) != problem.Unavailable {
+			t.Fatalf("a waiting write of the moved tenant: %v", err)
+		}
 	}
 }
