@@ -47,7 +47,7 @@ type Resolver struct {
 	mu        sync.RWMutex
 	cache     map[string]cacheEntry
 	unknown   *lru.Cache[string, time.Time] // unknown host -> until when
-	gen       uint64 // bumped on every invalidation; see lookup
+	gen       uint64                        // bumped on every invalidation; see lookup
 	listening atomic.Bool
 	flight    singleflight.Group
 }
