@@ -24,6 +24,12 @@ func (id ID) UUID() uuid.UUID { return uuid.UUID(id) }
 
 func (id ID) String() string { return uuid.UUID(id).String() }
 
+// MarshalText writes id in its canonical text form (in JSON, a string).
+func (id ID) MarshalText() ([]byte, error) { return uuid.UUID(id).MarshalText() }
+
+// UnmarshalText reads id from its canonical text form.
+func (id *ID) UnmarshalText(b []byte) error { return (*uuid.UUID)(id).UnmarshalText(b) }
+
 // Status is a tenant's lifecycle state.
 type Status string
 
