@@ -37,6 +37,12 @@ type Authorizer interface {
 	// SetAdmin records, in q's transaction, that user is or is no
 	// longer an admin of t.
 	SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error
+	// SetDisabled records, in q's transaction, that user is or is no
+	// longer disabled: a disabled account holds no right of t.
+	SetDisabled(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, disabled bool) error
+	// MayRestore refuses, in q's transaction, enabling user again on the
+	// authority of by when that gives back a right by does not hold.
+	MayRestore(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, by, user uuid.UUID) error
 	// ForgetUser removes, in q's transaction, every grant of a deleted
 	// user.
 	ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error
@@ -55,8 +61,12 @@ func (o Object) String() string {
 	return o.Type + ":" + o.ID
 }
 
-// adminPermission is the tenant permission an admin action needs.
-func adminPermission(action string) string {
+// adminPermission is the authorizer's name for what admins hold (the
+// admin relation of an account that is not disabled).
+const adminPermission = "administer"
+
+// permissionFor is the tenant permission an admin action needs.
+func permissionFor(action string) string {
 	switch {
 	case strings.HasPrefix(action, "audit."):
 		return "view_audit"
@@ -65,7 +75,7 @@ func adminPermission(action string) string {
 	case action == "user.role":
 		// Making admins is for admins: a custom role that manages users
 		// must not be a way to become one.
-		return "admin"
+		return adminPermission
 	}
 	return "manage_users"
 }
@@ -76,7 +86,7 @@ func adminPermission(action string) string {
 // Forbidden when the permission is missing, Unavailable when it cannot
 // be checked (never allowing by default).
 func (s *Service) AdminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
-	return s.GuardedTx(ctx, t, p, action, Object{}, adminPermission(action), meta, fn)
+	return s.GuardedTx(ctx, t, p, action, Object{}, permissionFor(action), meta, fn)
 }
 
 // GuardedTx is AdminTx for an action that needs permission perm on one
@@ -114,6 +124,54 @@ func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal
 		return problem.Errorf(problem.Forbidden, "you lack the %s permission of this tenant", perm)
 	}
 	return err
+}
+
+// errUnconfirmedAdmin refuses admin rights to an account whose owner
+// never proved the address: whoever signed it up may not be whoever the
+// address belongs to.
+var errUnconfirmedAdmin = problem.Errorf(problem.Conflict,
+	"the account's email address is not confirmed: it can be given admin rights once its owner confirms it (or invite the address as an admin instead)")
+
+// onUser reads user id of tenant t for an action by p in q's
+// transaction, and refuses the action when the target is an admin and p
+// is not one: only admins act on admins. Returns NotFound or Forbidden.
+func (s *Service) onUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, p *Principal, id uuid.UUID) (queries.AppUser, error) {
+	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
+	if err = notFound(err, "no such user"); err != nil {
+		return u, err
+	}
+	if u.Role != RoleAdmin || id == p.User {
+		return u, nil
+	}
+	caller, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: p.User})
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return u, err
+	}
+	if err != nil || caller.Role != RoleAdmin || caller.Status != "active" {
+		return u, problem.Errorf(problem.Forbidden, "only admins may act on an admin")
+	}
+	return u, nil
+}
+
+// keepAdmin refuses, in q's transaction, to delete, disable or demote u
+// if u is tenant t's last active admin. Admin changes of a tenant run
+// one at a time (AdminTx audits first, and the audit chain's head is
+// locked until commit), so two changes that each leave one admin cannot
+// both pass. Returns Conflict.
+func keepAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, u queries.AppUser) error {
+	if u.Role != RoleAdmin || u.Status != "active" {
+		return nil
+	}
+	admins, err := q.ActiveAdmins(ctx, t.ID.UUID())
+	if err != nil {
+		return err
+	}
+	for _, id := range admins {
+		if id != u.ID {
+			return nil
+		}
+	}
+	return problem.Errorf(problem.Conflict, "this is the tenant's last active admin: make another admin first")
 }
 
 // UserPage is a page of users and the cursor of the next one ("" at the
@@ -197,8 +255,12 @@ func (s *Service) CreateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 
 // InviteAdmin creates the first admin of tenant t on a platform
 // operator's authority and mails them an invitation. Audited with no
-// actor. Returns Invalid for a bad email or name, Conflict if the email
-// has an account (grant it the role with SetRole instead).
+// actor. An account of the address whose owner never confirmed it is
+// taken over for the invited person (whoever signed it up may not own
+// the address): its password, sessions and mailed links are void, and
+// it waits for the invitation as a new account would. Returns Invalid
+// for a bad email or name, Conflict if the email has a confirmed account
+// (grant it the role with SetRole instead).
 func (s *Service) InviteAdmin(ctx context.Context, t *tenancy.Tenant, email, name string) (*User, error) {
 	var u *User
 	err := s.createInvited(ctx, t, CreateUserInput{Email: email, DisplayName: name, Role: RoleAdmin}, func(fn func(q *queries.Queries) error) error {
@@ -208,7 +270,65 @@ func (s *Service) InviteAdmin(ctx context.Context, t *tenancy.Tenant, email, nam
 		return Event{Action: "user.create", Target: "user:" + created.ID.String(), Outcome: Success,
 			Details: map[string]string{"role": RoleAdmin, "by": "operator"}}
 	})
+	if problem.CodeOf(err) == problem.Conflict {
+		return s.takeOverForAdmin(ctx, t, email, name)
+	}
 	return u, err
+}
+
+// takeOverForAdmin gives the unconfirmed account of email to the admin
+// an operator invites (see InviteAdmin).
+func (s *Service) takeOverForAdmin(ctx context.Context, t *tenancy.Tenant, email, name string) (*User, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	name, err = displayName(name)
+	if err != nil {
+		return nil, err
+	}
+	invite, err := s.newTokenMail(ctx, t, mail.Invite, purposeInvite, pageInvite, e)
+	if err != nil {
+		return nil, err
+	}
+	var u queries.AppUser
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		u, err = q.TakeOverUnconfirmedAccount(ctx, queries.TakeOverUnconfirmedAccountParams{TenantID: t.ID.UUID(), Email: e, DisplayName: name})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return problem.Errorf(problem.Conflict, "an account with this email already exists and its address is confirmed: grant it the role instead")
+		}
+		if err != nil {
+			return err
+		}
+		reason := "taken over by an admin invitation"
+		if _, err := q.RevokeUserSessions(ctx, queries.RevokeUserSessionsParams{TenantID: t.ID.UUID(), UserID: u.ID, RevokedReason: &reason}); err != nil {
+			return err
+		}
+		if err := spendAllTokens(ctx, q, t, u.ID); err != nil {
+			return err
+		}
+		// Nothing the squatter was given or gathered stays with the
+		// account: groups, roles, what apps granted it.
+		if err := s.cfg.Authorizer.ForgetUser(ctx, q, t, u.ID); err != nil {
+			return err
+		}
+		if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, u.ID, true); err != nil {
+			return err
+		}
+		if err := invite.write(ctx, q, t, u.ID); err != nil {
+			return err
+		}
+		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
+			Action: "user.take_over", Target: "user:" + u.ID.String(), Outcome: Success,
+			Details: map[string]string{"role": RoleAdmin, "by": "operator", "reason": "unconfirmed address invited as admin"},
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Outbox.Notify(t)
+	s.cfg.Authorizer.Flush(ctx, t)
+	return userFromRow(u), nil
 }
 
 // createInvited creates an invited account in a transaction that tx
@@ -267,8 +387,8 @@ func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in Creat
 func (s *Service) SendPasswordReset(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
 	var u queries.AppUser
 	err := s.AdminTx(ctx, t, p, "user.reset_password", meta, func(q *queries.Queries) (err error) {
-		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
-		return notFound(err, "no such user")
+		u, err = s.onUser(ctx, q, t, p, id)
+		return err
 	})
 	if err != nil {
 		return err
@@ -345,6 +465,23 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		action = "user.role"
 	}
 	err := s.AdminTx(ctx, t, p, action, meta, func(q *queries.Queries) (err error) {
+		was, err := s.onUser(ctx, q, t, p, id)
+		if err != nil {
+			return err
+		}
+		if (in.Status != nil && *in.Status != "active") || (in.Role != nil && *in.Role != RoleAdmin) {
+			if err := keepAdmin(ctx, q, t, was); err != nil {
+				return err
+			}
+		}
+		if in.Role != nil && *in.Role == RoleAdmin && was.Role != RoleAdmin && was.EmailVerifiedAt == nil {
+			return errUnconfirmedAdmin
+		}
+		if in.Status != nil && *in.Status == "active" && was.Status != "active" {
+			if err := s.cfg.Authorizer.MayRestore(ctx, q, t, p.User, id); err != nil {
+				return err
+			}
+		}
 		u, err = q.AdminUpdateUser(ctx, queries.AdminUpdateUserParams{
 			TenantID: t.ID.UUID(), ID: id, DisplayName: in.DisplayName, Status: in.Status, Role: in.Role,
 		})
@@ -353,6 +490,11 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		}
 		if in.Role != nil {
 			if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, id, *in.Role == RoleAdmin); err != nil {
+				return err
+			}
+		}
+		if in.Status != nil && *in.Status != was.Status {
+			if err := s.cfg.Authorizer.SetDisabled(ctx, q, t, id, *in.Status == "disabled"); err != nil {
 				return err
 			}
 		}
@@ -375,7 +517,7 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 	if err != nil {
 		return nil, err
 	}
-	if in.Role != nil {
+	if in.Role != nil || in.Status != nil {
 		s.cfg.Authorizer.Flush(ctx, t)
 	}
 	return userFromRow(u), nil
@@ -384,8 +526,8 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 // Unlock lifts a lockout of one of tenant t's users. Admins only.
 func (s *Service) Unlock(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
 	return s.AdminTx(ctx, t, p, "user.unlock", meta, func(q *queries.Queries) error {
-		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
-			return notFound(err, "no such user")
+		if _, err := s.onUser(ctx, q, t, p, id); err != nil {
+			return err
 		}
 		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 			return err
@@ -404,6 +546,13 @@ func (s *Service) DeleteUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		return problem.Errorf(problem.Conflict, "admins cannot delete themselves; ask another admin")
 	}
 	err := s.AdminTx(ctx, t, p, "user.delete", meta, func(q *queries.Queries) error {
+		u, err := s.onUser(ctx, q, t, p, id)
+		if err != nil {
+			return err
+		}
+		if err := keepAdmin(ctx, q, t, u); err != nil {
+			return err
+		}
 		n, err := q.DeleteUser(ctx, queries.DeleteUserParams{TenantID: t.ID.UUID(), ID: id})
 		if err != nil {
 			return err
@@ -445,6 +594,12 @@ func (s *Service) UserSessions(ctx context.Context, t *tenancy.Tenant, p *Princi
 // only. Returns NotFound if that user has no such active session.
 func (s *Service) RevokeUserSession(ctx context.Context, t *tenancy.Tenant, p *Principal, user, session uuid.UUID, meta Meta) error {
 	return s.AdminTx(ctx, t, p, "session.revoke", meta, func(q *queries.Queries) error {
+		if _, err := s.onUser(ctx, q, t, p, user); err != nil {
+			if problem.CodeOf(err) == problem.NotFound {
+				return problem.Errorf(problem.NotFound, "no such session")
+			}
+			return err
+		}
 		reason := "ended by an admin"
 		n, err := q.RevokeSession(ctx, queries.RevokeSessionParams{TenantID: t.ID.UUID(), ID: session, UserID: user, RevokedReason: &reason})
 		if err != nil {
@@ -568,6 +723,9 @@ func (s *Service) SetRole(ctx context.Context, t *tenancy.Tenant, email, role st
 		u, err = q.SetRoleByEmail(ctx, queries.SetRoleByEmailParams{TenantID: t.ID.UUID(), Email: e, Role: role})
 		if err = notFound(err, "no account with this email"); err != nil {
 			return err
+		}
+		if role == RoleAdmin && u.EmailVerifiedAt == nil {
+			return errUnconfirmedAdmin
 		}
 		if err := s.cfg.Authorizer.SetAdmin(ctx, q, t, u.ID, role == RoleAdmin); err != nil {
 			return err

@@ -92,6 +92,7 @@ func TestUserManagersCannotMakeAdmins(t *testing.T) {
 	e.tenant("acme", tenancy.Shared, "")
 	boss := e.adminLogin("acme", "boss@escalate.test")
 	e.signup("acme", "hr@escalate.test", goodPassword)
+	e.confirmed("hr@escalate.test")
 	hr := e.login("acme", "hr@escalate.test", goodPassword)
 	hrID := e.me("acme", hr.AccessToken).ID.String()
 	var role struct{ ID string }
@@ -225,6 +226,7 @@ func TestSpiceDBOutageDeniesAndHeals(t *testing.T) {
 		t.Fatalf("%v check-API decisions counted unavailable, want 1", got)
 	}
 	// An operator's grant still commits; it waits in the outbox.
+	e.confirmed("deputy@outage.test")
 	if _, err := e.svc.SetRole(context.Background(), tn, "deputy@outage.test", identity.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,7 @@ func BenchmarkCheck(b *testing.B) {
 	if err := e.svc.Signup(ctx, tn, identity.SignupInput{Email: "app@bench.test", Password: goodPassword}, identity.Meta{}); err != nil {
 		b.Fatal(err)
 	}
+	confirmAddress(b, e, "app@bench.test")
 	if _, err := e.svc.SetRole(ctx, tn, "app@bench.test", identity.RoleAdmin); err != nil {
 		b.Fatal(err)
 	}

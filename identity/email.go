@@ -398,7 +398,7 @@ func (s *Service) ResetPassword(ctx context.Context, t *tenancy.Tenant, token, p
 
 // ChangeEmail starts changing the signed-in user's address: a link goes
 // to the new address, and the change happens when it is opened
-// (VerifyEmail). The current password is required, and guesses of it count
+// (VerifyEmail). The account's other sessions end. The current password is required, and guesses of it count
 // towards the account's lockout. An address that has an account gets no
 // link, with the same answer. Returns Invalid for a bad address or the
 // current one, Unauthorized for a wrong password or an ended session.
@@ -422,6 +422,15 @@ func (s *Service) ChangeEmail(ctx context.Context, t *tenancy.Tenant, p *Princip
 	}
 	sent := false
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		// A change of address is a change of credentials, like one of
+		// password: whoever else is signed in is signed out (whatever
+		// becomes of the address, so that the answer tells nothing).
+		reason := "email change requested"
+		if _, err := q.RevokeOtherSessions(ctx, queries.RevokeOtherSessionsParams{
+			TenantID: t.ID.UUID(), UserID: p.User, ID: p.Session, RevokedReason: &reason,
+		}); err != nil {
+			return err
+		}
 		ev := Event{Actor: p.User, Action: "email.change_request", Target: "user:" + p.User.String(), Outcome: Success, Meta: meta}
 		// An address that has an account gets no link, and the answer is
 		// the same: signed-in users cannot probe which addresses have

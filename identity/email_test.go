@@ -389,6 +389,7 @@ func TestDeletingAnAccountDeletesItsPendingMail(t *testing.T) {
 	tn := e.tenant("acme", tenancy.Shared, "")
 	e.signup("acme", "ivy@delete.test", goodPassword)
 	e.mail.Wait(t, "ivy@delete.test", 1, 20*time.Second)
+	e.confirmed("ivy@delete.test")
 	if _, err := e.svc.SetRole(context.Background(), tn, "ivy@delete.test", identity.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -44,8 +48,15 @@ type Keys struct {
 	mu        sync.Mutex
 	signers   map[tenancy.ID]*signer // the current key, opened
 	published map[publishedKey]publishedEntry
-	ttl       time.Duration // how long an opened or published key stays in memory
-	now       func() time.Time
+	// unknownKids are kids tokens named that no key has, until when.
+	unknownKids *lru.Cache[publishedKey, time.Time]
+	// reads shares a tenant's reads of its keys for kids not in memory;
+	// lastRead is when each tenant's last began (see read).
+	reads    singleflight.Group
+	lastRead map[tenancy.ID]time.Time
+	keyReads atomic.Int64  // reads made, for tests
+	ttl      time.Duration // how long an opened or published key stays in memory
+	now      func() time.Time
 }
 
 type signer struct {
@@ -57,8 +68,13 @@ type signer struct {
 // NewKeys returns the signing-key store over db, sealing private keys with
 // sealer (aad binds them to their row).
 func NewKeys(db *tenancy.DB, sealer Sealer, aad AAD) *Keys {
+	unknown, err := lru.New[publishedKey, time.Time](unknownKids)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
 	return &Keys{db: db, sealer: sealer, aad: aad, signers: map[tenancy.ID]*signer{},
-		published: map[publishedKey]publishedEntry{}, ttl: KeyCacheTTL, now: time.Now}
+		published: map[publishedKey]publishedEntry{}, unknownKids: unknown, lastRead: map[tenancy.ID]time.Time{},
+		ttl: KeyCacheTTL, now: time.Now}
 }
 
 // KeyCacheTTL is how long a server keeps using an opened signing key (and

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -43,6 +44,10 @@ func CheckPassword(password, email string) (string, error) {
 	pw := NormalizePassword(password)
 	n := utf8.RuneCountInString(pw)
 	switch {
+	case strings.ContainsFunc(pw, unicode.IsControl):
+		return "", problem.InvalidField("password", "must not contain control characters")
+	case strings.TrimFunc(pw, unicode.IsSpace) == "":
+		return "", problem.InvalidField("password", "must not be only spaces")
 	case n < MinPasswordLen:
 		return "", problem.InvalidField("password", "must be at least 12 characters")
 	case n > MaxPasswordLen:

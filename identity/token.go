@@ -146,20 +146,90 @@ func (k *Keys) publicKey(ctx context.Context, t *tenancy.Tenant, kid string) (ed
 	if ok && k.now().Before(pub.until) {
 		return pub.key, nil
 	}
-	keys, err := k.list(ctx, t)
-	if err != nil {
-		return nil, err
+	// Anyone may send tokens with made-up kids: an unknown one is
+	// remembered for a while, so that a stream of them costs no reads.
+	// Kids are random, so none is seen before its key exists.
+	if until, ok := k.unknownKids.Get(publishedKey{t.ID, kid}); ok && k.now().Before(until) {
+		return nil, errUnknownKid
 	}
-	for _, key := range keys {
-		if key.Kid == kid {
-			k.mu.Lock()
-			k.published[publishedKey{t.ID, kid}] = publishedEntry{key: key.Public, until: k.now().Add(k.ttl)}
-			k.mu.Unlock()
-			return key.Public, nil
+	// New kids share the tenant's reads of its keys, at most one a
+	// second: a stream of different made-up kids costs no more, and a
+	// new key's token waits a second at most. A read that began before
+	// this token arrived may predate its key: then one more.
+	asked := k.now()
+	for range 2 {
+		keys, began, err := k.read(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		for _, key := range keys {
+			if key.Kid == kid {
+				k.mu.Lock()
+				k.published[publishedKey{t.ID, kid}] = publishedEntry{key: key.Public, until: k.now().Add(k.ttl)}
+				k.mu.Unlock()
+				return key.Public, nil
+			}
+		}
+		if !began.Before(asked) {
+			break
 		}
 	}
-	return nil, errors.New("unknown kid")
+	k.unknownKids.Add(publishedKey{t.ID, kid}, k.now().Add(unknownKidTTL))
+	return nil, errUnknownKid
 }
+
+// keyReadInterval is how often a tenant's keys are read for kids not
+// found in memory, at most.
+const keyReadInterval = time.Second
+
+// read lists tenant t's published keys for a kid not found in memory,
+// sharing the read with every such lookup of the tenant meanwhile and
+// starting it no sooner than keyReadInterval after the last. It returns
+// the keys and when their read began.
+func (k *Keys) read(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, time.Time, error) {
+	type result struct {
+		keys  []SigningKey
+		began time.Time
+	}
+	v, err, _ := k.reads.Do(t.ID.String(), func() (any, error) {
+		// Shared by every lookup waiting: one caller's going away must
+		// not fail the others.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		k.mu.Lock()
+		wait := k.lastRead[t.ID].Add(keyReadInterval).Sub(k.now())
+		k.mu.Unlock()
+		if wait > 0 {
+			timer := time.NewTimer(wait)
+			defer timer.Stop()
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-timer.C:
+			}
+		}
+		began := k.now()
+		k.mu.Lock()
+		k.lastRead[t.ID] = began
+		k.mu.Unlock()
+		keys, err := k.list(ctx, t)
+		k.keyReads.Add(1)
+		return result{keys, began}, err
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	r := v.(result)
+	return r.keys, r.began, nil
+}
+
+var errUnknownKid = errors.New("unknown kid")
+
+// Bounds of the memory of unknown kids.
+const (
+	unknownKids   = 10_000
+	unknownKidTTL = 10 * time.Second
+)
 
 type publishedKey struct {
 	t   tenancy.ID

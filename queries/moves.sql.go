@@ -169,7 +169,7 @@ func (q *Queries) ListMoves(ctx context.Context, arg ListMovesParams) ([]Control
 const placeTenant = `-- name: PlaceTenant :one
 update control.tenants set placement = $2, silo_ref = $3, status = 'active', updated_at = now()
 where id = $1 and status = 'moving'
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at
 `
 
 type PlaceTenantParams struct {
@@ -201,6 +201,7 @@ func (q *Queries) PlaceTenant(ctx context.Context, arg PlaceTenantParams) (Contr
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }

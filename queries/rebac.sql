@@ -134,3 +134,14 @@ select * from app.role_assignments where tenant_id = $1;
 -- whether changes still wait for delivery.
 select coalesce((select zedtoken from app.rebac_state s where s.tenant_id = $1), '')::text as zedtoken,
        exists (select 1 from app.rebac_outbox o where o.tenant_id = $1 and o.delivered_at is null) as pending;
+
+-- name: LockGroupGraph :exec
+-- Serialises changes to which groups a tenant's groups contain, until
+-- commit: two additions that would each close half of a loop (G1 into
+-- G2, G2 into G1) cannot both pass the check for loops. Advisory, so it
+-- blocks nothing else; keyed by tenant, so tenants never wait for each
+-- other.
+select pg_advisory_xact_lock(hashtextextended('gatehouse.group_graph/' || sqlc.arg(tenant_id)::uuid::text, 0));
+
+-- name: ListDisabledUsers :many
+select id from app.users where tenant_id = $1 and status = 'disabled';

@@ -528,6 +528,30 @@ func (q *Queries) ListAllRoleAssignments(ctx context.Context, tenantID uuid.UUID
 	return items, nil
 }
 
+const listDisabledUsers = `-- name: ListDisabledUsers :many
+select id from app.users where tenant_id = $1 and status = 'disabled'
+`
+
+func (q *Queries) ListDisabledUsers(ctx context.Context, tenantID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, listDisabledUsers, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listGroupMembers = `-- name: ListGroupMembers :many
 select tenant_id, group_id, member_type, member_id, manager, created_at from app.group_members where tenant_id = $1 and group_id = $2 order by member_type desc, created_at
 `
@@ -658,6 +682,20 @@ func (q *Queries) ListRoles(ctx context.Context, tenantID uuid.UUID) ([]AppRole,
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockGroupGraph = `-- name: LockGroupGraph :exec
+select pg_advisory_xact_lock(hashtextextended('gatehouse.group_graph/' || $1::uuid::text, 0))
+`
+
+// Serialises changes to which groups a tenant's groups contain, until
+// commit: two additions that would each close half of a loop (G1 into
+// G2, G2 into G1) cannot both pass the check for loops. Advisory, so it
+// blocks nothing else; keyed by tenant, so tenants never wait for each
+// other.
+func (q *Queries) LockGroupGraph(ctx context.Context, tenantID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, lockGroupGraph, tenantID)
+	return err
 }
 
 const lockRebacState = `-- name: LockRebacState :one

@@ -69,3 +69,15 @@ update control.tenants set
     updated_at             = now()
 where id = sqlc.arg(id) and status <> 'deleted'
 returning *;
+
+-- name: TenantsToPurge :many
+-- Tenants deleted before a time whose relationships may still be in
+-- SpiceDB.
+select id from control.tenants
+where status = 'deleted' and relationships_purged_at is null and deleted_at < $1
+order by deleted_at
+limit 100;
+
+-- name: MarkRelationshipsPurged :exec
+update control.tenants set relationships_purged_at = now()
+where id = $1 and status = 'deleted';

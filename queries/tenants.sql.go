@@ -7,6 +7,7 @@ package queries
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -38,7 +39,7 @@ const createTenant = `-- name: CreateTenant :one
 
 insert into control.tenants (id, slug, name, placement, silo_ref, plan, signup)
 values ($1, $2, $3, $4, $5, $6, $7)
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at
 `
 
 type CreateTenantParams struct {
@@ -82,12 +83,13 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Con
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }
 
 const getLiveTenantByDomain = `-- name: GetLiveTenantByDomain :one
-select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation, t.signup, t.require_verified_email, t.access_token_ttl, t.mail_from_address, t.mail_from_name, t.mail_reply_to, t.link_base_url from control.tenants t
+select t.id, t.slug, t.name, t.status, t.placement, t.plan, t.created_at, t.updated_at, t.deleted_at, t.silo_ref, t.key_generation, t.signup, t.require_verified_email, t.access_token_ttl, t.mail_from_address, t.mail_from_name, t.mail_reply_to, t.link_base_url, t.relationships_purged_at from control.tenants t
 join control.tenant_domains d on d.tenant_id = t.id
 where d.domain = $1 and d.verified_at is not null and t.status <> 'deleted'
 `
@@ -114,12 +116,13 @@ func (q *Queries) GetLiveTenantByDomain(ctx context.Context, domain string) (Con
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }
 
 const getLiveTenantBySlug = `-- name: GetLiveTenantBySlug :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where slug = $1 and status <> 'deleted'
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at from control.tenants where slug = $1 and status <> 'deleted'
 `
 
 func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (ControlTenant, error) {
@@ -144,12 +147,13 @@ func (q *Queries) GetLiveTenantBySlug(ctx context.Context, slug string) (Control
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }
 
 const getTenantByID = `-- name: GetTenantByID :one
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where id = $1
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at from control.tenants where id = $1
 `
 
 func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -174,6 +178,7 @@ func (q *Queries) GetTenantByID(ctx context.Context, id uuid.UUID) (ControlTenan
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }
@@ -190,7 +195,7 @@ func (q *Queries) GetTenantKeyGeneration(ctx context.Context, id uuid.UUID) (int
 }
 
 const listLiveTenants = `-- name: ListLiveTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants where status <> 'deleted' order by slug
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at from control.tenants where status <> 'deleted' order by slug
 `
 
 func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) {
@@ -221,6 +226,7 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.MailFromName,
 			&i.MailReplyTo,
 			&i.LinkBaseUrl,
+			&i.RelationshipsPurgedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -233,7 +239,7 @@ func (q *Queries) ListLiveTenants(ctx context.Context) ([]ControlTenant, error) 
 }
 
 const listSiloTenants = `-- name: ListSiloTenants :many
-select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url from control.tenants
+select id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at from control.tenants
 where placement = 'silo' and status <> 'deleted'
 order by slug
 `
@@ -266,6 +272,7 @@ func (q *Queries) ListSiloTenants(ctx context.Context) ([]ControlTenant, error) 
 			&i.MailFromName,
 			&i.MailReplyTo,
 			&i.LinkBaseUrl,
+			&i.RelationshipsPurgedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -306,10 +313,20 @@ func (q *Queries) ListTenantDomains(ctx context.Context, tenantID uuid.UUID) ([]
 	return items, nil
 }
 
+const markRelationshipsPurged = `-- name: MarkRelationshipsPurged :exec
+update control.tenants set relationships_purged_at = now()
+where id = $1 and status = 'deleted'
+`
+
+func (q *Queries) MarkRelationshipsPurged(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, markRelationshipsPurged, id)
+	return err
+}
+
 const markTenantDeleted = `-- name: MarkTenantDeleted :one
 update control.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
 where id = $1 and status <> 'deleted'
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at
 `
 
 func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlTenant, error) {
@@ -334,6 +351,7 @@ func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlT
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }
@@ -386,7 +404,7 @@ func (q *Queries) SetTenantKeyGeneration(ctx context.Context, arg SetTenantKeyGe
 const setTenantStatus = `-- name: SetTenantStatus :one
 update control.tenants set status = $1, updated_at = now()
 where id = $2 and status = any($3::text[])
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at
 `
 
 type SetTenantStatusParams struct {
@@ -417,8 +435,38 @@ func (q *Queries) SetTenantStatus(ctx context.Context, arg SetTenantStatusParams
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
+}
+
+const tenantsToPurge = `-- name: TenantsToPurge :many
+select id from control.tenants
+where status = 'deleted' and relationships_purged_at is null and deleted_at < $1
+order by deleted_at
+limit 100
+`
+
+// Tenants deleted before a time whose relationships may still be in
+// SpiceDB.
+func (q *Queries) TenantsToPurge(ctx context.Context, deletedAt *time.Time) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, tenantsToPurge, deletedAt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const updateTenantSettings = `-- name: UpdateTenantSettings :one
@@ -432,7 +480,7 @@ update control.tenants set
     link_base_url          = case when $7::text is null then link_base_url else nullif($7, '') end,
     updated_at             = now()
 where id = $8 and status <> 'deleted'
-returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url
+returning id, slug, name, status, placement, plan, created_at, updated_at, deleted_at, silo_ref, key_generation, signup, require_verified_email, access_token_ttl, mail_from_address, mail_from_name, mail_reply_to, link_base_url, relationships_purged_at
 `
 
 type UpdateTenantSettingsParams struct {
@@ -479,6 +527,7 @@ func (q *Queries) UpdateTenantSettings(ctx context.Context, arg UpdateTenantSett
 		&i.MailFromName,
 		&i.MailReplyTo,
 		&i.LinkBaseUrl,
+		&i.RelationshipsPurgedAt,
 	)
 	return i, err
 }

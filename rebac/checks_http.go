@@ -2,6 +2,8 @@ package rebac
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
@@ -119,17 +123,70 @@ type checkRequest struct {
 }
 
 func (r checkRequest) check(prefix string) error {
-	return required([2]string{prefix + "subject.type", r.Subject.Type}, [2]string{prefix + "subject.id", r.Subject.ID},
+	if err := required([2]string{prefix + "subject.type", r.Subject.Type}, [2]string{prefix + "subject.id", r.Subject.ID},
 		[2]string{prefix + "permission", r.Permission}, [2]string{prefix + "resource.type", r.Resource.Type},
-		[2]string{prefix + "resource.id", r.Resource.ID})
+		[2]string{prefix + "resource.id", r.Resource.ID}); err != nil {
+		return err
+	}
+	if err := r.Subject.one(prefix + "subject.id"); err != nil {
+		return err
+	}
+	return askable(r.Resource.Type, r.Permission, prefix+"permission")
+}
+
+// askable refuses a question about one of Gatehouse's own objects
+// (tenant, group, role) that names a relation rather than a permission:
+// a relation is what was written, and answers without what the
+// permissions take away (a disabled account, say). On apps' resources
+// both are theirs to ask.
+func askable(typ, permission, field string) error {
+	d := Schema[typ]
+	if typ == "resource" || d == nil || d.Permissions[permission] {
+		return nil
+	}
+	if _, isRelation := d.Relations[permission]; isRelation {
+		return problem.InvalidField(field, fmt.Sprintf("%s is a relation of %s; ask for one of its permissions", permission, typ))
+	}
+	return nil
+}
+
+// tokenError is err, or, if the caller gave the consistency token and
+// SpiceDB refused an argument, a refusal of that token: it is the one
+// input SpiceDB sees unchecked (malformed, cut short, or another
+// SpiceDB's).
+func tokenError(given string, err error) error {
+	if given != "" {
+		switch status.Code(errors.Unwrap(err)) {
+		case codes.InvalidArgument, codes.OutOfRange:
+			e := problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
+			e.Err = err
+			return e
+		}
+	}
+	return err
+}
+
+// plausibleToken reports whether s could be a token SpiceDB gave out
+// (base64 of a few bytes): anything else is refused before it is sent.
+func plausibleToken(s string) bool {
+	b, err := base64.StdEncoding.DecodeString(s)
+	return err == nil && len(b) > 0
+}
+
+// one refuses a wildcard subject: a question is about one subject.
+func (s subjectJSON) one(field string) error {
+	if s.ID == "*" {
+		return problem.InvalidField(field, "must name one subject: wildcards are not accepted")
+	}
+	return nil
 }
 
 // token is the consistency a check for tenant t must have: the caller's
 // token if it sent one (from its own write), else the tenant's latest.
 func (h *HTTP) token(ctx context.Context, t *tenancy.Tenant, given string) (ZedToken, error) {
 	if given != "" {
-		if len(given) > 1000 {
-			return "", problem.InvalidField("consistency_token", "is not a consistency token")
+		if len(given) > 1000 || !plausibleToken(given) {
+			return "", problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
 		}
 		return ZedToken(given), nil
 	}
@@ -151,7 +208,8 @@ func (h *HTTP) check(c *fiber.Ctx) error {
 		if err != nil {
 			return false, "", err
 		}
-		return h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
+		ok, checkedAt, err := h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
+		return ok, checkedAt, tokenError(req.ConsistencyToken, err)
 	}()
 	if err != nil {
 		return h.failed(t, "check", 1, err)
@@ -191,7 +249,8 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 		if err != nil {
 			return nil, "", err
 		}
-		return h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
+		allowed, checkedAt, err := h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
+		return allowed, checkedAt, tokenError(req.ConsistencyToken, err)
 	}()
 	if err != nil {
 		return h.failed(t, "check_bulk", len(items), err)
@@ -222,6 +281,12 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 		[2]string{"permission", req.Permission}, [2]string{"resource_type", req.ResourceType}); err != nil {
 		return err
 	}
+	if err := req.Subject.one("subject.id"); err != nil {
+		return err
+	}
+	if err := askable(req.ResourceType, req.Permission, "permission"); err != nil {
+		return err
+	}
 	t := tenantOf(c)
 	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
 	if err != nil {
@@ -229,7 +294,7 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	}
 	ids, err := h.authz.client.LookupResources(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.ResourceType, at)
 	if err != nil {
-		return err
+		return tokenError(req.ConsistencyToken, err)
 	}
 	server.NoStore(c)
 	return c.JSON(fiber.Map{"resources": ids, "truncated": len(ids) == MaxLookup})
@@ -282,18 +347,8 @@ func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	t := tenantOf(c)
-	written, err := h.authz.client.Write(c.UserContext(), t.ID, touch, del)
+	written, err := h.authz.WriteRelationships(c.UserContext(), tenantOf(c), touch, del)
 	if err != nil {
-		return err
-	}
-	// Checks made for this tenant from now on see the write.
-	if err := h.authz.db.Tx(c.UserContext(), t, func(q *queries.Queries) error {
-		if _, err := q.LockRebacState(c.UserContext(), t.ID.UUID()); err != nil {
-			return err
-		}
-		return q.SetZedToken(c.UserContext(), queries.SetZedTokenParams{TenantID: t.ID.UUID(), Zedtoken: string(written)})
-	}); err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"consistency_token": written})

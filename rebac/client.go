@@ -328,6 +328,12 @@ func callError(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return problem.Wrap(problem.Unavailable, fmt.Errorf("spicedb %s: %w", op, err), unavailableMessage)
 	}
+	if status.Code(err) == codes.FailedPrecondition && strings.Contains(status.Convert(err).Message(), "max depth") {
+		// The relationships the question runs through are too deep (or
+		// loop): the data's fault, which its writer can mend.
+		return problem.Wrap(problem.Conflict, fmt.Errorf("spicedb %s: %w", op, err),
+			"the relationships this question runs through are too deep or loop (parents, groups); shorten them and ask again")
+	}
 	return fmt.Errorf("spicedb %s: %w", op, err)
 }
 
@@ -429,11 +435,35 @@ func (c *Client) LookupResources(ctx context.Context, t tenancy.ID, subject Subj
 
 // Read returns tenant t's relationships whose resources are of type typ.
 func (c *Client) Read(ctx context.Context, t tenancy.ID, typ string) ([]Relationship, error) {
+	return c.read(ctx, t, &v1.RelationshipFilter{ResourceType: typ, OptionalResourceIdPrefix: t.String() + Separator})
+}
+
+// Subjects returns the subjects of tenant t's relationships res#relation,
+// as they stand now.
+func (c *Client) Subjects(ctx context.Context, t tenancy.ID, res Ref, relation string) ([]SubjectRef, error) {
+	ref, err := objectRef(t, "resource", res)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.read(ctx, t, &v1.RelationshipFilter{ResourceType: ref.ObjectType, OptionalResourceId: ref.ObjectId, OptionalRelation: relation})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SubjectRef, len(rs))
+	for i, r := range rs {
+		out[i] = r.Subject
+	}
+	return out, nil
+}
+
+// read returns tenant t's relationships that filter matches, fully
+// consistent.
+func (c *Client) read(ctx context.Context, t tenancy.ID, filter *v1.RelationshipFilter) ([]Relationship, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*c.timeout)
 	defer cancel()
 	stream, err := c.api.ReadRelationships(ctx, &v1.ReadRelationshipsRequest{
 		Consistency:        &v1.Consistency{Requirement: &v1.Consistency_FullyConsistent{FullyConsistent: true}},
-		RelationshipFilter: &v1.RelationshipFilter{ResourceType: typ, OptionalResourceIdPrefix: t.String() + Separator},
+		RelationshipFilter: filter,
 	})
 	if err != nil {
 		return nil, callError("read relationships", err)

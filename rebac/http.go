@@ -96,6 +96,12 @@ func (h *HTTP) guardedTx(c *fiber.Ctx, action string, on identity.Object, fn fun
 	return err
 }
 
+// giver is what the request's caller holds, read in the change's own
+// transaction: the bound of every right the change may give.
+func (h *HTTP) giver(c *fiber.Ctx, q *queries.Queries, t *tenancy.Tenant) (Giver, error) {
+	return h.authz.Holds(c.UserContext(), q, t, identity.PrincipalOf(c).User, false)
+}
+
 // audit records a change in the transaction that makes it.
 func audit(c *fiber.Ctx, q *queries.Queries, t *tenancy.Tenant, action, target string, details map[string]string) error {
 	return identity.Audit(c.UserContext(), q, t, identity.Event{
@@ -239,7 +245,11 @@ func (h *HTTP) addMember(c *fiber.Ctx) error {
 		return err
 	}
 	err = h.groupTx(c, id, "group.add_member", func(q *queries.Queries, t *tenancy.Tenant) error {
-		if err := h.authz.AddMember(c.UserContext(), q, t, id, m); err != nil {
+		g, err := h.giver(c, q, t)
+		if err != nil {
+			return err
+		}
+		if err := h.authz.AddMember(c.UserContext(), q, t, g, id, m); err != nil {
 			return err
 		}
 		return audit(c, q, t, "group.add_member", "group:"+id.String(),
@@ -311,8 +321,12 @@ func (h *HTTP) createRole(c *fiber.Ctx) error {
 		return err
 	}
 	var role *Role
-	err := h.tx(c, "role.create", func(q *queries.Queries, t *tenancy.Tenant) (err error) {
-		if role, err = h.authz.CreateRole(c.UserContext(), q, t, req.Name, req.Description, req.Permissions); err != nil {
+	err := h.tx(c, "role.create", func(q *queries.Queries, t *tenancy.Tenant) error {
+		g, err := h.giver(c, q, t)
+		if err != nil {
+			return err
+		}
+		if role, err = h.authz.CreateRole(c.UserContext(), q, t, g, req.Name, req.Description, req.Permissions); err != nil {
 			return err
 		}
 		return audit(c, q, t, "role.create", "role:"+role.ID.String(), map[string]string{"name": role.Name})
@@ -362,8 +376,12 @@ func (h *HTTP) updateRole(c *fiber.Ctx) error {
 		return problem.Errorf(problem.Invalid, "nothing to change: give description or permissions")
 	}
 	var role *Role
-	err = h.tx(c, "role.update", func(q *queries.Queries, t *tenancy.Tenant) (err error) {
-		if role, err = h.authz.UpdateRole(c.UserContext(), q, t, id, req.Description, req.Permissions); err != nil {
+	err = h.tx(c, "role.update", func(q *queries.Queries, t *tenancy.Tenant) error {
+		g, err := h.giver(c, q, t)
+		if err != nil {
+			return err
+		}
+		if role, err = h.authz.UpdateRole(c.UserContext(), q, t, g, id, req.Description, req.Permissions); err != nil {
 			return err
 		}
 		return audit(c, q, t, "role.update", "role:"+id.String(), nil)
@@ -431,7 +449,11 @@ func (h *HTTP) assign(c *fiber.Ctx) error {
 		return problem.InvalidField("manager", "applies to group members only")
 	}
 	err = h.tx(c, "role.assign", func(q *queries.Queries, t *tenancy.Tenant) error {
-		if err := h.authz.Assign(c.UserContext(), q, t, id, m); err != nil {
+		g, err := h.giver(c, q, t)
+		if err != nil {
+			return err
+		}
+		if err := h.authz.Assign(c.UserContext(), q, t, g, id, m); err != nil {
 			return err
 		}
 		return audit(c, q, t, "role.assign", "role:"+id.String(), map[string]string{"subject": m.Type + ":" + m.ID.String()})
@@ -469,9 +491,13 @@ func (h *HTTP) userPermissions(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	at, err := h.authz.Token(c.UserContext(), tenantOf(c))
+	if err != nil {
+		return err
+	}
 	var perms []Effective
 	err = h.tx(c, "user.permissions", func(q *queries.Queries, t *tenancy.Tenant) (err error) {
-		perms, err = h.authz.Explain(c.UserContext(), q, t, id)
+		perms, err = h.authz.Explain(c.UserContext(), q, t, id, at)
 		return err
 	})
 	if err != nil {

@@ -27,6 +27,13 @@ func expected(ctx context.Context, q *queries.Queries, t *tenancy.Tenant) ([]Rel
 	for _, a := range admins {
 		add("tenant", TenantObject, "admin", userSubject(a))
 	}
+	disabled, err := q.ListDisabledUsers(ctx, t.ID.UUID())
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range disabled {
+		add("tenant", TenantObject, "disabled", userSubject(d))
+	}
 	groups, err := q.ListGroups(ctx, t.ID.UUID())
 	if err != nil {
 		return nil, err

@@ -78,6 +78,21 @@ func tenantRef() Ref { return Ref{Type: "tenant", ID: TenantObject} }
 
 func userSubject(id uuid.UUID) SubjectRef { return SubjectRef{Ref: Ref{Type: "user", ID: id.String()}} }
 
+// AdminPermission is the tenant permission of its admins: the admin
+// relation, unless the account is disabled.
+const AdminPermission = "administer"
+
+// SetDisabled records in q's transaction that user is, or is no longer,
+// disabled: while disabled, nothing of tenant t grants them anything.
+// Call Flush after the commit.
+func (s *Service) SetDisabled(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, disabled bool) error {
+	op := Delete
+	if disabled {
+		op = Touch
+	}
+	return Enqueue(ctx, q, t.ID, op, Relationship{Resource: tenantRef(), Relation: "disabled", Subject: userSubject(user)})
+}
+
 // SetAdmin records in q's transaction that user is, or is no longer, an
 // admin of tenant t. Call Flush after the commit.
 func (s *Service) SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error {
@@ -86,6 +101,16 @@ func (s *Service) SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.T
 		op = Touch
 	}
 	return Enqueue(ctx, q, t.ID, op, Relationship{Resource: tenantRef(), Relation: "admin", Subject: userSubject(user)})
+}
+
+// Token returns the consistency token checks of tenant t must be at least
+// as fresh as (Relay.Token). Returns Unavailable when SpiceDB cannot be
+// reached.
+func (s *Service) Token(ctx context.Context, t *tenancy.Tenant) (ZedToken, error) {
+	if s.client == nil {
+		return "", problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
+	}
+	return s.relay.Token(ctx, t)
 }
 
 // Flush pushes tenant t's waiting changes to SpiceDB now, so that the
@@ -106,6 +131,9 @@ func (s *Service) Flush(ctx context.Context, t *tenancy.Tenant) {
 // for a deleted account. Call Flush after the commit.
 func (s *Service) ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error {
 	if err := s.SetAdmin(ctx, q, t, user, false); err != nil {
+		return err
+	}
+	if err := s.SetDisabled(ctx, q, t, user, false); err != nil {
 		return err
 	}
 	if err := Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: tenantRef(), Relation: "member", Subject: userSubject(user)}); err != nil {
@@ -130,6 +158,198 @@ func (s *Service) ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy
 		}
 	}
 	return EnqueueForget(ctx, q, t.ID, userSubject(user))
+}
+
+// Giver is what the author of a change holds in a tenant. No change
+// gives anyone, the author included, a permission its author does not
+// hold; admins hold every one.
+type Giver struct {
+	Admin bool
+	Holds map[string]bool // tenant permissions held (TenantPermissions)
+}
+
+// Holds returns what user holds in tenant t as Postgres records it, in
+// q's transaction: every permission if they are an active admin, else
+// those of the roles assigned to them directly or through any group they
+// are in. SpiceDB mirrors the same rows; reading them in the change's own
+// transaction (which admin changes of a tenant take one at a time, behind
+// its audit chain) leaves no gap between what is checked and what is
+// changed. A disabled account holds nothing, unless asIfEnabled.
+func (s *Service) Holds(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, asIfEnabled bool) (Giver, error) {
+	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: user})
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && u.Status != "active" && !asIfEnabled) {
+		return Giver{Holds: map[string]bool{}}, nil
+	}
+	if err != nil {
+		return Giver{}, err
+	}
+	if u.Role == identity.RoleAdmin {
+		return Giver{Admin: true}, nil
+	}
+	_, parents, err := groupGraph(ctx, q, t)
+	if err != nil {
+		return Giver{}, err
+	}
+	direct, err := q.GroupsContaining(ctx, queries.GroupsContainingParams{TenantID: t.ID.UUID(), MemberType: "user", MemberID: user})
+	if err != nil {
+		return Giver{}, err
+	}
+	subjects := []Member{{Type: "user", ID: user}}
+	in := map[uuid.UUID]bool{}
+	for _, d := range direct {
+		for g := range reach(d.GroupID, parents) {
+			if !in[g] {
+				in[g] = true
+				subjects = append(subjects, Member{Type: "group", ID: g})
+			}
+		}
+	}
+	g := Giver{Holds: map[string]bool{}}
+	for _, m := range subjects {
+		roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: m.Type, SubjectID: m.ID})
+		if err != nil {
+			return Giver{}, err
+		}
+		for _, r := range roles {
+			for _, p := range r.Permissions {
+				g.Holds[p] = true
+			}
+		}
+	}
+	return g, nil
+}
+
+// MayRestore refuses, in q's transaction, to enable user again on the
+// authority of by when that would give back a permission by does not
+// hold (enabling restores every right the account had). Returns Forbidden.
+func (s *Service) MayRestore(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, by, user uuid.UUID) error {
+	giver, err := s.Holds(ctx, q, t, by, false)
+	if err != nil {
+		return err
+	}
+	target, err := s.Holds(ctx, q, t, user, true)
+	if err != nil {
+		return err
+	}
+	if target.Admin && !giver.Admin {
+		return problem.Errorf(problem.Forbidden, "only admins may enable an admin")
+	}
+	var perms []string
+	for p, ok := range target.Holds {
+		if ok {
+			perms = append(perms, p)
+		}
+	}
+	slices.Sort(perms)
+	return giver.mayGive(perms)
+}
+
+// mayGive refuses permissions the giver does not hold.
+func (g Giver) mayGive(perms []string) error {
+	if g.Admin {
+		return nil
+	}
+	for _, p := range perms {
+		if !g.Holds[p] {
+			return problem.Errorf(problem.Forbidden, "you cannot give the %s permission: you do not hold it", p)
+		}
+	}
+	return nil
+}
+
+// managing reports whether perms hold a manage_* permission: rights over
+// other accounts, which only confirmed addresses may hold.
+func managing(perms []string) bool {
+	return slices.ContainsFunc(perms, func(p string) bool { return strings.HasPrefix(p, "manage_") })
+}
+
+// carried returns the tenant permissions that members of group id gain:
+// those of the roles assigned to it or to any group containing it.
+func (s *Service) carried(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) ([]string, error) {
+	_, parents, err := groupGraph(ctx, q, t)
+	if err != nil {
+		return nil, err
+	}
+	var perms []string
+	for g := range reach(id, parents) {
+		roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: "group", SubjectID: g})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range roles {
+			perms = append(perms, r.Permissions...)
+		}
+	}
+	slices.Sort(perms)
+	return slices.Compact(perms), nil
+}
+
+// groupGraph returns tenant t's groups that contain groups: the groups
+// each contains (children) and the groups each is in (parents).
+func groupGraph(ctx context.Context, q *queries.Queries, t *tenancy.Tenant) (children, parents map[uuid.UUID][]uuid.UUID, err error) {
+	edges, err := q.GroupMembershipsOfGroups(ctx, t.ID.UUID())
+	if err != nil {
+		return nil, nil, err
+	}
+	children, parents = map[uuid.UUID][]uuid.UUID{}, map[uuid.UUID][]uuid.UUID{}
+	for _, e := range edges {
+		children[e.GroupID] = append(children[e.GroupID], e.MemberID)
+		parents[e.MemberID] = append(parents[e.MemberID], e.GroupID)
+	}
+	return children, parents, nil
+}
+
+// reach returns from and every node reachable from it along next.
+func reach(from uuid.UUID, next map[uuid.UUID][]uuid.UUID) map[uuid.UUID]bool {
+	seen := map[uuid.UUID]bool{from: true}
+	queue := []uuid.UUID{from}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, m := range next[n] {
+			if !seen[m] {
+				seen[m] = true
+				queue = append(queue, m)
+			}
+		}
+	}
+	return seen
+}
+
+// requireConfirmed refuses when an account that m stands for (the user,
+// or every user in the group and the groups it contains) has an address
+// its owner never confirmed. Returns Conflict.
+func (s *Service) requireConfirmed(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, m Member) error {
+	users := []uuid.UUID{m.ID}
+	if m.Type == "group" {
+		children, _, err := groupGraph(ctx, q, t)
+		if err != nil {
+			return err
+		}
+		users = nil
+		for g := range reach(m.ID, children) {
+			members, err := q.ListGroupMembers(ctx, queries.ListGroupMembersParams{TenantID: t.ID.UUID(), GroupID: g})
+			if err != nil {
+				return err
+			}
+			for _, mm := range members {
+				if mm.MemberType == "user" {
+					users = append(users, mm.MemberID)
+				}
+			}
+		}
+	}
+	for _, id := range users {
+		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
+		if err != nil {
+			return notFound(err, "no such user")
+		}
+		if u.EmailVerifiedAt == nil {
+			return problem.Errorf(problem.Conflict,
+				"the email address of %s is not confirmed: it cannot hold a manage_ permission until its owner confirms it", u.Email)
+		}
+	}
+	return nil
 }
 
 // Group is a group as admins see it.
@@ -242,9 +462,15 @@ func (s *Service) ForgetGroup(ctx context.Context, q *queries.Queries, t *tenanc
 }
 
 // AddMember makes a user or a group a member of group id (a user may
-// also be its manager). Returns NotFound for an unknown group, Invalid for
-// a bad member type or a group that would contain itself.
-func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, m Member) error {
+// also be its manager), on the authority of g. Returns NotFound for an
+// unknown group, Invalid for a bad member type or a group that would
+// contain itself, Forbidden if the group carries a permission g does not
+// hold, Conflict if it carries a manage_ permission and the member is
+// (or contains) an account whose address is not confirmed.
+func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
+	if err := q.LockGroupGraph(ctx, t.ID.UUID()); err != nil {
+		return err
+	}
 	if _, err := q.GetGroup(ctx, queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 		return notFound(err, "no such group")
 	}
@@ -276,6 +502,18 @@ func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.
 	default:
 		return problem.InvalidField("type", "must be user or group")
 	}
+	perms, err := s.carried(ctx, q, t, id)
+	if err != nil {
+		return err
+	}
+	if err := g.mayGive(perms); err != nil {
+		return err
+	}
+	if managing(perms) {
+		if err := s.requireConfirmed(ctx, q, t, m); err != nil {
+			return err
+		}
+	}
 	if _, err := q.AddGroupMember(ctx, queries.AddGroupMemberParams{
 		TenantID: t.ID.UUID(), GroupID: id, MemberType: m.Type, MemberID: m.ID, Manager: m.Manager,
 	}); err != nil {
@@ -298,33 +536,11 @@ func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.
 // contains reports whether group outer contains group inner, directly or
 // through nested groups (Postgres, the source of truth, decides).
 func (s *Service) contains(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, outer, inner uuid.UUID) (bool, error) {
-	if outer == inner {
-		return true, nil
-	}
-	edges, err := q.GroupMembershipsOfGroups(ctx, t.ID.UUID())
+	children, _, err := groupGraph(ctx, q, t)
 	if err != nil {
 		return false, err
 	}
-	children := map[uuid.UUID][]uuid.UUID{}
-	for _, e := range edges {
-		children[e.GroupID] = append(children[e.GroupID], e.MemberID)
-	}
-	seen := map[uuid.UUID]bool{outer: true}
-	queue := []uuid.UUID{outer}
-	for len(queue) > 0 {
-		g := queue[0]
-		queue = queue[1:]
-		for _, c := range children[g] {
-			if c == inner {
-				return true, nil
-			}
-			if !seen[c] {
-				seen[c] = true
-				queue = append(queue, c)
-			}
-		}
-	}
-	return false, nil
+	return reach(outer, children)[inner], nil
 }
 
 // RemoveMember removes a member from group id. Returns NotFound if it is
@@ -351,8 +567,9 @@ func (s *Service) removeMember(ctx context.Context, q *queries.Queries, t *tenan
 }
 
 // CreateRole creates a custom role carrying permissions (of
-// TenantPermissions). Returns Invalid, or Conflict if the name is taken.
-func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, name, description string, permissions []string) (*Role, error) {
+// TenantPermissions), on the authority of g. Returns Invalid, Forbidden
+// for a permission g does not hold, or Conflict if the name is taken.
+func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, name, description string, permissions []string) (*Role, error) {
 	if !roleName.MatchString(name) {
 		return nil, problem.InvalidField("name", "must be 1 to 63 of a-z, 0-9 and -, starting with a letter or digit (e.g. billing-admin)")
 	}
@@ -361,6 +578,9 @@ func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy
 	}
 	perms, err := checkPermissions(permissions)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.mayGive(perms); err != nil {
 		return nil, err
 	}
 	row, err := q.CreateRole(ctx, queries.CreateRoleParams{TenantID: t.ID.UUID(), Name: name, Description: description, Permissions: perms})
@@ -385,9 +605,11 @@ func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy
 	return roleFromRow(row), nil
 }
 
-// UpdateRole changes a role's description or permission set. Returns
-// NotFound or Invalid.
-func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, description *string, permissions []string) (*Role, error) {
+// UpdateRole changes a role's description or permission set, on the
+// authority of g. Returns NotFound, Invalid, Forbidden for an added
+// permission g does not hold, or Conflict when an added manage_
+// permission would reach an account whose address is not confirmed.
+func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, description *string, permissions []string) (*Role, error) {
 	old, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
 		return nil, notFound(err, "no such role")
@@ -399,6 +621,21 @@ func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy
 	if permissions != nil {
 		if perms, err = checkPermissions(permissions); err != nil {
 			return nil, err
+		}
+		added := slices.DeleteFunc(slices.Clone(perms), func(p string) bool { return slices.Contains(old.Permissions, p) })
+		if err := g.mayGive(added); err != nil {
+			return nil, err
+		}
+		if managing(added) {
+			assigned, err := q.ListRoleAssignments(ctx, queries.ListRoleAssignmentsParams{TenantID: t.ID.UUID(), RoleID: id})
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range assigned {
+				if err := s.requireConfirmed(ctx, q, t, Member{Type: a.SubjectType, ID: a.SubjectID}); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	row, err := q.UpdateRole(ctx, queries.UpdateRoleParams{TenantID: t.ID.UUID(), ID: id, Description: description, Permissions: perms})
@@ -470,11 +707,18 @@ func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy
 	return nil
 }
 
-// Assign assigns role id to a user or group. Returns NotFound for an
-// unknown role, Invalid for an unknown subject.
-func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, m Member) error {
-	if _, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
+// Assign assigns role id to a user or group, on the authority of g.
+// Returns NotFound for an unknown role, Invalid for an unknown subject,
+// Forbidden if the role carries a permission g does not hold, Conflict if
+// it carries a manage_ permission and the subject is (or contains) an
+// account whose address is not confirmed.
+func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
+	role, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
+	if err != nil {
 		return notFound(err, "no such role")
+	}
+	if err := g.mayGive(role.Permissions); err != nil {
+		return err
 	}
 	switch m.Type {
 	case "user":
@@ -493,6 +737,11 @@ func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Ten
 		}
 	default:
 		return problem.InvalidField("type", "must be user or group")
+	}
+	if managing(role.Permissions) {
+		if err := s.requireConfirmed(ctx, q, t, m); err != nil {
+			return err
+		}
 	}
 	if _, err := q.AssignRole(ctx, queries.AssignRoleParams{TenantID: t.ID.UUID(), RoleID: id, SubjectType: m.Type, SubjectID: m.ID}); err != nil {
 		return err
@@ -583,20 +832,18 @@ type Effective struct {
 
 // Explain returns user's tenant permissions with what grants each. The
 // grants come from Postgres (what admins see) in q's transaction; whether
-// each is allowed is SpiceDB's answer, so a drift between the two shows.
-func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) ([]Effective, error) {
+// each is allowed is SpiceDB's answer at least as fresh as at (Token,
+// taken before the transaction: it may need a connection of its own), so
+// a drift between the two shows.
+func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, at ZedToken) ([]Effective, error) {
 	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: user})
 	if err != nil {
 		return nil, notFound(err, "no such user")
 	}
 	// Every group the user belongs to, with the chain that leads there.
-	edges, err := q.GroupMembershipsOfGroups(ctx, t.ID.UUID())
+	_, parents, err := groupGraph(ctx, q, t)
 	if err != nil {
 		return nil, err
-	}
-	parents := map[uuid.UUID][]uuid.UUID{}
-	for _, e := range edges {
-		parents[e.MemberID] = append(parents[e.MemberID], e.GroupID)
 	}
 	direct, err := q.GroupsContaining(ctx, queries.GroupsContainingParams{TenantID: t.ID.UUID(), MemberType: "user", MemberID: user})
 	if err != nil {
@@ -654,11 +901,10 @@ func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Te
 	perms := append([]string{"admin"}, TenantPermissions...)
 	items := make([]CheckItem, len(perms))
 	for i, p := range perms {
+		if p == "admin" {
+			p = AdminPermission // the admin relation, unless disabled
+		}
 		items[i] = CheckItem{Subject: userSubject(user), Permission: p, Resource: tenantRef()}
-	}
-	at, err := s.relay.Token(ctx, t)
-	if err != nil {
-		return nil, err
 	}
 	allowed, _, err := s.client.CheckBulk(ctx, t.ID, items, at)
 	if err != nil {

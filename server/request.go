@@ -124,13 +124,17 @@ func checkShape(dec *json.Decoder, t reflect.Type, path string) error {
 				case fields != nil:
 					f, ok := fields[key]
 					if !ok {
-						for known := range fields {
-							if strings.EqualFold(known, key) {
+						for known, kf := range fields {
+							if !strings.EqualFold(known, key) {
+								continue
+							}
+							if kf.tagged {
 								return problem.InvalidField(fieldName(name), fmt.Sprintf("is not a known field (field names are lower case: %s)", known))
 							}
+							f = kf // an untagged Go field: encoding/json's own matching
 						}
 					}
-					vt = f
+					vt = f.typ
 				case t != nil && t.Kind() == reflect.Map:
 					vt = t.Elem()
 				}
@@ -146,13 +150,19 @@ func checkShape(dec *json.Decoder, t reflect.Type, path string) error {
 	return nil
 }
 
-// jsonFields maps the JSON names of struct type t's fields to their
-// types; nil if t is not a struct.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
+// jsonField is a struct field as encoding/json decodes it.
+type jsonField struct {
+	typ    reflect.Type
+	tagged bool // named by a json tag: matched exactly
+}
+
+// jsonFields maps the JSON names of struct type t's fields to them; nil
+// if t is not a struct.
+func jsonFields(t reflect.Type) map[string]jsonField {
 	if t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}
-	fields := map[string]reflect.Type{}
+	fields := map[string]jsonField{}
 	for f := range t.Fields() {
 		if !f.IsExported() {
 			continue
@@ -165,9 +175,10 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 			maps.Copy(fields, jsonFields(f.Type)) // encoding/json lifts its fields
 			continue
 		case name == "":
-			name = f.Name
+			fields[f.Name] = jsonField{typ: f.Type}
+			continue
 		}
-		fields[name] = f.Type
+		fields[name] = jsonField{typ: f.Type, tagged: true}
 	}
 	return fields
 }

@@ -171,8 +171,16 @@ func TestFencedTenantLeavesConnectionsToOthers(t *testing.T) {
 	for i := range 50 {
 		go func() { results <- write(a, fmt.Sprintf("waiting%d@moving.test", i)) }()
 	}
-	// The other tenant's writes, well before the fence would let any of
-	// the moving tenant's go (2 s): none may wait for them.
+	// Once the moving tenant's transactions stand at the fence, the other
+	// tenant's writes, well before the fence would let any of them go
+	// (2 s): none may wait for them.
+	eventually(t, 5*time.Second, "the moving tenant's transactions at the fence", func() bool {
+		var waiting int
+		e.admin.QueryRow(ctx, `select count(*) from pg_stat_activity
+			where datname = current_database() and usename = 'gatehouse_app' and state = 'active'
+			and query like '%fence.enter%'`).Scan(&waiting)
+		return waiting >= 2
+	})
 	start := time.Now()
 	for i := range 20 {
 		if err := write(b, fmt.Sprintf("user%d@staying.test", i)); err != nil {

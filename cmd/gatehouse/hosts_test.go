@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -62,6 +63,18 @@ func (h *hostClient) send(method, host, path, bearer string, body, out any) (int
 		}
 	}
 	return res.StatusCode, nil
+}
+
+// hashing posts to an endpoint that hashes a password. Hashing is the
+// machine's bottleneck, and a busy pool answers 503 with Retry-After: a
+// client tries again then, as this one does.
+func (h *hostClient) hashing(host, path string, body, out any) (int, error) {
+	code, err := h.send("POST", host, path, "", body, out)
+	for tries := 0; code == 503 && tries < 10; tries++ {
+		time.Sleep(time.Second) // the answer's Retry-After
+		code, err = h.send("POST", host, path, "", body, out)
+	}
+	return code, err
 }
 
 // wrongAnswers counts and keeps a few examples of answers given as the
@@ -178,7 +191,7 @@ func TestEveryRequestIsServedAsItsHostsTenant(t *testing.T) {
 		wg.Go(func() {
 			for slug := range work {
 				signups.seen.Add(1)
-				if code, err := client.send("POST", host(slug), "/v1/auth/signup", "", map[string]string{"email": email(slug), "password": loadPassword}, nil); err != nil || code != 202 {
+				if code, err := client.hashing(host(slug), "/v1/auth/signup", map[string]string{"email": email(slug), "password": loadPassword}, nil); err != nil || code != 202 {
 					signups.add("signup on %s: %d %v", slug, code, err)
 				}
 			}
@@ -226,7 +239,7 @@ func TestEveryRequestIsServedAsItsHostsTenant(t *testing.T) {
 				var tok struct {
 					AccessToken string `json:"access_token"`
 				}
-				code, err := client.send("POST", host(slug), "/v1/auth/login", "", map[string]string{"email": email(slug), "password": loadPassword}, &tok)
+				code, err := client.hashing(host(slug), "/v1/auth/login", map[string]string{"email": email(slug), "password": loadPassword}, &tok)
 				if err != nil || code != 200 {
 					signedIn.add("login on %s: %d %v", slug, code, err)
 					continue

@@ -92,6 +92,11 @@ func TestTenantAdminGrant(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), `insert into app.users (tenant_id, email) select id, 'ada@example.com' from control.tenants where slug = 'acme'`); err != nil {
 		t.Fatal(err)
 	}
+	// Admin rights only for an address its owner confirmed.
+	c.fails(1, "email address is not confirmed", "tenant", "admin", "grant", "--tenant", "acme", "--email", "ada@example.com")
+	if _, err := pool.Exec(t.Context(), `update app.users set email_verified_at = now() where email = 'ada@example.com'`); err != nil {
+		t.Fatal(err)
+	}
 	if out := c.must("tenant", "admin", "grant", "--tenant", "acme", "--email", "Ada@Example.com"); !strings.Contains(out, "ada@example.com is now an admin of acme") {
 		t.Fatalf("grant output: %s", out)
 	}

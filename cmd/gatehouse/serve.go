@@ -138,6 +138,7 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	go vault.Watch(runCtx, 2*time.Second)
 	go ensureSchema(runCtx, spicedb, log)
 	go relay.Run(runCtx)
+	go rebac.NewPurger(pool, spicedb, log).Run(runCtx, time.Minute)
 	if smtp != nil {
 		relay := mail.NewRelay(data, resolver.Live, outbox, smtp, mail.RelayOptions{Log: log})
 		go relay.Run(runCtx)

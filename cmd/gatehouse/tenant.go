@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -236,7 +237,7 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 				return err
 			}
 			fmt.Fprintf(std.out, "deleted tenant %s (%s)\n", t.Slug, t.ID)
-			return nil
+			return purgeRelationships(cfg, std, t.ID)
 		})
 	case "domain":
 		return runDomain(ctx, &cfg, fs, args, std)
@@ -301,6 +302,27 @@ func positional(fs *flag.FlagSet, args []string, std stdio, n int, dst ...*strin
 	for i, p := range pos {
 		*dst[i] = p
 	}
+	return nil
+}
+
+// purgeRelationships removes deleted tenant id's relationships from
+// SpiceDB now, when the command may reach it. The servers' purgers do it
+// again after a grace period, for writes that were in flight, and record
+// it done; without SpiceDB here, theirs is the only purge.
+func purgeRelationships(cfg config, std stdio, id tenancy.ID) error {
+	if cfg.SpiceDB.Addr == "" {
+		fmt.Fprintf(std.out, "its relationships in SpiceDB go when a server next sweeps (%s after the deletion)\n", rebac.PurgeGrace)
+		return nil
+	}
+	client, err := cfg.spicedb()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := client.DeleteTenant(context.Background(), id); err != nil {
+		return fmt.Errorf("remove the relationships from SpiceDB (the servers will retry): %w", err)
+	}
+	fmt.Fprintln(std.out, "removed its relationships from SpiceDB")
 	return nil
 }
 
