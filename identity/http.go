@@ -22,8 +22,8 @@ func (s *Service) Routes(r fiber.Router) {
 	r.Post("/v1/auth/session", s.limit("login"), s.handleBrowserLogin)
 	r.Post("/v1/auth/logout", s.RequireAuth, s.handleLogout)
 	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
-	r.Post("/v1/auth/token/revoke", s.handleRevoke)
-	r.Post("/v1/auth/email/verify", s.handleVerifyEmail)
+	r.Post("/v1/auth/token/revoke", s.limit("revoke"), s.handleRevoke)
+	r.Post("/v1/auth/email/verify", s.limit("verify"), s.handleVerifyEmail)
 	r.Post("/v1/auth/email/resend", s.limit("forgot"), s.handleResendVerification)
 	r.Post("/v1/auth/password/forgot", s.limit("forgot"), s.handleForgotPassword)
 	r.Post("/v1/auth/password/reset", s.limit("password"), s.handleResetPassword)
@@ -378,6 +378,12 @@ func (s *Service) handleDiscovery(c *fiber.Ctx) error {
 // limit counts the request against action's rate limits and answers with
 // the RateLimit-* headers (and 429 with Retry-After once spent).
 func (s *Service) limit(action string) fiber.Handler {
+	return s.limitOr(action, nil)
+}
+
+// limitOr is limit answering a spent limit with refused, if set (the
+// hosted pages answer with a page).
+func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) error) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		st, err := s.allow(c.UserContext(), tenantOf(c), action, MetaOf(c).IP)
 		if st.Limit > 0 {
@@ -386,9 +392,20 @@ func (s *Service) limit(action string) fiber.Handler {
 			c.Set("RateLimit-Reset", seconds(st.Reset))
 		}
 		if err != nil {
+			if refused != nil && problem.CodeOf(err) == problem.TooMany {
+				return refused(c, err)
+			}
 			return err
 		}
-		return c.Next()
+		if err := c.Next(); err != nil {
+			return err
+		}
+		if c.Response().StatusCode() < 400 {
+			// The answer stands either way: a lost refund only leaves the
+			// tenant's limit a little tighter for the rest of its window.
+			_ = s.giveBack(c.UserContext(), tenantOf(c), action, st)
+		}
+		return nil
 	}
 }
 

@@ -21,3 +21,19 @@ func TestClientKeyGroupsIPv6By64(t *testing.T) {
 		}
 	}
 }
+
+func TestSpendingATenantLimitTakesManyClients(t *testing.T) {
+	// Every default tenant limit takes over a hundred clients to spend.
+	// A client's share is a two-hundredth of it, at least one request.
+	for action, l := range DefaultLimits {
+		if clients := (l.PerTenant.Requests + l.share() - 1) / l.share(); clients < 120 || l.share() > l.PerIP.Requests {
+			t.Errorf("%s: %d clients spend the tenant's limit (a share of %d each)", action, clients, l.share())
+		}
+	}
+	if got := (Limits{PerTenant: Limit{Requests: 10}}).share(); got != 1 {
+		t.Errorf("a small tenant limit's share is %d, want at least one request", got)
+	}
+	if got := (Limits{PerTenant: Limit{Requests: 1000}, Share: 50}).share(); got != 50 {
+		t.Errorf("an explicit share became %d", got)
+	}
+}

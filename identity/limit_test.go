@@ -2,6 +2,8 @@ package identity_test
 
 import (
 	"context"
+	"errors"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -9,57 +11,54 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-func TestRepeatedFailuresLockTheAccount(t *testing.T) {
+func TestRepeatedFailuresThrottleTheNetworkLongerEachTime(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	e := newEnv(t)
+	clock := e.withClock()
 	e.tenant("acme", tenancy.Shared, "")
 	e.signup("acme", "lock@example.com", goodPassword)
 	e.signup("acme", "bystander@example.com", goodPassword)
 	bad := map[string]string{"email": "lock@example.com", "password": "not-the-right-password"}
-	for range 5 {
-		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", bad), 401)
+	good := map[string]string{"email": "lock@example.com", "password": goodPassword}
+	fail := func() {
+		t.Helper()
+		for range 5 {
+			e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", bad), 401)
+		}
 	}
-	// Locked: even the right password fails, with the very same answer
-	// as any failure (no telling locked accounts from unknown ones).
-	locked := e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "lock@example.com", "password": goodPassword}), 401)
+	fail()
+	// Throttled: even the right password fails, with the very same
+	// answer as any failure (no telling throttled accounts from unknown
+	// ones).
+	throttled := e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", good), 401)
 	unknown := e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "nobody@example.com", "password": goodPassword}), 401)
-	if locked.Detail != unknown.Detail {
-		t.Fatalf("locked %q vs unknown %q", locked.Detail, unknown.Detail)
+	if throttled.Detail != unknown.Detail {
+		t.Fatalf("throttled %q vs unknown %q", throttled.Detail, unknown.Detail)
 	}
 	e.login("acme", "bystander@example.com", goodPassword) // others are not affected
-	var until time.Time
-	var lockouts int
-	if err := e.admin.QueryRow(ctx, "select locked_until, lockouts from app.users where email = 'lock@example.com'").Scan(&until, &lockouts); err != nil {
-		t.Fatal(err)
+	// 15 minutes, then 30, then 60.
+	for i, d := range []time.Duration{15 * time.Minute, 30 * time.Minute, time.Hour} {
+		clock.advance(d - time.Minute)
+		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", good), 401)
+		clock.advance(2 * time.Minute)
+		if i < 2 {
+			fail()
+		}
 	}
-	if d := time.Until(until); lockouts != 1 || d < 14*time.Minute || d > 16*time.Minute {
-		t.Fatalf("locked for %s (%d lockouts), want about 15 minutes, 1", d, lockouts)
-	}
-	// The lock runs out; five more failures lock it again, for twice as long.
-	e.admin.Exec(ctx, "update app.users set locked_until = now() - interval '1 second' where email = 'lock@example.com'")
-	for range 5 {
-		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", bad), 401)
-	}
-	e.admin.QueryRow(ctx, "select locked_until, lockouts from app.users where email = 'lock@example.com'").Scan(&until, &lockouts)
-	if d := time.Until(until); lockouts != 2 || d < 29*time.Minute || d > 31*time.Minute {
-		t.Fatalf("second lock for %s (%d lockouts), want about 30 minutes, 2", d, lockouts)
-	}
-	// After it runs out, a good login clears the record.
-	e.admin.Exec(ctx, "update app.users set locked_until = now() - interval '1 second' where email = 'lock@example.com'")
+	// After it runs out, a good sign-in clears the record: the next
+	// throttle is 15 minutes again.
 	e.login("acme", "lock@example.com", goodPassword)
-	var failed int
-	e.admin.QueryRow(ctx, "select failed_logins, lockouts from app.users where email = 'lock@example.com'").Scan(&failed, &lockouts)
-	if failed != 0 || lockouts != 0 {
-		t.Fatalf("after a good login: %d failures, %d lockouts", failed, lockouts)
-	}
-	var locks int
-	e.admin.QueryRow(ctx, "select count(*) from app.audit_events where action = 'account.lock'").Scan(&locks)
-	if locks != 2 {
-		t.Fatalf("%d lock events audited, want 2", locks)
+	fail()
+	clock.advance(16 * time.Minute)
+	e.login("acme", "lock@example.com", goodPassword)
+	var throttles int
+	e.admin.QueryRow(context.Background(), "select count(*) from app.audit_events where action = 'login.throttle'").Scan(&throttles)
+	if throttles != 4 {
+		t.Fatalf("%d throttles audited, want 4", throttles)
 	}
 }
 
@@ -97,7 +96,7 @@ func TestTenantWideRateLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *identity.Config) {
 		c.Limits = map[string]identity.Limits{
-			"signup": {PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 2, Window: time.Hour}},
+			"signup": {PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 2, Window: time.Hour}, Share: 100},
 		}
 	}))
 	e.tenant("acme", tenancy.Shared, "")
@@ -131,21 +130,25 @@ func TestBurstOfGuessesStopsAtTheLimit(t *testing.T) {
 	e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "burst@example.com", "password": goodPassword}), 401)
 }
 
-func TestLockoutGrowthIsCapped(t *testing.T) {
+func TestNetworkThrottleGrowthIsCapped(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	e := newEnv(t)
-	e.tenant("acme", tenancy.Shared, "")
+	clock := e.withClock()
+	tn := e.tenant("acme", tenancy.Shared, "")
 	e.signup("acme", "old-foe@example.com", goodPassword)
-	e.admin.Exec(ctx, "update app.users set lockouts = 40 where email = 'old-foe@example.com'")
-	for range 5 {
-		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", map[string]string{"email": "old-foe@example.com", "password": "wrong-wrong-wrong"}), 401)
+	const foe = "203.0.113.40"
+	// 15 minutes doubling: 15m, 30m, 1h, 2h, 4h, 8h, 16h, then a day.
+	for _, d := range []time.Duration{15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 16 * time.Hour} {
+		e.fail(tn, foe, "old-foe@example.com", 5)
+		clock.advance(d + time.Minute)
 	}
-	var until time.Time
-	e.admin.QueryRow(ctx, "select locked_until from app.users where email = 'old-foe@example.com'").Scan(&until)
-	if d := time.Until(until); d < 23*time.Hour || d > 25*time.Hour {
-		t.Fatalf("locked for %s after 40 earlier lockouts, want the one-day cap", d)
+	for range 2 {
+		e.fail(tn, foe, "old-foe@example.com", 5)
+		clock.advance(24*time.Hour - time.Minute)
+		e.refused(tn, foe, "old-foe@example.com", goodPassword, "a minute before a day")
+		clock.advance(2 * time.Minute)
 	}
+	e.admitted(tn, foe, "old-foe@example.com", goodPassword, "after a day")
 }
 
 func TestPasswordChangeGuessesCountTowardsLockout(t *testing.T) {
@@ -179,5 +182,119 @@ func TestHostileUserAgentIsStoredSafely(t *testing.T) {
 	e.admin.QueryRow(context.Background(), "select user_agent from app.sessions order by created_at desc limit 1").Scan(&ua)
 	if !strings.HasPrefix(ua, "evil") || strings.ContainsRune(ua, 0) {
 		t.Fatalf("stored user agent %q", ua)
+	}
+}
+
+func TestAFewDozenClientsCannotSpendTheTenantLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, withConfig(func(c *identity.Config) {
+		c.Limits = map[string]identity.Limits{"login": identity.DefaultLimits["login"]}
+	}))
+	e.withClock() // one window for the whole test
+	tn := e.tenant("acme", tenancy.Shared, "")
+	// Sixty clients, each up to its own limit and one past it: as many
+	// sign-ins as the tenant's limit.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for c := range 60 {
+		ip := netip.AddrFrom4([4]byte{10, 5, byte(c), 1})
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			for i := range 21 {
+				_, err := e.svc.Allow(ctx, tn, "login", ip)
+				if spent := problem.CodeOf(err) == problem.TooMany; spent != (i == 20) {
+					t.Errorf("request %d of %s: %v", i+1, ip, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := e.svc.Allow(ctx, tn, "login", netip.MustParseAddr("198.51.100.1")); err != nil {
+		t.Fatalf("sixty clients spent the tenant's limit: %v", err)
+	}
+}
+
+func TestTenantLimitStillBindsManyClients(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, withConfig(func(c *identity.Config) {
+		c.Limits = map[string]identity.Limits{"login": {PerIP: identity.Limit{Requests: 10, Window: time.Hour}, PerTenant: identity.Limit{Requests: 20, Window: time.Hour}}}
+	}))
+	tn := e.tenant("acme", tenancy.Shared, "")
+	for c := range 20 {
+		if _, err := e.svc.Allow(ctx, tn, "login", netip.AddrFrom4([4]byte{10, 4, byte(c), 1})); err != nil {
+			t.Fatalf("client %d: %v", c, err)
+		}
+	}
+	// Spent: for a new client, and for one past its share.
+	for _, ip := range []string{"10.4.99.1", "10.4.0.1"} {
+		st, err := e.svc.Allow(ctx, tn, "login", netip.MustParseAddr(ip))
+		if pe, ok := errors.AsType[*problem.Error](err); !ok || pe.Code != problem.TooMany || pe.RetryAfter <= 0 {
+			t.Fatalf("%s after the tenant's limit: %v (%+v)", ip, err, st)
+		}
+	}
+}
+
+func TestSuccessfulSignInsDoNotSpendTheTenantLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *identity.Config) {
+		c.Limits = map[string]identity.Limits{"login": {
+			PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 3, Window: time.Hour},
+			Share: 100, OnlyFailures: true,
+		}}
+	}))
+	e.withClock()
+	e.tenant("acme", tenancy.Shared, "")
+	e.signup("acme", "regular@example.com", goodPassword)
+	for range 5 {
+		e.login("acme", "regular@example.com", goodPassword)
+	}
+	bad := map[string]string{"email": "nobody@example.com", "password": "whatever-password"}
+	for range 3 {
+		e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", bad), 401)
+	}
+	e.problemOf(e.do("POST", "acme", "/v1/auth/login", "", bad), 429)
+}
+
+func TestUnauthenticatedEndpointsAreRateLimited(t *testing.T) {
+	t.Parallel()
+	two := identity.Limits{PerIP: identity.Limit{Requests: 2, Window: time.Hour}, PerTenant: identity.Limit{Requests: 100, Window: time.Hour}}
+	e := newEnv(t, withConfig(func(c *identity.Config) {
+		c.Limits = map[string]identity.Limits{"revoke": two, "verify": two, "password": two}
+	}))
+	form := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
+	jsonBody := map[string]string{"Content-Type": "application/json"}
+	for _, tt := range []struct {
+		slug, path string
+		headers    map[string]string
+		body       string
+		page       bool
+	}{
+		{"revoke", "/v1/auth/token/revoke", jsonBody, `{"token":"not-a-token"}`, false},
+		{"verify", "/v1/auth/email/verify", jsonBody, `{"token":"not-a-token"}`, false},
+		{"verify-page", "/account/verify-email", form, "token=not-a-token", true},
+		{"reset-page", "/account/reset-password", form, "token=not-a-token&password=a-New-password-11&confirm=a-New-password-11", true},
+		{"invite-page", "/account/accept-invite", form, "token=not-a-token&password=a-New-password-11&confirm=a-New-password-11", true},
+	} {
+		e.tenant(tt.slug, tenancy.Shared, "") // each endpoint with limits of its own
+		for i := range 2 {
+			if r := e.send("POST", tt.slug, tt.path, tt.headers, tt.body); r.status == 429 || r.header["Ratelimit-Remaining"] != strconv.Itoa(1-i) {
+				t.Fatalf("%s, request %d: %d %v", tt.path, i+1, r.status, r.header)
+			}
+		}
+		r := e.send("POST", tt.slug, tt.path, tt.headers, tt.body)
+		if tt.page {
+			if r.status != 429 || !strings.HasPrefix(r.header["Content-Type"], "text/html") || !strings.Contains(string(r.body), "try again") {
+				t.Fatalf("%s once spent: %d %q %s", tt.path, r.status, r.header["Content-Type"], r.body)
+			}
+		} else {
+			e.problemOf(r, 429)
+		}
+		if retry, err := strconv.Atoi(r.header["Retry-After"]); err != nil || retry < 1 || r.header["Ratelimit-Limit"] != "2" || r.header["Ratelimit-Remaining"] != "0" {
+			t.Fatalf("%s once spent: headers %v", tt.path, r.header)
+		}
 	}
 }

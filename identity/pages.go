@@ -11,6 +11,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/tenancy"
 )
 
 // The hosted pages that mailed links open when a tenant has no app page
@@ -53,15 +54,23 @@ var hostedPages = map[string]hostedPage{
 }
 
 func (s *Service) pageRoutes(r fiber.Router) {
-	for name := range hostedPages {
+	for name, p := range hostedPages {
 		r.Get("/account/"+name, s.showPage(name))
-		action := s.handlePage(name)
-		if hostedPages[name].askPassword {
-			r.Post("/account/"+name, s.limit("password"), action)
-		} else {
-			r.Post("/account/"+name, action)
+		// The forms spend tokens and set passwords: limited like the API
+		// endpoints that do the same, answered with the page.
+		action := "verify"
+		if p.askPassword {
+			action = "password"
 		}
+		r.Post("/account/"+name, s.limitOr(action, func(c *fiber.Ctx, err error) error {
+			return s.pageError(c, p.data(tenantOf(c), name), err)
+		}), s.handlePage(name))
 	}
+}
+
+// data is what page name shows before it knows anything of the request.
+func (p hostedPage) data(t *tenancy.Tenant, name string) pageData {
+	return pageData{Tenant: t.Name, Title: p.title, Action: "/account/" + name, Button: p.button, AskPassword: p.askPassword}
 }
 
 // showPage shows page's form for the link's token, or says at once that
@@ -70,7 +79,7 @@ func (s *Service) showPage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
 		t := tenantOf(c)
-		d := pageData{Tenant: t.Name, Title: p.title, Action: "/account/" + name, Button: p.button, AskPassword: p.askPassword}
+		d := p.data(t, name)
 		_, u, err := s.peekToken(c.UserContext(), t, c.Query("token"), p.purposes...)
 		if err != nil {
 			return s.pageError(c, d, err)
@@ -85,7 +94,7 @@ func (s *Service) handlePage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
 		t := tenantOf(c)
-		d := pageData{Tenant: t.Name, Title: p.title, Action: "/account/" + name, Button: p.button, AskPassword: p.askPassword}
+		d := p.data(t, name)
 		if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
 			return s.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
 		}

@@ -3,12 +3,17 @@ package identity
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
 )
 
 // cheap are parameters that keep unit tests fast; the hashing code is the
@@ -150,6 +155,11 @@ func TestPasswordPolicy(t *testing.T) {
 		{"common after normalising full-width", "１ｑａｚ２ｗｓｘ３ｅｄｃ", "a@x.test", "too common"},
 		{"contains the email's name", "Hello-Jonathan-2024", "jonathan@acme.test", "email"},
 		{"invalid UTF-8", "abcdefghijkl\xff", "a@x.test", "UTF-8"},
+		{"twelve spaces", strings.Repeat(" ", 12), "a@x.test", "only spaces"},
+		{"spaces of other kinds", strings.Repeat("\u00a0\u2003", 6), "a@x.test", "only spaces"},
+		{"twelve NULs", strings.Repeat("\x00", 12), "a@x.test", "control characters"},
+		{"a NUL inside", "zq8#Lm!2vR@p\x00", "a@x.test", "control characters"},
+		{"spaces inside are fine", "correct horse battery", "a@x.test", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,4 +196,238 @@ func TestCommonPasswordFilterCoversTheList(t *testing.T) {
 			t.Errorf("%q reported common", pw)
 		}
 	}
+}
+
+func TestNormalizeEmailRefusesLookAlikes(t *testing.T) {
+	t.Parallel()
+	for name, email := range map[string]string{
+		"right-to-left override": "ad\u202emin@example.com",
+		"left-to-right isolate":  "\u2066admin@example.com",
+		"zero width space":       "ad\u200bmin@example.com",
+		"full-width letters":     "\uff41dmin@example.com",
+		"full-width at sign":     "admin\uff20example.com",
+		"ligature":               "\ufb01nance@example.com",
+		"control character":      "ad\x07min@example.com",
+	} {
+		if _, err := NormalizeEmail(email); problem.CodeOf(err) != problem.Invalid {
+			t.Errorf("%s: %q accepted (%v)", name, email, err)
+		}
+	}
+	for _, email := range []string{"Admin@Example.com", "jürgen@example.com", "ада@example.com"} {
+		if _, err := NormalizeEmail(email); err != nil {
+			t.Errorf("%q refused: %v", email, err)
+		}
+	}
+}
+
+// tenantCtx is a request context of a tenant of its own.
+func tenantCtx() context.Context {
+	return tenancy.WithTenant(context.Background(), &tenancy.Tenant{ID: tenancy.ID(uuid.New())})
+}
+
+// queued reports how many callers wait for h's workers.
+func (h *Hasher) queued() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waiting
+}
+
+// occupy takes h's only worker until the returned function is called.
+func occupy(t *testing.T, h *Hasher) func() {
+	t.Helper()
+	release := make(chan struct{})
+	go h.run(context.Background(), func() { <-release })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		busy := h.running == h.workers
+		h.mu.Unlock()
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker was never taken")
+		}
+	}
+	return sync.OnceFunc(func() { close(release) })
+}
+
+// served queues calls of the tenants of ctxs on h, one after the other,
+// and returns their names in the order h serves them once free.
+type served struct {
+	mu    sync.Mutex
+	order []string
+	wg    sync.WaitGroup
+}
+
+func (s *served) queue(t *testing.T, h *Hasher, ctx context.Context, name string) {
+	t.Helper()
+	n := h.queued()
+	s.wg.Go(func() {
+		if err := h.run(ctx, func() { s.mu.Lock(); s.order = append(s.order, name); s.mu.Unlock() }); err != nil {
+			t.Errorf("%s refused: %v", name, err)
+		}
+	})
+	for deadline := time.Now().Add(5 * time.Second); h.queued() != n+1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never queued", name)
+		}
+	}
+}
+
+func TestHasherServesTenantsInTurn(t *testing.T) {
+	t.Parallel()
+	h := NewHasher(cheap, 1, time.Minute)
+	free := occupy(t, h)
+	a, b := tenantCtx(), tenantCtx()
+	var s served
+	for range 6 {
+		s.queue(t, h, a, "a")
+	}
+	s.queue(t, h, b, "b")
+	s.queue(t, h, b, "b")
+	free()
+	s.wg.Wait()
+	if got := strings.Join(s.order, ""); got != "ababaaaa" {
+		t.Fatalf("served %s, want the tenants in turn (ababaaaa)", got)
+	}
+}
+
+func TestHasherRefusesOnlyTheTenantThatFloods(t *testing.T) {
+	t.Parallel()
+	h := NewHasher(cheap, 1, 9500*time.Millisecond)
+	free := occupy(t, h)
+	h.avg.Store(int64(time.Second)) // as if each hash took a second
+	flood, calm := tenantCtx(), tenantCtx()
+	var s served
+	for range 9 { // waits of 1 to 9 seconds: within maxWait
+		s.queue(t, h, flood, "flood")
+	}
+	start := time.Now()
+	err := h.run(flood, func() { t.Error("a call past the deadline ran") })
+	if e, ok := errors.AsType[*problem.Error](err); !ok || e.Code != problem.Unavailable || e.RetryAfter < 10*time.Second || time.Since(start) > time.Second {
+		t.Fatalf("the flooding tenant's tenth waiting call: %v after %s; want Unavailable at once, with a Retry-After of its wait", err, time.Since(start))
+	}
+	if _, cancel, err := h.book(flood); err == nil {
+		cancel()
+		t.Fatal("the flooding tenant booked a place past the deadline")
+	}
+	// The other tenant waits behind one of the flood's calls at most.
+	s.queue(t, h, calm, "calm")
+	free()
+	s.wg.Wait()
+	if i := slices.Index(s.order, "calm"); i > 1 {
+		t.Fatalf("the other tenant was served %d calls after the flood's first; want next", i)
+	}
+}
+
+func TestHasherCountsBookedPlaces(t *testing.T) {
+	t.Parallel()
+	h := NewHasher(cheap, 1, 9500*time.Millisecond)
+	free := occupy(t, h)
+	defer free()
+	h.avg.Store(int64(time.Second))
+	flood, calm := tenantCtx(), tenantCtx()
+	var cancels []func()
+	for i := range 9 {
+		_, cancel, err := h.book(flood)
+		if err != nil {
+			t.Fatalf("booking %d: %v", i+1, err)
+		}
+		cancels = append(cancels, cancel)
+	}
+	// Nine booked hashes of a second: a tenth would wait ten seconds.
+	if _, _, err := h.book(flood); problem.CodeOf(err) != problem.Unavailable {
+		t.Fatalf("a tenth booking: %v; want Unavailable", err)
+	}
+	if err := h.run(flood, func() {}); problem.CodeOf(err) != problem.Unavailable {
+		t.Fatalf("an unbooked hash behind nine booked: %v; want Unavailable", err)
+	}
+	_, cancel, err := h.book(calm)
+	if err != nil {
+		t.Fatalf("another tenant: %v", err)
+	}
+	cancel()
+	// Given back, the places are free again; a booked hash takes its own.
+	cancels[0]()
+	cancels[0]() // twice is once
+	ctx, cancel, err := h.book(flood)
+	if err != nil {
+		t.Fatalf("booking after one was given back: %v", err)
+	}
+	defer cancel()
+	if _, _, err := h.book(flood); err == nil {
+		t.Fatal("a second booking after one was given back")
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.run(ctx, func() {}) }()
+	for deadline := time.Now().Add(5 * time.Second); h.queued() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the booked hash never queued")
+		}
+	}
+	free()
+	if err := <-done; err != nil {
+		t.Fatalf("the booked hash: %v", err)
+	}
+	for _, c := range cancels[1:] {
+		c()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.queues) != 0 || len(h.ring) != 0 || h.waiting != 0 || h.running != 0 {
+		t.Fatalf("after everything: %d queues, %d in the ring, %d waiting, %d running", len(h.queues), len(h.ring), h.waiting, h.running)
+	}
+}
+
+func TestHasherKeepsAWorkerForOtherTenants(t *testing.T) {
+	t.Parallel()
+	h := NewHasher(cheap, 2, time.Minute)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	h.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	flood, calm := tenantCtx(), tenantCtx()
+	if err := h.run(calm, func() {}); err != nil { // the other tenant signs in now and then
+		t.Fatal(err)
+	}
+	// The flood gets one worker of two while the other tenant is active.
+	started := make(chan int, 3)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			if err := h.run(flood, func() { started <- i; <-release }); err != nil {
+				t.Error(err)
+			}
+		})
+		if i == 0 {
+			<-started
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); h.queued() != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flood calls queued, want 2 (one running, a worker kept free)", h.queued())
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.run(calm, func() {}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other tenant waited for the flood")
+	}
+	// Once the other tenant is quiet, the flood may use every worker.
+	clock.Add(int64(2 * activeFor))
+	release <- struct{}{} // ends the first flood call
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the flood did not get both workers once alone")
+		}
+	}
+	close(release)
+	wg.Wait()
 }

@@ -11,11 +11,13 @@ import (
 	netmail "net/mail"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/problem"
@@ -122,6 +124,15 @@ func NormalizeEmail(email string) (string, error) {
 	if len(e) > 254 || !utf8.ValidString(e) {
 		return "", problem.InvalidField("email", "must be a valid email address of at most 254 characters")
 	}
+	// Invisible characters (bidirectional overrides, zero widths) and
+	// compatibility forms (full-width letters) make an address look like
+	// another one.
+	if strings.ContainsFunc(e, func(r rune) bool { return unicode.Is(unicode.Cf, r) || unicode.IsControl(r) }) {
+		return "", problem.InvalidField("email", "must not contain invisible or control characters")
+	}
+	if norm.NFKC.String(e) != e {
+		return "", problem.InvalidField("email", "must be written in plain characters (no full-width or other compatibility forms)")
+	}
 	a, err := netmail.ParseAddress(e)
 	if err != nil || a.Address != e || a.Name != "" {
 		return "", problem.InvalidField("email", "must be a valid email address")
@@ -180,11 +191,20 @@ func (s *Service) BrowserLogin(ctx context.Context, t *tenancy.Tenant, email, pa
 
 // signIn checks email and password and starts a session: for a browser
 // (b set) one carried by b's cookie. Returns the user, the session and its
-// first refresh token.
+// first refresh token. The attempt is counted against the account's
+// throttles (lockout.go) before the password is checked.
 func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password string, meta Meta, b *BrowserSession) (uuid.UUID, uuid.UUID, string, error) {
 	fail := func(err error) (uuid.UUID, uuid.UUID, string, error) { return uuid.Nil, uuid.Nil, "", err }
+	// The hashing pool serves each tenant's sign-ins in turn. A full pool
+	// refuses before anything is read or counted: a 503 is no guess.
+	ctx, cancel, err := s.hasher.book(tenancy.WithTenant(ctx, t))
+	if err != nil {
+		return fail(err)
+	}
+	defer cancel()
 	pw := NormalizePassword(password)
 	var u queries.AppUser
+	var at attempt
 	found := true
 	normalized, err := NormalizeEmail(email)
 	if err != nil {
@@ -195,39 +215,45 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 		if normalized == "" {
 			return nil
 		}
-		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: normalized})
+		u, err = q.LockSignInAccount(ctx, queries.LockSignInAccountParams{TenantID: t.ID.UUID(), Email: normalized})
 		if errors.Is(err, pgx.ErrNoRows) {
 			found = false
 			return nil
 		}
+		if err != nil {
+			return err
+		}
+		at, err = s.countAttempt(ctx, q, t, u, meta.IP)
 		return err
 	})
 	if err != nil {
 		return fail(fmt.Errorf("login: %w", err))
 	}
 	// Hash outside any transaction: 20-odd milliseconds of CPU must not
-	// hold a database connection.
-	// Locked, or past the attempt limit of this window (the attempts
-	// counted before this one decide, not their outcomes, which may still
-	// be running).
-	locked := found && ((u.LockedUntil != nil && s.now().Before(*u.LockedUntil)) || u.FailedLogins > lockoutFailures)
+	// hold a database connection. A refused attempt is hashed too, so
+	// that its answer takes as long as any other.
 	var ok, rehash bool
-	if found && u.PasswordHash != nil && !locked {
+	if found && u.PasswordHash != nil && at.admitted {
 		ok, rehash, err = s.hasher.Verify(ctx, *u.PasswordHash, pw)
 	} else {
 		err = s.hasher.VerifyNobody(ctx, pw)
 	}
 	if err != nil {
+		if found {
+			if uerr := s.uncount(ctx, t, at); uerr != nil {
+				return fail(fmt.Errorf("login: %w", errors.Join(err, uerr)))
+			}
+		}
 		return fail(err)
 	}
 	reason := ""
 	switch {
 	case !found:
 		reason = "unknown account"
-	case locked:
+	case !at.admitted:
 		// The same answer as any failure: a distinct one would tell an
 		// attacker which accounts exist.
-		reason = "account locked"
+		reason = at.reason
 	case !ok:
 		reason = "wrong password"
 	case u.Status != "active":
@@ -241,14 +267,26 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 			ev.Actor, ev.Target = u.ID, "user:"+u.ID.String()
 		}
 		if err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
-			if found && u.FailedLogins >= lockoutFailures && (u.LockedUntil == nil || !s.now().Before(*u.LockedUntil)) {
-				if err := s.lock(ctx, q, t, u, meta); err != nil {
+			// A right password of an account that may not sign in is
+			// no guess.
+			if ok {
+				if err := s.attemptSucceeded(ctx, q, t, at); err != nil {
+					return err
+				}
+			} else if found {
+				if err := s.attemptFailed(ctx, q, t, at, meta); err != nil {
 					return err
 				}
 			}
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), ev)
 		}); err != nil {
 			return fail(fmt.Errorf("login: %w", err))
+		}
+		if at.slowed {
+			// The answer must not depend on the notice, or it would tell
+			// slowed-down accounts apart; a notice that failed is tried
+			// again at the next refused attempt.
+			_ = s.noticeSlowdown(ctx, t, u, meta)
 		}
 		// An unconfirmed account answers like a wrong password too: whoever
 		// signed up an address with a password of their choosing would
@@ -272,7 +310,7 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 		if err := q.RecordLogin(ctx, queries.RecordLoginParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
 			return err
 		}
-		if err := q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
+		if err := s.attemptSucceeded(ctx, q, t, at); err != nil {
 			return err
 		}
 		var err error
@@ -306,17 +344,6 @@ func (s *Service) tokens(ctx context.Context, t *tenancy.Tenant, user, sess uuid
 		return nil, err
 	}
 	return &Tokens{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(t.AccessTokenTTL / time.Second), RefreshToken: refresh}, nil
-}
-
-// lock locks user's account after too many failed attempts.
-func (s *Service) lock(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, u queries.AppUser, meta Meta) error {
-	if err := q.LockAccount(ctx, queries.LockAccountParams{TenantID: t.ID.UUID(), ID: u.ID, LockSeconds: int32(lockoutBase / time.Second)}); err != nil {
-		return err
-	}
-	return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-		Action: "account.lock", Target: "user:" + u.ID.String(), Outcome: Success,
-		Details: map[string]string{"failures": fmt.Sprint(u.FailedLogins), "repeat": fmt.Sprint(u.Lockouts)}, Meta: meta,
-	})
 }
 
 // startSession creates a session for user with the first refresh token of
@@ -370,11 +397,17 @@ func minTime(a, b time.Time) time.Time {
 type Principal struct {
 	User    uuid.UUID
 	Session uuid.UUID
+
+	// account is the user as Authenticate found it, with its session
+	// standing, for the rest of the same request.
+	account *queries.AppUser
 }
 
 // Authenticate verifies an access token presented to tenant t's host and
-// returns its principal. Returns Unauthorized for a token that is invalid,
-// expired, or of another tenant.
+// that its session still stands (not ended by logout, revocation, a
+// password reset or the account being disabled), and returns its
+// principal. Returns Unauthorized for a token that is invalid, expired,
+// of another tenant, or of a session that ended.
 func (s *Service) Authenticate(ctx context.Context, t *tenancy.Tenant, token string) (*Principal, error) {
 	iss := s.cfg.Issuer(t)
 	c, err := VerifyAccessToken(ctx, token, s.keys.TenantKeys(t), Expect{Issuer: iss, Audience: iss, Tenant: t.ID})
@@ -386,7 +419,16 @@ func (s *Service) Authenticate(ctx context.Context, t *tenancy.Tenant, token str
 	if err1 != nil || err2 != nil {
 		return nil, problem.Errorf(problem.Unauthorized, "invalid or expired access token")
 	}
-	return &Principal{User: user, Session: sess}, nil
+	p := &Principal{User: user, Session: sess}
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		u, err := s.liveSession(ctx, q, t, p)
+		p.account = &u
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // liveSession checks, inside a transaction, that p's session still stands
@@ -394,22 +436,18 @@ func (s *Service) Authenticate(ctx context.Context, t *tenancy.Tenant, token str
 // Endpoints that call it see a revocation at once, not at the access
 // token's expiry. Returns Unauthorized otherwise.
 func (s *Service) liveSession(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, p *Principal) (queries.AppUser, error) {
-	sess, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: p.Session})
-	if err != nil || sess.UserID != p.User || sess.RevokedAt != nil || !s.now().Before(sess.ExpiresAt) {
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return queries.AppUser{}, err
-		}
+	row, err := q.GetLiveSession(ctx, queries.GetLiveSessionParams{TenantID: t.ID.UUID(), ID: p.Session, UserID: p.User})
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !s.now().Before(row.SessionExpiresAt)) {
 		return queries.AppUser{}, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
 	}
-	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: p.User})
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && u.Status != "active") {
-		return queries.AppUser{}, problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
-	}
-	return u, err
+	return row.AppUser, err
 }
 
 // Me returns the signed-in user. Returns Unauthorized if the session ended.
 func (s *Service) Me(ctx context.Context, t *tenancy.Tenant, p *Principal) (*User, error) {
+	if p.account != nil { // Authenticate checked the session in this request
+		return userFromRow(*p.account), nil
+	}
 	var u queries.AppUser
 	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		u, err = s.liveSession(ctx, q, t, p)
@@ -486,11 +524,13 @@ func (s *Service) ChangePassword(ctx context.Context, t *tenancy.Tenant, p *Prin
 // sensitive change (action, for the audit trail), after check has
 // accepted the request itself: a request that is refused on its own
 // merits is no guess and is not counted. Guesses count like sign-ins:
-// the same attempt count and lockout apply, so a stolen access token
-// cannot brute-force the password. A good password clears the count.
-// Returns Unauthorized for a wrong password or an ended session,
-// TooMany while the account is locked, or check's error.
+// the same throttles apply (lockout.go), so a stolen access token cannot
+// brute-force the password. A good password clears the record of the
+// caller's network. Returns Unauthorized for a wrong password or an ended
+// session, TooMany (with a Retry-After) while the caller's network or the
+// account is throttled, or check's error.
 func (s *Service) confirmPassword(ctx context.Context, t *tenancy.Tenant, p *Principal, current, action string, meta Meta, check func(queries.AppUser) error) (queries.AppUser, error) {
+	ctx = tenancy.WithTenant(ctx, t)
 	var u queries.AppUser
 	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		u, err = s.liveSession(ctx, q, t, p)
@@ -502,30 +542,41 @@ func (s *Service) confirmPassword(ctx context.Context, t *tenancy.Tenant, p *Pri
 	if err := check(u); err != nil {
 		return u, err
 	}
-	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
-		u, err = q.CountLoginAttempt(ctx, queries.CountLoginAttemptParams{TenantID: t.ID.UUID(), Email: u.Email})
-		return err
-	})
+	ctx, cancel, err := s.hasher.book(ctx)
 	if err != nil {
 		return u, err
 	}
-	if u.LockedUntil != nil && s.now().Before(*u.LockedUntil) || u.FailedLogins > lockoutFailures {
-		return u, tooMany(time.Until(*cmp.Or(u.LockedUntil, ptr(s.now().Add(lockoutBase)))))
+	defer cancel()
+	var at attempt
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		locked, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: p.User})
+		if err != nil {
+			return notFound(err, "no such user")
+		}
+		at, err = s.countAttempt(ctx, q, t, locked, meta.IP)
+		return err
+	})
+	if err != nil {
+		return u, fmt.Errorf("%s: %w", action, err)
+	}
+	if !at.admitted {
+		return u, tooMany(at.retry)
 	}
 	ok := false
 	if u.PasswordHash != nil {
 		if ok, _, err = s.hasher.Verify(ctx, *u.PasswordHash, NormalizePassword(current)); err != nil {
+			if uerr := s.uncount(ctx, t, at); uerr != nil {
+				return u, fmt.Errorf("%s: %w", action, errors.Join(err, uerr))
+			}
 			return u, err
 		}
 	}
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if ok {
-			return q.ClearLoginFailures(ctx, queries.ClearLoginFailuresParams{TenantID: t.ID.UUID(), ID: p.User})
+			return s.attemptSucceeded(ctx, q, t, at)
 		}
-		if u.FailedLogins >= lockoutFailures {
-			if err := s.lock(ctx, q, t, u, meta); err != nil {
-				return err
-			}
+		if err := s.attemptFailed(ctx, q, t, at, meta); err != nil {
+			return err
 		}
 		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
 			Actor: p.User, Action: action, Target: "user:" + p.User.String(), Outcome: Failure,

@@ -138,36 +138,16 @@ returning hits;
 -- name: PruneRateLimits :exec
 delete from app.rate_limits where tenant_id = $1 and window_start < $2;
 
--- name: CountLoginAttempt :one
--- Counts a sign-in attempt against the account before its password is
--- checked (a success clears the count), within a 15-minute window, and
--- returns the account. Counting first means a burst of concurrent guesses
--- cannot all slip through before the lock: attempts past the limit are
--- refused without checking the password.
--- Attempts while the account is locked are not counted: they are refused
--- anyway.
-update app.users set
-    failed_logins   = case when locked_until > now() then failed_logins
-                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1
-                           else failed_logins + 1 end,
-    first_failed_at = case when locked_until > now() then first_failed_at
-                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now()
-                           else first_failed_at end
-where tenant_id = $1 and email = $2
-returning *;
-
--- name: LockAccount :exec
--- Locks the account for lock_seconds times 2^(earlier lockouts), at most a
--- day (the exponent is capped before it can overflow an interval).
-update app.users set
-    locked_until  = now() + least(sqlc.arg(lock_seconds)::integer * power(2, least(lockouts, 7)) * interval '1 second', interval '1 day'),
-    lockouts      = lockouts + 1,
-    failed_logins = 0, first_failed_at = null
-where tenant_id = $1 and id = $2 and (locked_until is null or locked_until <= now());
-
 -- name: ClearLoginFailures :exec
-update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
-where tenant_id = $1 and id = $2;
+-- Lifts every sign-in throttle of the account: its clock (locked_until),
+-- and the records of every client network it was tried from (rate-limit
+-- rows under 'signin/<account id>/').
+with networks as (
+    delete from app.rate_limits r
+    where r.tenant_id = sqlc.arg(tenant_id) and starts_with(r.key, 'signin/' || sqlc.arg(id)::uuid::text || '/')
+)
+update app.users u set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
+where u.tenant_id = sqlc.arg(tenant_id) and u.id = sqlc.arg(id);
 
 -- name: ListUsersPage :many
 -- A page of the tenant's users by email, after a cursor (the last email
@@ -245,3 +225,113 @@ returning *;
 -- Locks the account until commit: changes that spend its mailed tokens
 -- take it first, so two of them queue instead of deadlocking.
 select * from app.users where tenant_id = $1 and id = $2 for update;
+
+-- name: ActiveAdmins :many
+-- The tenant's active admins. (Admin changes of a tenant run one at a
+-- time behind its audit chain's head, so a change that removes an admin
+-- sees what the one before it left; locking the rows too would deadlock
+-- with a sign-in, which locks its account and then the head.)
+select id from app.users
+where tenant_id = $1 and role = 'admin' and status = 'active'
+order by id;
+
+-- name: TakeOverUnconfirmedAccount :one
+-- An operator's invitation of an address whose account was never
+-- confirmed: the account becomes the invited admin's, without the
+-- password whoever signed it up chose.
+update app.users set password_hash = null, role = 'admin', status = 'active', display_name = $3, updated_at = now()
+where tenant_id = $1 and email = $2 and email_verified_at is null
+returning *;
+
+-- name: GetLiveSession :one
+-- The account of a session that stands: not revoked, its account active.
+-- (Expiry is compared by the caller, whose clock tests can move.)
+select sqlc.embed(u), s.expires_at as session_expires_at
+from app.sessions s
+join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
+where s.tenant_id = $1 and s.id = $2 and s.user_id = $3
+  and s.revoked_at is null and u.status = 'active';
+
+-- name: PeekRateLimit :one
+-- A counter's hits without counting (0: none yet).
+select coalesce((select r.hits from app.rate_limits r
+                 where r.tenant_id = $1 and r.key = $2 and r.window_start = $3), 0)::integer as hits;
+
+-- name: RefundRateLimit :exec
+-- Gives one counted request back.
+update app.rate_limits set hits = hits - 1
+where tenant_id = $1 and key = $2 and window_start = $3 and hits > 0;
+
+-- name: LockSignInAccount :one
+-- The account a sign-in names, locked until commit: its sign-in clock
+-- (locked_until) is read and moved in the same transaction, so that
+-- concurrent attempts are counted one after the other.
+select * from app.users where tenant_id = $1 and email = $2 for update;
+
+-- name: SetSignInClock :exec
+-- Moves the account's sign-in clock: attempts from client networks it
+-- has not signed in from are refused until locked_until.
+update app.users set locked_until = $3 where tenant_id = $1 and id = $2;
+
+-- name: RefundSignInAttempt :exec
+-- Gives an attempt back to the account's sign-in clock: it succeeded, or
+-- its password was never checked.
+update app.users set locked_until = locked_until - sqlc.arg(seconds)::integer * interval '1 second'
+where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id);
+
+-- name: SignedInFromNetwork :one
+-- Whether the account started a session from a client network (an IPv4
+-- address or an IPv6 /64) since a time.
+select exists (
+    select 1 from app.sessions
+    where tenant_id = sqlc.arg(tenant_id) and user_id = sqlc.arg(user_id)
+      and ip <<= sqlc.arg(network)::cidr and created_at > sqlc.arg(since)
+) as known;
+
+-- name: CountNetworkAttempt :one
+-- Counts a password attempt on one account from one client network,
+-- before the password is checked, unless the pair is throttled. The
+-- attempts are counted in a rate-limit row under key whose window_start
+-- is the first attempt of the window (one started after since, or a new
+-- one now); the caller holds the account's row lock, so attempts on one
+-- account are counted one after the other. A throttle is a row under
+-- throttle_key whose window_start is when it ends and whose hits is how
+-- many throttles in a row it is. Returns the window's attempts (0: not
+-- counted, throttled) and start, and the pair's latest throttle (repeats
+-- 0: none).
+with throttle as (
+    select l.window_start as until, l.hits as repeats
+    from app.rate_limits l
+    where l.tenant_id = sqlc.arg(tenant_id) and l.key = sqlc.arg(throttle_key)::text
+    order by l.window_start desc
+    limit 1
+), open_window as (
+    select w.window_start
+    from app.rate_limits w
+    where w.tenant_id = sqlc.arg(tenant_id) and w.key = sqlc.arg(key)::text and w.window_start > sqlc.arg(since)::timestamptz
+    order by w.window_start desc
+    limit 1
+), hit as (
+    insert into app.rate_limits (tenant_id, key, window_start, hits)
+    select sqlc.arg(tenant_id)::uuid, sqlc.arg(key)::text,
+           coalesce((select o.window_start from open_window o), sqlc.arg(now)::timestamptz), 1
+    where not exists (select 1 from throttle where throttle.until > sqlc.arg(now)::timestamptz)
+    on conflict (tenant_id, key, window_start) do update set hits = app.rate_limits.hits + 1
+    returning hits, window_start
+)
+select coalesce((select h.hits from hit h), 0)::integer as attempts,
+       coalesce((select h.window_start from hit h), 'epoch')::timestamptz as window_start,
+       coalesce((select t.until from throttle t), 'epoch')::timestamptz as throttled_until,
+       coalesce((select t.repeats from throttle t), 0)::integer as repeats;
+
+-- name: ThrottleNetwork :exec
+-- Throttles attempts on an account from a client network until
+-- window_start; hits is how many throttles in a row this is.
+insert into app.rate_limits (tenant_id, key, window_start, hits)
+values ($1, $2, $3, $4)
+on conflict (tenant_id, key, window_start) do nothing;
+
+-- name: ClearNetworkFailures :exec
+-- Forgets the attempts and throttles of an account from a client network.
+delete from app.rate_limits
+where tenant_id = $1 and key in (sqlc.arg(key)::text, sqlc.arg(throttle_key)::text);

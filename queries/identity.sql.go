@@ -13,6 +13,36 @@ import (
 	"github.com/google/uuid"
 )
 
+const activeAdmins = `-- name: ActiveAdmins :many
+select id from app.users
+where tenant_id = $1 and role = 'admin' and status = 'active'
+order by id
+`
+
+// The tenant's active admins. (Admin changes of a tenant run one at a
+// time behind its audit chain's head, so a change that removes an admin
+// sees what the one before it left; locking the rows too would deadlock
+// with a sign-in, which locks its account and then the head.)
+func (q *Queries) ActiveAdmins(ctx context.Context, tenantID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, activeAdmins, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const adminCreateUser = `-- name: AdminCreateUser :one
 insert into app.users (tenant_id, email, display_name, role)
 values ($1, $2, $3, $4)
@@ -157,8 +187,12 @@ func (q *Queries) AppendAuditEvent(ctx context.Context, arg AppendAuditEventPara
 }
 
 const clearLoginFailures = `-- name: ClearLoginFailures :exec
-update app.users set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
-where tenant_id = $1 and id = $2
+with networks as (
+    delete from app.rate_limits r
+    where r.tenant_id = $1 and starts_with(r.key, 'signin/' || $2::uuid::text || '/')
+)
+update app.users u set failed_logins = 0, first_failed_at = null, lockouts = 0, locked_until = null
+where u.tenant_id = $1 and u.id = $2
 `
 
 type ClearLoginFailuresParams struct {
@@ -166,54 +200,97 @@ type ClearLoginFailuresParams struct {
 	ID       uuid.UUID
 }
 
+// Lifts every sign-in throttle of the account: its clock (locked_until),
+// and the records of every client network it was tried from (rate-limit
+// rows under 'signin/<account id>/').
 func (q *Queries) ClearLoginFailures(ctx context.Context, arg ClearLoginFailuresParams) error {
 	_, err := q.db.Exec(ctx, clearLoginFailures, arg.TenantID, arg.ID)
 	return err
 }
 
-const countLoginAttempt = `-- name: CountLoginAttempt :one
-update app.users set
-    failed_logins   = case when locked_until > now() then failed_logins
-                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then 1
-                           else failed_logins + 1 end,
-    first_failed_at = case when locked_until > now() then first_failed_at
-                           when first_failed_at is null or first_failed_at < now() - interval '15 minutes' then now()
-                           else first_failed_at end
-where tenant_id = $1 and email = $2
-returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+const clearNetworkFailures = `-- name: ClearNetworkFailures :exec
+delete from app.rate_limits
+where tenant_id = $1 and key in ($2::text, $3::text)
 `
 
-type CountLoginAttemptParams struct {
-	TenantID uuid.UUID
-	Email    string
+type ClearNetworkFailuresParams struct {
+	TenantID    uuid.UUID
+	Key         string
+	ThrottleKey string
 }
 
-// Counts a sign-in attempt against the account before its password is
-// checked (a success clears the count), within a 15-minute window, and
-// returns the account. Counting first means a burst of concurrent guesses
-// cannot all slip through before the lock: attempts past the limit are
-// refused without checking the password.
-// Attempts while the account is locked are not counted: they are refused
-// anyway.
-func (q *Queries) CountLoginAttempt(ctx context.Context, arg CountLoginAttemptParams) (AppUser, error) {
-	row := q.db.QueryRow(ctx, countLoginAttempt, arg.TenantID, arg.Email)
-	var i AppUser
+// Forgets the attempts and throttles of an account from a client network.
+func (q *Queries) ClearNetworkFailures(ctx context.Context, arg ClearNetworkFailuresParams) error {
+	_, err := q.db.Exec(ctx, clearNetworkFailures, arg.TenantID, arg.Key, arg.ThrottleKey)
+	return err
+}
+
+const countNetworkAttempt = `-- name: CountNetworkAttempt :one
+with throttle as (
+    select l.window_start as until, l.hits as repeats
+    from app.rate_limits l
+    where l.tenant_id = $1 and l.key = $2::text
+    order by l.window_start desc
+    limit 1
+), open_window as (
+    select w.window_start
+    from app.rate_limits w
+    where w.tenant_id = $1 and w.key = $3::text and w.window_start > $4::timestamptz
+    order by w.window_start desc
+    limit 1
+), hit as (
+    insert into app.rate_limits (tenant_id, key, window_start, hits)
+    select $1::uuid, $3::text,
+           coalesce((select o.window_start from open_window o), $5::timestamptz), 1
+    where not exists (select 1 from throttle where throttle.until > $5::timestamptz)
+    on conflict (tenant_id, key, window_start) do update set hits = app.rate_limits.hits + 1
+    returning hits, window_start
+)
+select coalesce((select h.hits from hit h), 0)::integer as attempts,
+       coalesce((select h.window_start from hit h), 'epoch')::timestamptz as window_start,
+       coalesce((select t.until from throttle t), 'epoch')::timestamptz as throttled_until,
+       coalesce((select t.repeats from throttle t), 0)::integer as repeats
+`
+
+type CountNetworkAttemptParams struct {
+	TenantID    uuid.UUID
+	ThrottleKey string
+	Key         string
+	Since       time.Time
+	Now         time.Time
+}
+
+type CountNetworkAttemptRow struct {
+	Attempts       int32
+	WindowStart    time.Time
+	ThrottledUntil time.Time
+	Repeats        int32
+}
+
+// Counts a password attempt on one account from one client network,
+// before the password is checked, unless the pair is throttled. The
+// attempts are counted in a rate-limit row under key whose window_start
+// is the first attempt of the window (one started after since, or a new
+// one now); the caller holds the account's row lock, so attempts on one
+// account are counted one after the other. A throttle is a row under
+// throttle_key whose window_start is when it ends and whose hits is how
+// many throttles in a row it is. Returns the window's attempts (0: not
+// counted, throttled) and start, and the pair's latest throttle (repeats
+// 0: none).
+func (q *Queries) CountNetworkAttempt(ctx context.Context, arg CountNetworkAttemptParams) (CountNetworkAttemptRow, error) {
+	row := q.db.QueryRow(ctx, countNetworkAttempt,
+		arg.TenantID,
+		arg.ThrottleKey,
+		arg.Key,
+		arg.Since,
+		arg.Now,
+	)
+	var i CountNetworkAttemptRow
 	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.Email,
-		&i.DisplayName,
-		&i.Status,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.PasswordHash,
-		&i.EmailVerifiedAt,
-		&i.Role,
-		&i.LastLoginAt,
-		&i.FailedLogins,
-		&i.FirstFailedAt,
-		&i.LockedUntil,
-		&i.Lockouts,
+		&i.Attempts,
+		&i.WindowStart,
+		&i.ThrottledUntil,
+		&i.Repeats,
 	)
 	return i, err
 }
@@ -395,6 +472,51 @@ func (q *Queries) GetAuditHead(ctx context.Context, tenantID uuid.UUID) (GetAudi
 	row := q.db.QueryRow(ctx, getAuditHead, tenantID)
 	var i GetAuditHeadRow
 	err := row.Scan(&i.Seq, &i.Hash)
+	return i, err
+}
+
+const getLiveSession = `-- name: GetLiveSession :one
+select u.tenant_id, u.id, u.email, u.display_name, u.status, u.created_at, u.updated_at, u.password_hash, u.email_verified_at, u.role, u.last_login_at, u.failed_logins, u.first_failed_at, u.locked_until, u.lockouts, s.expires_at as session_expires_at
+from app.sessions s
+join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
+where s.tenant_id = $1 and s.id = $2 and s.user_id = $3
+  and s.revoked_at is null and u.status = 'active'
+`
+
+type GetLiveSessionParams struct {
+	TenantID uuid.UUID
+	ID       uuid.UUID
+	UserID   uuid.UUID
+}
+
+type GetLiveSessionRow struct {
+	AppUser          AppUser
+	SessionExpiresAt time.Time
+}
+
+// The account of a session that stands: not revoked, its account active.
+// (Expiry is compared by the caller, whose clock tests can move.)
+func (q *Queries) GetLiveSession(ctx context.Context, arg GetLiveSessionParams) (GetLiveSessionRow, error) {
+	row := q.db.QueryRow(ctx, getLiveSession, arg.TenantID, arg.ID, arg.UserID)
+	var i GetLiveSessionRow
+	err := row.Scan(
+		&i.AppUser.TenantID,
+		&i.AppUser.ID,
+		&i.AppUser.Email,
+		&i.AppUser.DisplayName,
+		&i.AppUser.Status,
+		&i.AppUser.CreatedAt,
+		&i.AppUser.UpdatedAt,
+		&i.AppUser.PasswordHash,
+		&i.AppUser.EmailVerifiedAt,
+		&i.AppUser.Role,
+		&i.AppUser.LastLoginAt,
+		&i.AppUser.FailedLogins,
+		&i.AppUser.FirstFailedAt,
+		&i.AppUser.LockedUntil,
+		&i.AppUser.Lockouts,
+		&i.SessionExpiresAt,
+	)
 	return i, err
 }
 
@@ -793,25 +915,39 @@ func (q *Queries) ListUsersPage(ctx context.Context, arg ListUsersPageParams) ([
 	return items, nil
 }
 
-const lockAccount = `-- name: LockAccount :exec
-update app.users set
-    locked_until  = now() + least($3::integer * power(2, least(lockouts, 7)) * interval '1 second', interval '1 day'),
-    lockouts      = lockouts + 1,
-    failed_logins = 0, first_failed_at = null
-where tenant_id = $1 and id = $2 and (locked_until is null or locked_until <= now())
+const lockSignInAccount = `-- name: LockSignInAccount :one
+select tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts from app.users where tenant_id = $1 and email = $2 for update
 `
 
-type LockAccountParams struct {
-	TenantID    uuid.UUID
-	ID          uuid.UUID
-	LockSeconds int32
+type LockSignInAccountParams struct {
+	TenantID uuid.UUID
+	Email    string
 }
 
-// Locks the account for lock_seconds times 2^(earlier lockouts), at most a
-// day (the exponent is capped before it can overflow an interval).
-func (q *Queries) LockAccount(ctx context.Context, arg LockAccountParams) error {
-	_, err := q.db.Exec(ctx, lockAccount, arg.TenantID, arg.ID, arg.LockSeconds)
-	return err
+// The account a sign-in names, locked until commit: its sign-in clock
+// (locked_until) is read and moved in the same transaction, so that
+// concurrent attempts are counted one after the other.
+func (q *Queries) LockSignInAccount(ctx context.Context, arg LockSignInAccountParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, lockSignInAccount, arg.TenantID, arg.Email)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
 }
 
 const lockUser = `-- name: LockUser :one
@@ -848,6 +984,25 @@ func (q *Queries) LockUser(ctx context.Context, arg LockUserParams) (AppUser, er
 	return i, err
 }
 
+const peekRateLimit = `-- name: PeekRateLimit :one
+select coalesce((select r.hits from app.rate_limits r
+                 where r.tenant_id = $1 and r.key = $2 and r.window_start = $3), 0)::integer as hits
+`
+
+type PeekRateLimitParams struct {
+	TenantID    uuid.UUID
+	Key         string
+	WindowStart time.Time
+}
+
+// A counter's hits without counting (0: none yet).
+func (q *Queries) PeekRateLimit(ctx context.Context, arg PeekRateLimitParams) (int32, error) {
+	row := q.db.QueryRow(ctx, peekRateLimit, arg.TenantID, arg.Key, arg.WindowStart)
+	var hits int32
+	err := row.Scan(&hits)
+	return hits, err
+}
+
 const pruneRateLimits = `-- name: PruneRateLimits :exec
 delete from app.rate_limits where tenant_id = $1 and window_start < $2
 `
@@ -873,6 +1028,41 @@ type RecordLoginParams struct {
 
 func (q *Queries) RecordLogin(ctx context.Context, arg RecordLoginParams) error {
 	_, err := q.db.Exec(ctx, recordLogin, arg.TenantID, arg.ID)
+	return err
+}
+
+const refundRateLimit = `-- name: RefundRateLimit :exec
+update app.rate_limits set hits = hits - 1
+where tenant_id = $1 and key = $2 and window_start = $3 and hits > 0
+`
+
+type RefundRateLimitParams struct {
+	TenantID    uuid.UUID
+	Key         string
+	WindowStart time.Time
+}
+
+// Gives one counted request back.
+func (q *Queries) RefundRateLimit(ctx context.Context, arg RefundRateLimitParams) error {
+	_, err := q.db.Exec(ctx, refundRateLimit, arg.TenantID, arg.Key, arg.WindowStart)
+	return err
+}
+
+const refundSignInAttempt = `-- name: RefundSignInAttempt :exec
+update app.users set locked_until = locked_until - $1::integer * interval '1 second'
+where tenant_id = $2 and id = $3
+`
+
+type RefundSignInAttemptParams struct {
+	Seconds  int32
+	TenantID uuid.UUID
+	ID       uuid.UUID
+}
+
+// Gives an attempt back to the account's sign-in clock: it succeeded, or
+// its password was never checked.
+func (q *Queries) RefundSignInAttempt(ctx context.Context, arg RefundSignInAttemptParams) error {
+	_, err := q.db.Exec(ctx, refundSignInAttempt, arg.Seconds, arg.TenantID, arg.ID)
 	return err
 }
 
@@ -1146,6 +1336,115 @@ func (q *Queries) SetSessionCookie(ctx context.Context, arg SetSessionCookiePara
 		arg.ID,
 		arg.CookieHash,
 		arg.CsrfHash,
+	)
+	return err
+}
+
+const setSignInClock = `-- name: SetSignInClock :exec
+update app.users set locked_until = $3 where tenant_id = $1 and id = $2
+`
+
+type SetSignInClockParams struct {
+	TenantID    uuid.UUID
+	ID          uuid.UUID
+	LockedUntil *time.Time
+}
+
+// Moves the account's sign-in clock: attempts from client networks it
+// has not signed in from are refused until locked_until.
+func (q *Queries) SetSignInClock(ctx context.Context, arg SetSignInClockParams) error {
+	_, err := q.db.Exec(ctx, setSignInClock, arg.TenantID, arg.ID, arg.LockedUntil)
+	return err
+}
+
+const signedInFromNetwork = `-- name: SignedInFromNetwork :one
+select exists (
+    select 1 from app.sessions
+    where tenant_id = $1 and user_id = $2
+      and ip <<= $3::cidr and created_at > $4
+) as known
+`
+
+type SignedInFromNetworkParams struct {
+	TenantID uuid.UUID
+	UserID   uuid.UUID
+	Network  netip.Prefix
+	Since    time.Time
+}
+
+// Whether the account started a session from a client network (an IPv4
+// address or an IPv6 /64) since a time.
+func (q *Queries) SignedInFromNetwork(ctx context.Context, arg SignedInFromNetworkParams) (bool, error) {
+	row := q.db.QueryRow(ctx, signedInFromNetwork,
+		arg.TenantID,
+		arg.UserID,
+		arg.Network,
+		arg.Since,
+	)
+	var known bool
+	err := row.Scan(&known)
+	return known, err
+}
+
+const takeOverUnconfirmedAccount = `-- name: TakeOverUnconfirmedAccount :one
+update app.users set password_hash = null, role = 'admin', status = 'active', display_name = $3, updated_at = now()
+where tenant_id = $1 and email = $2 and email_verified_at is null
+returning tenant_id, id, email, display_name, status, created_at, updated_at, password_hash, email_verified_at, role, last_login_at, failed_logins, first_failed_at, locked_until, lockouts
+`
+
+type TakeOverUnconfirmedAccountParams struct {
+	TenantID    uuid.UUID
+	Email       string
+	DisplayName string
+}
+
+// An operator's invitation of an address whose account was never
+// confirmed: the account becomes the invited admin's, without the
+// password whoever signed it up chose.
+func (q *Queries) TakeOverUnconfirmedAccount(ctx context.Context, arg TakeOverUnconfirmedAccountParams) (AppUser, error) {
+	row := q.db.QueryRow(ctx, takeOverUnconfirmedAccount, arg.TenantID, arg.Email, arg.DisplayName)
+	var i AppUser
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.Email,
+		&i.DisplayName,
+		&i.Status,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.PasswordHash,
+		&i.EmailVerifiedAt,
+		&i.Role,
+		&i.LastLoginAt,
+		&i.FailedLogins,
+		&i.FirstFailedAt,
+		&i.LockedUntil,
+		&i.Lockouts,
+	)
+	return i, err
+}
+
+const throttleNetwork = `-- name: ThrottleNetwork :exec
+insert into app.rate_limits (tenant_id, key, window_start, hits)
+values ($1, $2, $3, $4)
+on conflict (tenant_id, key, window_start) do nothing
+`
+
+type ThrottleNetworkParams struct {
+	TenantID    uuid.UUID
+	Key         string
+	WindowStart time.Time
+	Hits        int32
+}
+
+// Throttles attempts on an account from a client network until
+// window_start; hits is how many throttles in a row this is.
+func (q *Queries) ThrottleNetwork(ctx context.Context, arg ThrottleNetworkParams) error {
+	_, err := q.db.Exec(ctx, throttleNetwork,
+		arg.TenantID,
+		arg.Key,
+		arg.WindowStart,
+		arg.Hits,
 	)
 	return err
 }

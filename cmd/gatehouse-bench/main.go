@@ -15,8 +15,14 @@
 //     token family, against /healthz.
 //   - me: GET /v1/me with a bearer token (verification, session check)
 //     against /healthz.
+//   - fairness: the first host's tenant (A) floods POST /v1/auth/login at
+//     ten times (--flood) the hashing capacity (raw argon2id's hashes a
+//     second, measured first) while the second host's tenant (B) signs in at a
+//     tenth of it, both at a fixed rate whatever the answers; against B
+//     signing in at that rate alone. B should see no 503 and a p99 under
+//     twice its p99 alone.
 //
-// The login, refresh and me scenarios sign up one account per host first;
+// The login, refresh, me and fairness scenarios sign up accounts first;
 // run the server with --rate-limits off, or the per-IP limits stop the
 // load within seconds. It only targets loopback addresses: it is for
 // measuring, not for testing someone else's server.
@@ -32,6 +38,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -49,12 +56,13 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "the server's address (loopback only)")
 	hosts := flag.String("hosts", "acme.localhost,globex.localhost", "comma-separated tenant hosts to spread requests over")
-	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me")
+	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me, fairness")
 	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
 	concurrency := flag.Int("concurrency", 8, "concurrent clients")
 	maxRequests := flag.Int("max-requests", 1_000_000, "upper bound of requests per scenario")
+	flood := flag.Float64("flood", 10, "fairness: the flooding tenant's rate, in multiples of the hashing capacity")
 	flag.Parse()
-	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests}
+	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests, flood: *flood}
 	if err := b.run(strings.Split(*scenarios, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "gatehouse-bench:", err)
 		os.Exit(1)
@@ -67,8 +75,10 @@ type bench struct {
 	d          time.Duration
 	conc       int
 	maxReq     int
+	flood      float64 // fairness: the flood's rate in multiples of the hashing capacity
 	client     *http.Client
 	password   string
+	tag        string            // this run's random tag, in account names
 	accounts   map[string]string // host -> email
 	healthz    *result
 	failures   int
@@ -96,8 +106,10 @@ func (b *bench) run(names []string) error {
 			err = b.refresh()
 		case "me":
 			err = b.me()
+		case "fairness":
+			err = b.fairness()
 		default:
-			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me)", name)
+			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me, fairness)", name)
 		}
 		if err != nil {
 			return err
@@ -145,8 +157,20 @@ func (b *bench) login() error {
 	if err := b.signUp(); err != nil {
 		return err
 	}
-	// Raw argon2id at the server's parameters on every CPU: the most
-	// sign-ins a second this machine could do if hashing were all.
+	rawRate := b.rawArgon2()
+	post := func(w, i int) (*http.Request, error) {
+		host := b.hosts[(w+i)%len(b.hosts)]
+		return b.jsonRequest(host, "/v1/auth/login", map[string]string{"email": b.accounts[host], "password": b.password}, "")
+	}
+	r := b.measure("POST /v1/auth/login", post, b.d)
+	b.reportRows = append(b.reportRows, fmt.Sprintf("%s: %.2fx raw argon2id's hashes a second", r.name, r.rate()/rawRate))
+	return nil
+}
+
+// rawArgon2 measures raw argon2id at the server's parameters on every
+// CPU: the most sign-ins a second this machine could do if hashing were
+// all.
+func (b *bench) rawArgon2() float64 {
 	p := identity.DefaultHashParams
 	salt := make([]byte, p.SaltLen)
 	rand.Read(salt)
@@ -158,7 +182,7 @@ func (b *bench) login() error {
 		wg.Go(func() {
 			local := int64(0)
 			for time.Since(start) < b.d {
-				argon2.IDKey([]byte(b.password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+				argon2.IDKey([]byte("a password of the usual length"), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
 				local++
 			}
 			mu.Lock()
@@ -167,15 +191,117 @@ func (b *bench) login() error {
 		})
 	}
 	wg.Wait()
-	rawRate := float64(n) / time.Since(start).Seconds()
-	fmt.Printf("%-34s %9.1f\n", "baseline raw argon2id (hashes/s)", rawRate)
-	post := func(w, i int) (*http.Request, error) {
-		host := b.hosts[(w+i)%len(b.hosts)]
-		return b.jsonRequest(host, "/v1/auth/login", map[string]string{"email": b.accounts[host], "password": b.password}, "")
+	rate := float64(n) / time.Since(start).Seconds()
+	fmt.Printf("%-34s %9.1f\n", "baseline raw argon2id (hashes/s)", rate)
+	return rate
+}
+
+// fairness floods the first host's tenant with sign-ins at ten times the
+// hashing capacity while the second's signs in at a tenth of it.
+func (b *bench) fairness() error {
+	if len(b.hosts) < 2 {
+		return errors.New("fairness needs two hosts: the flooding tenant's and the other's")
 	}
-	r := b.measure("POST /v1/auth/login", post, b.d)
-	b.reportRows = append(b.reportRows, fmt.Sprintf("%s: %.2fx raw argon2id's hashes a second", r.name, r.rate()/rawRate))
+	if err := b.signUp(); err != nil {
+		return err
+	}
+	flooder, calm := b.hosts[0], b.hosts[1]
+	// The flood signs in to many accounts, so that it is throttled by
+	// nothing but the hashing pool (more than five sign-ins of one account
+	// from one client at once are refused: attempts count before the
+	// password is checked).
+	floodAccounts, err := b.signUpMany(flooder, 200)
+	if err != nil {
+		return err
+	}
+	capacity := b.rawArgon2()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4096}, Timeout: 30 * time.Second}
+	calmReq := func(int) (*http.Request, error) {
+		return b.jsonRequest(calm, "/v1/auth/login", map[string]string{"email": b.accounts[calm], "password": b.password}, "")
+	}
+	floodReq := func(i int) (*http.Request, error) {
+		return b.jsonRequest(flooder, "/v1/auth/login", map[string]string{"email": floodAccounts[i%len(floodAccounts)], "password": b.password}, "")
+	}
+	b.paced(client, "warm-up", calmReq, capacity/10, time.Second)
+	alone := b.paced(client, "B alone, at capacity/10", calmReq, capacity/10, b.d)
+	b.print(alone)
+	var flood, loaded result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		flood = b.paced(client, fmt.Sprintf("A flooding, at capacity*%g", b.flood), floodReq, capacity*b.flood, b.d)
+	})
+	wg.Go(func() { loaded = b.paced(client, "B meanwhile, at capacity/10", calmReq, capacity/10, b.d) })
+	wg.Wait()
+	for _, r := range []result{flood, loaded} {
+		b.print(r)
+	}
+	// The flood's 503s are the pool doing its job; B's are failures.
+	b.failures += alone.errors + alone.unavailable + loaded.errors + loaded.unavailable + flood.errors
+	b.reportRows = append(b.reportRows,
+		fmt.Sprintf("A: %d of %d sign-ins refused with 503, %.1f served a second (%.2fx capacity)",
+			flood.unavailable, flood.sent, flood.rate(), flood.rate()/capacity),
+		fmt.Sprintf("B under A's flood: %d 503s, p99 %.2fx its p99 alone (p50 %.2fx, p95 %.2fx)",
+			loaded.unavailable, ratio(loaded.pct(99), alone.pct(99)), ratio(loaded.pct(50), alone.pct(50)), ratio(loaded.pct(95), alone.pct(95))))
 	return nil
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// paced sends newReq's requests at rate a second for d, each on its own
+// as its time comes, whatever the answers so far (an open loop: a slow
+// server meets the same load, not less), and collects the latencies of
+// the 2xx answers. It prints nothing.
+func (b *bench) paced(client *http.Client, name string, newReq func(i int) (*http.Request, error), rate float64, d time.Duration) result {
+	res := result{name: name, statuses: map[int]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	for i := 0; ; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if at.Sub(start) >= d || i >= b.maxReq {
+			break
+		}
+		time.Sleep(time.Until(at))
+		req, err := newReq(i)
+		res.sent++
+		if err != nil {
+			res.errors++
+			continue
+		}
+		wg.Go(func() {
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			lat := time.Since(t0)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				res.errors++
+				res.statuses[0]++
+			case resp.StatusCode == http.StatusServiceUnavailable:
+				res.unavailable++
+			case resp.StatusCode/100 != 2:
+				res.errors++
+				res.statuses[resp.StatusCode]++
+			default:
+				res.latencies = append(res.latencies, lat)
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	slices.Sort(res.latencies)
+	return res
 }
 
 func (b *bench) refresh() error {
@@ -245,21 +371,43 @@ func (b *bench) signUp() error {
 	}
 	suffix := make([]byte, 6)
 	rand.Read(suffix)
-	b.password = "bench-Password-" + hex.EncodeToString(suffix)
+	b.tag = hex.EncodeToString(suffix)
+	b.password = "bench-Password-" + b.tag
 	b.accounts = map[string]string{}
 	for _, host := range b.hosts {
-		email := "bench-" + hex.EncodeToString(suffix) + "@" + strings.SplitN(host, ".", 2)[0] + ".test"
-		req, err := b.jsonRequest(host, "/v1/auth/signup", map[string]string{"email": email, "password": b.password}, "")
+		email, err := b.signUpOne(host, "bench-"+b.tag)
 		if err != nil {
 			return err
-		}
-		status, body, err := b.do(req)
-		if err != nil || status != http.StatusCreated {
-			return fmt.Errorf("sign up on %s: %d %s %v", host, status, body, err)
 		}
 		b.accounts[host] = email
 	}
 	return nil
+}
+
+// signUpMany creates n more accounts on host and returns their addresses.
+func (b *bench) signUpMany(host string, n int) ([]string, error) {
+	emails := make([]string, n)
+	for i := range emails {
+		email, err := b.signUpOne(host, fmt.Sprintf("bench-%s-%d", b.tag, i))
+		if err != nil {
+			return nil, err
+		}
+		emails[i] = email
+	}
+	return emails, nil
+}
+
+func (b *bench) signUpOne(host, name string) (string, error) {
+	email := name + "@" + strings.SplitN(host, ".", 2)[0] + ".test"
+	req, err := b.jsonRequest(host, "/v1/auth/signup", map[string]string{"email": email, "password": b.password}, "")
+	if err != nil {
+		return "", err
+	}
+	status, body, err := b.do(req)
+	if err != nil || (status != http.StatusCreated && status != http.StatusAccepted) {
+		return "", fmt.Errorf("sign up on %s: %d %s %v", host, status, body, err)
+	}
+	return email, nil
 }
 
 func (b *bench) signIn(host string) (identity.Tokens, error) {
@@ -307,10 +455,13 @@ func (b *bench) compare(r, base result) {
 }
 
 type result struct {
-	name      string
-	latencies []time.Duration
-	errors    int
-	elapsed   time.Duration
+	name        string
+	latencies   []time.Duration // of the 2xx answers
+	errors      int
+	unavailable int         // 503s, counted apart from errors by paced runs
+	sent        int         // paced runs: requests sent
+	statuses    map[int]int // paced runs: the errors' statuses (0: no answer)
+	elapsed     time.Duration
 }
 
 func (r result) rate() float64 { return float64(len(r.latencies)) / r.elapsed.Seconds() }
@@ -374,8 +525,21 @@ func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Reque
 	res.elapsed = time.Since(start)
 	slices.Sort(res.latencies)
 	if name != "warm-up" {
-		fmt.Printf("%-34s %9.1f %10s %10s %10s %7d\n", res.name, res.rate(), res.pct(50), res.pct(95), res.pct(99), res.errors)
+		b.print(res)
 		b.failures += res.errors
 	}
 	return res
+}
+
+// print prints one result's row: 2xx answers a second, their latencies,
+// and the other answers (paced runs: 503s apart).
+func (b *bench) print(res result) {
+	errs := fmt.Sprint(res.errors)
+	if res.unavailable > 0 {
+		errs += fmt.Sprintf(" (+%d 503)", res.unavailable)
+	}
+	for _, code := range slices.Sorted(maps.Keys(res.statuses)) {
+		errs += fmt.Sprintf(" [%d: %d]", code, res.statuses[code])
+	}
+	fmt.Printf("%-34s %9.1f %10s %10s %10s %7s\n", res.name, res.rate(), res.pct(50), res.pct(95), res.pct(99), errs)
 }

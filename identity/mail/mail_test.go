@@ -42,7 +42,7 @@ func TestParseSMTPURL(t *testing.T) {
 
 func TestRenderEveryKind(t *testing.T) {
 	from := mail.Address{Name: "Acme", Email: "no-reply@acme.test"}
-	for _, kind := range []string{mail.VerifyEmail, mail.ResetPassword, mail.Invite, mail.EmailChanged, mail.AccountExists} {
+	for _, kind := range []string{mail.VerifyEmail, mail.ResetPassword, mail.Invite, mail.EmailChanged, mail.AccountExists, mail.SignInsFailing} {
 		m, err := mail.Render(kind, from, "help@acme.test", "ada@acme.test", mail.Data{
 			Tenant: `Acme <script>alert(1)</script>`, Email: "ada@acme.test",
 			Link: "https://acme.test/account/x?token=abc&y=1", Expires: "30 minutes", NewAddr: "new@acme.test",

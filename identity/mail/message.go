@@ -35,6 +35,9 @@ const (
 	Invite        = "invite"         // an account an admin created: choose a password
 	EmailChanged  = "email_changed"  // to the old address, after a change
 	AccountExists = "account_exists" // someone signed up with an address that has an account
+	// SignInsFailing: sign-ins to the account fail so often that they are
+	// slowed down; a link to reset the password.
+	SignInsFailing = "sign_ins_failing"
 )
 
 // Data is what a template may use.
