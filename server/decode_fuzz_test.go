@@ -24,20 +24,11 @@ func FuzzDecodeJSON(f *testing.F) {
 		f.Add(seed, "application/json")
 	}
 	f.Add(`email=a`, "application/x-www-form-urlencoded")
-	type inner struct {
-		ID string `json:"id"`
-	}
-	type body struct {
-		Email   string            `json:"email"`
-		Subject inner             `json:"subject"`
-		Items   []inner           `json:"items"`
-		Labels  map[string]string `json:"labels"`
-	}
 	app := fiber.New(fiber.Config{ErrorHandler: problem.Handler(slog.New(slog.DiscardHandler), func(*fiber.Ctx) string { return "fuzz" })})
-	var decoded body
+	var decoded strictBody
 	var refused error
 	app.Post("/", func(c *fiber.Ctx) error {
-		decoded, refused = body{}, nil
+		decoded, refused = strictBody{}, nil
 		refused = server.DecodeJSON(c, &decoded)
 		return c.SendStatus(fiber.StatusNoContent)
 	})

@@ -135,26 +135,30 @@ func TestClientFaultsAreProblemsWithTheirOwnStatus(t *testing.T) {
 	}
 }
 
+// strictBody is a request body with a field of each shape: nested object,
+// list of objects, map.
+type strictBody struct {
+	Email   string            `json:"email"`
+	Subject strictInner       `json:"subject"`
+	Items   []strictInner     `json:"items"`
+	Labels  map[string]string `json:"labels"`
+}
+
+type strictInner struct {
+	ID string `json:"id"`
+}
+
 // TestStrictDecodingRefusesWhatPostgresOrAReaderWouldNot: bodies and
 // query strings that encoding/json or fiber let through, but that would
 // reach Postgres as NUL or invalid UTF-8, or that a strict reading of the
 // documented fields refuses, answer 400 naming the field.
 func TestStrictDecodingRefusesWhatPostgresOrAReaderWouldNot(t *testing.T) {
 	t.Parallel()
-	type inner struct {
-		ID string `json:"id"`
-	}
-	type body struct {
-		Email   string            `json:"email"`
-		Subject inner             `json:"subject"`
-		Items   []inner           `json:"items"`
-		Labels  map[string]string `json:"labels"`
-	}
 	srv := server.New(server.Config{}, server.Deps{
 		Log: slog.New(slog.DiscardHandler),
 		Plain: []func(fiber.Router){func(r fiber.Router) {
 			r.Post("/strict", func(c *fiber.Ctx) error {
-				var v body
+				var v strictBody
 				if err := server.DecodeJSON(c, &v); err != nil {
 					return err
 				}

@@ -14,9 +14,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 
 	"github.com/gatehouse/gatehouse/migrations"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
@@ -373,28 +370,14 @@ func TestOperatorTokensFromBeforeScopesKeepWorking(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewPrimary(t)
-	cfg, err := pgx.ParseConfig(db.AdminURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "set role "+tenancy.OwnerRoleName)
-		return err
-	}))
-	t.Cleanup(func() { sqlDB.Close() })
-	sqlDB.SetMaxOpenConns(1)
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.Control(),
-		goose.WithTableName("gatehouse.control_migrations"), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := pgtest.Migrations(t, db.AdminURL, migrations.Control(), "gatehouse.control_migrations")
 	// The control plane as it was before scopes, with a token made then.
 	if _, err := p.DownTo(ctx, 7); err != nil {
 		t.Fatal(err)
 	}
 	const token = "gho_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	hash := sha256.Sum256([]byte(token))
-	if _, err := sqlDB.ExecContext(ctx, "insert into control.operator_tokens (name, token_hash) values ('old', $1)", hash[:]); err != nil {
+	if _, err := pgtest.Pool(t, db.AdminURL, 1).Exec(ctx, "insert into control.operator_tokens (name, token_hash) values ('old', $1)", hash[:]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Up(ctx); err != nil {

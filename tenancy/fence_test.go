@@ -15,18 +15,22 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
+// createUser writes one user of tenant tn, through the tenant door.
+func (e *env) createUser(tn *tenancy.Tenant, email string) error {
+	ctx := context.Background()
+	return e.data.Tx(ctx, tn, func(q *queries.Queries) error {
+		_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: email})
+		return err
+	})
+}
+
 func TestFenceDrainsHoldsAndLetsThrough(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.tenant(t, "fenced", tenancy.Shared)
 	b := e.tenant(t, "bystander", tenancy.Shared)
-	write := func(tn *tenancy.Tenant, email string) error {
-		return e.data.Tx(ctx, tn, func(q *queries.Queries) error {
-			_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: email})
-			return err
-		})
-	}
+	write := func(tn *tenancy.Tenant, email string) error { return e.createUser(tn, email) }
 
 	// A transaction in flight: the fence waits for it to finish.
 	inside, finish := make(chan struct{}), make(chan struct{})
@@ -155,12 +159,7 @@ func TestFencedTenantLeavesConnectionsToOthers(t *testing.T) {
 	ctx := context.Background()
 	a := e.tenant(t, "moving", tenancy.Shared)
 	b := e.tenant(t, "staying", tenancy.Shared)
-	write := func(tn *tenancy.Tenant, email string) error {
-		return e.data.Tx(ctx, tn, func(q *queries.Queries) error {
-			_, err := q.CreateUser(ctx, queries.CreateUserParams{TenantID: tn.ID.UUID(), Email: email})
-			return err
-		})
-	}
+	write := func(tn *tenancy.Tenant, email string) error { return e.createUser(tn, email) }
 	fence, err := tenancy.RaiseFence(ctx, e.admin, a.ID, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

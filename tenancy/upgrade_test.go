@@ -6,11 +6,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 
 	"github.com/gatehouse/gatehouse/migrations"
-	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
@@ -22,48 +19,23 @@ func TestUpgradeQueuesDisabledAndAdminAccountsForSpiceDB(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewPrimary(t)
-	cfg, err := pgx.ParseConfig(db.AdminURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "set role "+tenancy.OwnerRoleName)
-		return err
-	}))
-	t.Cleanup(func() { sqlDB.Close() })
-	sqlDB.SetMaxOpenConns(1)
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.Tenant(),
-		goose.WithTableName("gatehouse.tenant_migrations"), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := pgtest.Migrations(t, db.AdminURL, migrations.Tenant(), "gatehouse.tenant_migrations")
 	if _, err := p.DownTo(ctx, 12); err != nil {
 		t.Fatal(err)
 	}
-	// Two tenants' accounts as they stood: as the owner, each under its
-	// tenant's setting.
+	// Two tenants' accounts as they stood.
+	admin := pgtest.Pool(t, db.AdminURL, 1) // a superuser: sees every tenant's rows
 	tenants := []uuid.UUID{uuid.New(), uuid.New()}
 	for _, tn := range tenants {
-		tx, err := sqlDB.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(ctx, "select set_config('gatehouse.tenant_id', $1, true)", tn.String()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(ctx, `insert into app.users (tenant_id, email, role, status) values
+		if _, err := admin.Exec(ctx, `insert into app.users (tenant_id, email, role, status) values
 			($1, 'off@upgrade.test', 'member', 'disabled'), ($1, 'boss@upgrade.test', 'admin', 'active'),
 			($1, 'plain@upgrade.test', 'member', 'active')`, tn); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := p.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	admin := pgtest.Pool(t, db.AdminURL, 1) // a superuser: sees every tenant's rows
 	for _, tn := range tenants {
 		rows, err := admin.Query(ctx, `select o.relation || ':' || u.email from app.rebac_outbox o
 			join app.users u on u.tenant_id = o.tenant_id and u.id::text = o.subject_id

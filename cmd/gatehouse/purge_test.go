@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/rebac"
-	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -23,17 +21,7 @@ func TestDeletingATenantDeletesItsRelationships(t *testing.T) {
 	c := newCLI(t)
 	c.must("migrate")
 	flags := spicedbFlags(t)
-	key, err := os.ReadFile(flags[len(flags)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := spicedbtest.Shared(t).Config()
-	cfg.Key = string(key)
-	client, err := rebac.Connect(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := spicedbClient(t, flags)
 	if _, err := client.EnsureSchema(context.Background()); err != nil {
 		t.Fatal(err)
 	}

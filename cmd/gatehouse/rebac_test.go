@@ -11,15 +11,29 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
+// spicedbClient connects to the SpiceDB datastore that flags (from
+// spicedbFlags) name, as the commands given them do.
+func spicedbClient(t *testing.T, flags []string) *rebac.Client {
+	t.Helper()
+	key, err := os.ReadFile(flags[len(flags)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := spicedbtest.Shared(t).Config()
+	cfg.Key = string(key)
+	client, err := rebac.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
 func TestRebacReconcileRepairsDrift(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
 	c.must("migrate")
 	flags := spicedbFlags(t)
-	key, err := os.ReadFile(flags[len(flags)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.must("tenant", "create", "--slug", "acme", "--name", "Acme", "--admin-email", "boss@drift.test")
 	reconcile := func(extra ...string) string {
 		return c.must(append(append([]string{"rebac", "reconcile", "--tenant", "acme"}, flags...), extra...)...)
@@ -32,13 +46,7 @@ func TestRebacReconcileRepairsDrift(t *testing.T) {
 
 	// Drift: an intruder made admin behind Postgres's back, the real
 	// admin's relationship lost.
-	spicedb := spicedbtest.Shared(t).Config()
-	spicedb.Key = string(key)
-	client, err := rebac.Connect(spicedb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := spicedbClient(t, flags)
 	ctx := context.Background()
 	acme := tenantID(t, c, "acme")
 	admins, err := client.Read(ctx, acme, "tenant")

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -35,6 +36,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -344,6 +347,30 @@ func Pool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(p.Close)
+	return p
+}
+
+// Migrations returns a goose provider of one migration set (fsys,
+// recording its versions in table) on database url, run as the owner role
+// the migrations run as: for tests that move a database to an earlier
+// version and back. It is closed at cleanup.
+func Migrations(t testing.TB, url string, fsys fs.FS, table string) *goose.Provider {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	db := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "set role "+tenancy.OwnerRoleName)
+		return err
+	}))
+	db.SetMaxOpenConns(1)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithTableName(table), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		db.Close()
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 
