@@ -34,6 +34,14 @@ func startServe(t *testing.T, c *cli, spicedb []string) string {
 	if err := fs.Parse(append(args, spicedb...)); err != nil {
 		t.Fatal(err)
 	}
+	addr, _ := serveForTest(t, cfg)
+	return addr
+}
+
+// serveForTest runs a server instance with cfg until the test ends, and
+// returns its address and what it logs.
+func serveForTest(t *testing.T, cfg config) (string, *syncBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
@@ -47,13 +55,13 @@ func startServe(t *testing.T, c *cli, spicedb []string) string {
 	})
 	select {
 	case addr := <-ready:
-		return addr
+		return addr, logs
 	case err := <-done:
 		t.Fatalf("serve: %v\n%s", err, logs.String())
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not start")
 	}
-	return ""
+	return "", nil
 }
 
 // call sends a JSON request for tenant slug to a server instance.

@@ -64,26 +64,7 @@ func startServeAppRole(t *testing.T, c *cli, v *vaulttest.Server, roleID, secret
 	// Nothing else may log it in: no token from the environment.
 	cfg.Vault.Token, cfg.VaultTokenFile = "", ""
 	cfg.Vault.RoleID, cfg.Vault.SecretID = roleID, secretID
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	logs := &syncBuffer{}
-	go func() { done <- serve(ctx, cfg, stdio{nil, io.Discard, logs}, func(at listening) { ready <- at.Addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	select {
-	case addr := <-ready:
-		return addr, logs
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	return "", nil
+	return serveForTest(t, cfg)
 }
 
 // send sends a JSON request for tenant slug with an optional bearer token.
