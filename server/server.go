@@ -10,6 +10,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -103,6 +105,7 @@ func New(cfg Config, d Deps) *Server {
 	})
 	s := &Server{app: app, log: d.Log}
 	refuseUnknownMethods(app)
+	closeSilentlyWhenNothingRead(app)
 
 	// Recovery sits inside the access log, so a panic is logged as the 500
 	// it becomes.
@@ -150,9 +153,11 @@ func (s *Server) App() *fiber.App { return s.app }
 // Serve answers requests on ln until ctx ends, then shuts down gracefully:
 // it stops accepting, lets requests in flight finish (up to grace), and
 // returns.
+// Serve, not App().Listener, is what closes a connection on which nothing
+// arrived without answering it (see closeSilentlyWhenNothingRead).
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(ln) }()
+	go func() { errc <- s.app.Listener(watchedListener{ln}) }()
 	select {
 	case err := <-errc:
 		return err
@@ -221,6 +226,73 @@ func refuseUnknownMethods(app *fiber.App) {
 		}
 	}
 }
+
+// closeSilentlyWhenNothingRead closes, without writing anything, a
+// connection that failed before a byte of a request arrived on it: an
+// answer nobody asked for is a protocol error to an HTTP/1.1 client (RFC
+// 9112 9.3.1), and the client that opened the connection and sent nothing
+// would read a 408 as the answer to its next request. fasthttp keeps
+// quiet itself between keep-alive requests, but on a new connection it
+// hands the read timeout to its ErrorHandler as a bare read error, which
+// fiber turns into a 408 that fasthttp then writes. Nor can the error or
+// the request tell that case from a body that stalled (fasthttp resets
+// the request when a body read fails), so the connection tells: Serve
+// hands fasthttp connections that note whether a byte ever arrived.
+// Connections not accepted by Serve keep fasthttp's behaviour.
+func closeSilentlyWhenNothingRead(app *fiber.App) {
+	srv := app.Server()
+	next := srv.ErrorHandler
+	srv.ErrorHandler = func(fc *fasthttp.RequestCtx, err error) {
+		if c, ok := fc.Conn().(interface{ nothingRead() bool }); ok && c.nothingRead() {
+			// fasthttp writes whatever response fc holds once this
+			// returns; on a closed connection that write goes nowhere.
+			fc.Conn().Close()
+			return
+		}
+		next(fc, err)
+	}
+}
+
+// watchedListener accepts connections that note whether a byte ever
+// arrived on them.
+type watchedListener struct{ net.Listener }
+
+func (l watchedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	w := &watchedConn{Conn: c}
+	if tc, ok := c.(*tls.Conn); ok {
+		return watchedTLSConn{w, tc}, nil
+	}
+	return w, nil
+}
+
+type watchedConn struct {
+	net.Conn
+	read atomic.Bool
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) nothingRead() bool { return !c.read.Load() }
+
+// watchedTLSConn keeps the methods fasthttp looks for on a TLS connection
+// (for ctx.IsTLS, and so fiber's c.Protocol, and for ALPN).
+type watchedTLSConn struct {
+	*watchedConn
+	tls *tls.Conn
+}
+
+func (c watchedTLSConn) Handshake() error                     { return c.tls.Handshake() }
+func (c watchedTLSConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
 
 // refuseEncodedBodies refuses compressed request bodies before anything
 // reads the body: fiber would inflate them without bound (a few hundred
