@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -328,7 +329,22 @@ func TestVerifyAccessTokenRefusesForgeries(t *testing.T) {
 			t.Errorf("%s: %v, want Unauthorized", name, err)
 		}
 	}
+	// Keys that cannot be had say nothing of the token: 503, never 401,
+	// or a client would throw away a good token.
+	for name, down := range map[string]identity.KeySource{
+		"key store down":      failingKeys{errors.New("connection refused")},
+		"key store timed out": failingKeys{context.DeadlineExceeded},
+	} {
+		_, err := identity.VerifyAccessToken(ctx, sign(base(), "k1"), down, want)
+		if problem.CodeOf(err) != problem.Unavailable || problem.RetryAfterOf(err) <= 0 {
+			t.Errorf("%s: %v, want Unavailable with Retry-After", name, err)
+		}
+	}
 }
+
+type failingKeys struct{ err error }
+
+func (f failingKeys) PublicKey(context.Context, string) (ed25519.PublicKey, error) { return nil, f.err }
 
 type staticKeys map[string]ed25519.PublicKey
 
@@ -336,7 +352,7 @@ func (s staticKeys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey,
 	if k, ok := s[kid]; ok {
 		return k, nil
 	}
-	return nil, problem.Errorf(problem.Unauthorized, "unknown key")
+	return nil, identity.ErrUnknownKey
 }
 
 // jwks fetches a tenant's published keys over HTTP, as a SaaS app would.

@@ -45,17 +45,22 @@ type Keys struct {
 	sealer Sealer
 	aad    AAD
 
-	mu        sync.Mutex
-	signers   map[tenancy.ID]*signer // the current key, opened
-	published map[publishedKey]publishedEntry
+	// Tenants' opened current keys and published keys; bounded, least
+	// recently used tenants forgotten first.
+	signers *lru.Cache[tenancy.ID, *signer]
+	keySets *lru.Cache[tenancy.ID, *keySet]
+	// gen is bumped by every Forget: a read that began before a change was
+	// heard of is not kept (see read).
+	mu  sync.Mutex
+	gen atomic.Uint64
 	// unknownKids are kids tokens named that no key has, until when.
 	unknownKids *lru.Cache[publishedKey, time.Time]
-	// reads shares a tenant's reads of its keys for kids not in memory;
-	// lastRead is when each tenant's last began (see read).
+	// reads shares a tenant's reads of its keys; lastRead is when each
+	// tenant's last began (see read).
 	reads    singleflight.Group
-	lastRead map[tenancy.ID]time.Time
+	lastRead *lru.Cache[tenancy.ID, time.Time]
 	keyReads atomic.Int64  // reads made, for tests
-	ttl      time.Duration // how long an opened or published key stays in memory
+	ttl      time.Duration // how long an opened signing key stays in memory
 	now      func() time.Time
 }
 
@@ -68,18 +73,24 @@ type signer struct {
 // NewKeys returns the signing-key store over db, sealing private keys with
 // sealer (aad binds them to their row).
 func NewKeys(db *tenancy.DB, sealer Sealer, aad AAD) *Keys {
-	unknown, err := lru.New[publishedKey, time.Time](unknownKids)
-	if err != nil {
-		panic(err) // only for a size below 1
-	}
-	return &Keys{db: db, sealer: sealer, aad: aad, signers: map[tenancy.ID]*signer{},
-		published: map[publishedKey]publishedEntry{}, unknownKids: unknown, lastRead: map[tenancy.ID]time.Time{},
+	return &Keys{db: db, sealer: sealer, aad: aad,
+		signers: newLRU[tenancy.ID, *signer](keyTenants), keySets: newLRU[tenancy.ID, *keySet](keyTenants),
+		unknownKids: newLRU[publishedKey, time.Time](unknownKids), lastRead: newLRU[tenancy.ID, time.Time](keyTenants),
 		ttl: KeyCacheTTL, now: time.Now}
 }
 
-// KeyCacheTTL is how long a server keeps using an opened signing key (and
-// trusting a published one) before reading the keys again: after a
-// rotation, other servers may sign with the previous key this long.
+func newLRU[K comparable, V any](size int) *lru.Cache[K, V] {
+	c, err := lru.New[K, V](size)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return c
+}
+
+// KeyCacheTTL is how long a server keeps using an opened signing key
+// before reading the keys again, unless a change notification drops it
+// sooner: after a rotation whose notification a server missed, it may
+// sign with the previous key this long.
 const KeyCacheTTL = time.Minute
 
 func (k *Keys) keyAAD(t tenancy.ID, kid string) []byte {
@@ -123,10 +134,7 @@ func (k *Keys) list(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, error
 // Vault call on the hot path.
 func (k *Keys) signer(ctx context.Context, t *tenancy.Tenant) (*signer, error) {
 	now := k.now()
-	k.mu.Lock()
-	s, ok := k.signers[t.ID]
-	k.mu.Unlock()
-	if ok && now.Before(s.until) {
+	if s, ok := k.signers.Get(t.ID); ok && now.Before(s.until) {
 		return s, nil
 	}
 	// The newest key that is not retiring signs; a tenant without one
@@ -168,9 +176,7 @@ func (k *Keys) open(t *tenancy.Tenant, row *queries.AppSigningKey) (*signer, err
 		return nil, fmt.Errorf("open signing key %s: not an Ed25519 seed", row.Kid)
 	}
 	s := &signer{kid: row.Kid, private: ed25519.NewKeyFromSeed(seed), until: k.now().Add(k.ttl)}
-	k.mu.Lock()
-	k.signers[t.ID] = s
-	k.mu.Unlock()
+	k.signers.Add(t.ID, s)
 	return s, nil
 }
 
@@ -204,7 +210,7 @@ func (k *Keys) Rotate(ctx context.Context, t *tenancy.Tenant) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("store signing key: %w", err)
 	}
-	k.Forget(t.ID)
+	k.changed(ctx, t.ID)
 	return kid, nil
 }
 
@@ -219,15 +225,39 @@ func (k *Keys) Retire(ctx context.Context, t *tenancy.Tenant, maxTokenLife time.
 		})
 		return err
 	})
+	if n > 0 {
+		k.changed(ctx, t.ID)
+	}
 	return n, err
 }
 
-// Forget drops tenant t's opened signing key from memory (after a
-// rotation, or when the tenant changed).
+// changed tells every server (this one at once) that tenant t's keys
+// changed. Should the notice not go out, the others see the change
+// within KeyCacheTTL and KeySetTTL; a retired key's tokens had expired
+// anyway.
+func (k *Keys) changed(ctx context.Context, t tenancy.ID) {
+	k.Forget(t)
+	_ = k.db.NotifyChange(ctx, t)
+}
+
+// Forget drops what is in memory of tenant t's keys (after a rotation, or
+// when the tenant changed).
 func (k *Keys) Forget(t tenancy.ID) {
 	k.mu.Lock()
-	delete(k.signers, t)
-	k.mu.Unlock()
+	defer k.mu.Unlock()
+	k.gen.Add(1)
+	k.signers.Remove(t)
+	k.keySets.Remove(t)
+}
+
+// ForgetAll drops what is in memory of every tenant's keys (when changes
+// may have gone unheard: the change subscription was down).
+func (k *Keys) ForgetAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.gen.Add(1)
+	k.signers.Purge()
+	k.keySets.Purge()
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -135,9 +135,9 @@ func (s *Service) pageError(c *fiber.Ctx, d pageData, err error) error {
 		if len(e.Fields) > 0 {
 			d.Error = fieldLabel(e.Fields[0].Field) + " " + e.Fields[0].Reason
 		}
-		if e.RetryAfter > 0 {
-			c.Set(fiber.HeaderRetryAfter, seconds(e.RetryAfter))
-		}
+	}
+	if retry := problem.RetryAfterOf(err); retry > 0 {
+		c.Set(fiber.HeaderRetryAfter, seconds(retry))
 	}
 	return renderPage(c, problem.Status(code), d)
 }

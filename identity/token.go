@@ -58,14 +58,22 @@ func VerifyAccessToken(ctx context.Context, token string, keys KeySource, want E
 	_, err := parser.ParseWithClaims(token, &claims, func(tok *jwt.Token) (any, error) {
 		kid, _ := tok.Header["kid"].(string)
 		if kid == "" {
-			return nil, errors.New("no kid")
+			return nil, ErrUnknownKey
 		}
-		return keys.PublicKey(ctx, kid)
+		key, err := keys.PublicKey(ctx, kid)
+		if err != nil && !errors.Is(err, ErrUnknownKey) {
+			return nil, keyStoreError{err}
+		}
+		return key, err
 	})
-	if err != nil {
-		if problem.CodeOf(err) == problem.Unavailable {
-			return nil, err
+	if ks, ok := errors.AsType[keyStoreError](err); ok {
+		// Keys that could not be had say nothing of the token: 503.
+		if problem.CodeOf(ks.err) == problem.Unavailable {
+			return nil, ks.err
 		}
+		return nil, problem.Wrap(problem.Unavailable, ks.err, "signing keys unavailable, try again later")
+	}
+	if err != nil {
 		return nil, problem.Wrap(problem.Unauthorized, err, "invalid or expired access token")
 	}
 	if claims.Tenant != want.Tenant.String() {
@@ -76,6 +84,12 @@ func VerifyAccessToken(ctx context.Context, token string, keys KeySource, want E
 	}
 	return &claims, nil
 }
+
+// keyStoreError is a KeySource's failure to answer (not a token's fault).
+type keyStoreError struct{ err error }
+
+func (e keyStoreError) Error() string { return e.err.Error() }
+func (e keyStoreError) Unwrap() error { return e.err }
 
 // TokenParams describe an access token to issue.
 type TokenParams struct {
@@ -131,112 +145,139 @@ func (tk tenantKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 	return tk.k.publicKey(ctx, tk.t, kid)
 }
 
-// publicKey returns tenant t's published key kid. Keys are cached briefly
-// with the opened signer; a miss reads the table.
+// ErrUnknownKey is what a KeySource answers for a kid it has no key for:
+// the token is then refused as invalid (401). Any other failure of a
+// KeySource means the keys could not be had, and is a 503.
+var ErrUnknownKey = errors.New("no key has this kid")
+
+// keySet is the memory of one tenant's published keys.
+type keySet struct {
+	keys  map[string]ed25519.PublicKey // by kid
+	fresh time.Time                    // until when it is used without reading again
+	began time.Time                    // when the read that made it began
+}
+
+// publicKey returns tenant t's published key kid.
+//
+// A tenant's published keys stay in memory for KeySetTTL, and a change
+// of them (rotation, retirement) drops them at once on every server (the
+// tenant change notification; see Forget). While the database cannot be
+// read, the keys last read go on verifying tokens: a short outage does
+// not stop verification, and never turns a valid token into a 401.
 func (k *Keys) publicKey(ctx context.Context, t *tenancy.Tenant, kid string) (ed25519.PublicKey, error) {
-	k.mu.Lock()
-	s, ok := k.signers[t.ID]
-	k.mu.Unlock()
-	if ok && s.kid == kid && k.now().Before(s.until) {
+	if s, ok := k.signers.Get(t.ID); ok && s.kid == kid && k.now().Before(s.until) {
 		return s.private.Public().(ed25519.PublicKey), nil
 	}
-	k.mu.Lock()
-	pub, ok := k.published[publishedKey{t.ID, kid}]
-	k.mu.Unlock()
-	if ok && k.now().Before(pub.until) {
-		return pub.key, nil
+	known, _ := k.keySets.Get(t.ID)
+	if known != nil && k.now().Before(known.fresh) {
+		if key, ok := known.keys[kid]; ok {
+			return key, nil
+		}
 	}
 	// Anyone may send tokens with made-up kids: an unknown one is
 	// remembered for a while, so that a stream of them costs no reads.
 	// Kids are random, so none is seen before its key exists.
 	if until, ok := k.unknownKids.Get(publishedKey{t.ID, kid}); ok && k.now().Before(until) {
-		return nil, errUnknownKid
+		return nil, ErrUnknownKey
 	}
-	// New kids share the tenant's reads of its keys, at most one a
-	// second: a stream of different made-up kids costs no more, and a
-	// new key's token waits a second at most. A read that began before
-	// this token arrived may predate its key: then one more.
+	// Reads share the tenant's one read at a time, at most one a second:
+	// a stream of different made-up kids costs no more, and a new key's
+	// token waits a second at most. A read that began before this token
+	// arrived may predate its key: then one more.
 	asked := k.now()
 	for range 2 {
-		keys, began, err := k.read(ctx, t)
+		set, err := k.read(ctx, t)
 		if err != nil {
+			if key, ok := known.lookup(kid); ok {
+				return key, nil // as last read, while the database is away
+			}
 			return nil, err
 		}
-		for _, key := range keys {
-			if key.Kid == kid {
-				k.mu.Lock()
-				k.published[publishedKey{t.ID, kid}] = publishedEntry{key: key.Public, until: k.now().Add(k.ttl)}
-				k.mu.Unlock()
-				return key.Public, nil
-			}
+		if key, ok := set.keys[kid]; ok {
+			return key, nil
 		}
-		if !began.Before(asked) {
+		if !set.began.Before(asked) {
 			break
 		}
 	}
 	k.unknownKids.Add(publishedKey{t.ID, kid}, k.now().Add(unknownKidTTL))
-	return nil, errUnknownKid
+	return nil, ErrUnknownKey
+}
+
+func (s *keySet) lookup(kid string) (ed25519.PublicKey, bool) {
+	if s == nil {
+		return nil, false
+	}
+	key, ok := s.keys[kid]
+	return key, ok
 }
 
 // keyReadInterval is how often a tenant's keys are read for kids not
 // found in memory, at most.
 const keyReadInterval = time.Second
 
-// read lists tenant t's published keys for a kid not found in memory,
-// sharing the read with every such lookup of the tenant meanwhile and
-// starting it no sooner than keyReadInterval after the last. It returns
-// the keys and when their read began.
-func (k *Keys) read(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, time.Time, error) {
-	type result struct {
-		keys  []SigningKey
-		began time.Time
-	}
+// read lists tenant t's published keys and keeps them in memory, sharing
+// the read with every lookup of the tenant meanwhile and starting it no
+// sooner than keyReadInterval after the tenant's last.
+func (k *Keys) read(ctx context.Context, t *tenancy.Tenant) (*keySet, error) {
 	v, err, _ := k.reads.Do(t.ID.String(), func() (any, error) {
 		// Shared by every lookup waiting: one caller's going away must
 		// not fail the others.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		k.mu.Lock()
-		wait := k.lastRead[t.ID].Add(keyReadInterval).Sub(k.now())
-		k.mu.Unlock()
-		if wait > 0 {
+		last, _ := k.lastRead.Get(t.ID)
+		if wait := last.Add(keyReadInterval).Sub(k.now()); wait > 0 {
 			timer := time.NewTimer(wait)
 			defer timer.Stop()
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, problem.Wrap(problem.Unavailable, ctx.Err(), "signing keys unavailable, try again later")
 			case <-timer.C:
 			}
 		}
 		began := k.now()
-		k.mu.Lock()
-		k.lastRead[t.ID] = began
-		k.mu.Unlock()
+		k.lastRead.Add(t.ID, began)
+		gen := k.gen.Load()
 		keys, err := k.list(ctx, t)
 		k.keyReads.Add(1)
-		return result{keys, began}, err
+		if err != nil {
+			if problem.CodeOf(err) != problem.Unavailable {
+				err = problem.Wrap(problem.Unavailable, err, "signing keys unavailable, try again later")
+			}
+			return nil, err
+		}
+		set := &keySet{keys: make(map[string]ed25519.PublicKey, len(keys)), fresh: k.now().Add(KeySetTTL), began: began}
+		for _, key := range keys {
+			set.keys[key.Kid] = key.Public
+		}
+		// A change heard of since the read began may not be in it.
+		k.mu.Lock()
+		if k.gen.Load() == gen {
+			k.keySets.Add(t.ID, set)
+		}
+		k.mu.Unlock()
+		return set, nil
 	})
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
-	r := v.(result)
-	return r.keys, r.began, nil
+	return v.(*keySet), nil
 }
 
-var errUnknownKid = errors.New("unknown kid")
-
-// Bounds of the memory of unknown kids.
+// Bounds of the memory of keys: tenants whose keys are kept, and unknown
+// kids.
 const (
+	keyTenants    = 100_000
 	unknownKids   = 10_000
 	unknownKidTTL = 10 * time.Second
 )
 
+// KeySetTTL is how long a server verifies tokens with a tenant's published
+// keys as it last read them, unless a change notification drops them
+// sooner.
+const KeySetTTL = 10 * time.Minute
+
 type publishedKey struct {
 	t   tenancy.ID
 	kid string
-}
-
-type publishedEntry struct {
-	key   ed25519.PublicKey
-	until time.Time
 }

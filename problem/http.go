@@ -79,8 +79,8 @@ func Handler(log *slog.Logger, requestID func(*fiber.Ctx) string) fiber.ErrorHan
 			log.ErrorContext(c.UserContext(), "internal error",
 				"err", err, "request_id", d.RequestID, "path", c.Path())
 		}
-		if e, ok := errors.AsType[*Error](err); ok && e.RetryAfter > 0 {
-			c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+		if retry := RetryAfterOf(err); retry > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
 		}
 		c.Set(fiber.HeaderContentType, ContentType)
 		c.Status(d.Status)

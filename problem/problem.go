@@ -97,6 +97,20 @@ func CodeOf(err error) Code {
 	return Internal
 }
 
+// RetryAfterOf returns when a caller refused with err may try again: the
+// error's RetryAfter, and for Unavailable at least a second; 0 when err
+// says nothing of it.
+func RetryAfterOf(err error) time.Duration {
+	e, ok := errors.AsType[*Error](err)
+	if !ok {
+		return 0
+	}
+	if e.Code == Unavailable {
+		return max(e.RetryAfter, time.Second)
+	}
+	return e.RetryAfter
+}
+
 // MessageOf returns the message a caller may see for err.
 func MessageOf(err error) string {
 	if e, ok := errors.AsType[*Error](err); ok && e.Code != Internal {

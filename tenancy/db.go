@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +40,14 @@ func NewDB(shared *pgxpool.Pool, silos *SiloPools) *DB {
 	return &DB{shared: shared, silos: silos, shares: newShares(max(1, int(shared.Config().MaxConns)/2), shareWait)}
 }
 
+// NotifyChange tells every server that tenant id changed (its keys, say),
+// as a change of its control-plane row does: they drop what they keep of
+// it in memory (Resolver.OnChange).
+func (db *DB) NotifyChange(ctx context.Context, id ID) error {
+	_, err := db.shared.Exec(ctx, "select pg_notify($1, $2)", notifyChannel, id.String())
+	return err
+}
+
 // shareWait is how long a transaction waits for its tenant's share of the
 // shared pool before it is refused with 503 and Retry-After: longer than
 // the fence holds a tenant's transactions (fenceWait), so that a move's
@@ -55,9 +66,9 @@ func (db *DB) Tx(ctx context.Context, t *Tenant, fn func(q *queries.Queries) err
 func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) error) error {
 	err := db.rawTx(ctx, t, fn)
 	if nt := db.relocated(ctx, t, err); nt != nil {
-		return db.rawTx(ctx, nt, fn)
+		err = db.rawTx(ctx, nt, fn)
 	}
-	return err
+	return asUnavailable(err)
 }
 
 // relocated returns where tenant t lives now if err says t has moved away
@@ -97,9 +108,9 @@ func (db *DB) rawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) err
 func (db *DB) Once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
 	err := db.once(ctx, t, fn)
 	if nt := db.relocated(ctx, t, err); nt != nil {
-		return db.once(ctx, nt, fn)
+		err = db.once(ctx, nt, fn)
 	}
-	return err
+	return asUnavailable(err)
 }
 
 func (db *DB) once(ctx context.Context, t *Tenant, fn func(q *queries.Queries) error) error {
@@ -329,10 +340,45 @@ func (r *firstRow) Scan(dest ...any) error {
 	return r.rows.Err()
 }
 
-// unavailable marks a failure to reach a database as a 503 for the caller.
+// asUnavailable is err, or a 503 if err is the database going away under
+// a transaction (the connection broke, the server shut down or refused
+// connections): the caller's request was fine, the database was not there.
+func asUnavailable(err error) error {
+	if err == nil || problem.CodeOf(err) != problem.Internal || !unreachable(err) {
+		return err
+	}
+	return unavailable(err)
+}
+
+// unreachable reports whether err says the database could not be reached
+// or went away, rather than refused a statement.
+func unreachable(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300": // shutting down, crashed, starting, too many clients
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection exception
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+}
+
+// unavailable marks a failure to reach a database as a 503 for the caller,
+// keeping a 503 the failure already is (a spent budget, say).
 func unavailable(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return problem.Wrap(problem.Unavailable, err, "database unavailable, try again later")
+	if e, ok := errors.AsType[*problem.Error](err); ok && e.Code == problem.Unavailable {
+		return e
+	}
+	e := problem.Wrap(problem.Unavailable, err, "database unavailable, try again later")
+	e.RetryAfter = time.Second
+	return e
 }

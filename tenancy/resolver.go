@@ -41,6 +41,10 @@ type Resolver struct {
 	// OnChange, if set before Run, is called with the id of every tenant
 	// that changed (after its cache entries are gone).
 	OnChange func(ID)
+	// OnResync, if set before Run, is called each time the subscription
+	// starts: changes made while it was down went unheard, so what is
+	// kept of any tenant may be stale.
+	OnResync func()
 
 	ttl time.Duration
 
@@ -232,6 +236,9 @@ func (r *Resolver) listen(ctx context.Context) error {
 	}
 	// Anything cached before now may have missed a notification.
 	r.invalidateAll()
+	if r.OnResync != nil {
+		r.OnResync()
+	}
 	r.listening.Store(true)
 	for {
 		n, err := conn.WaitForNotification(ctx)

@@ -3,10 +3,14 @@ package tenancy
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
 )
@@ -70,23 +74,29 @@ func AppURL(adminURL, appPassword string) (string, error) {
 
 // SiloPools holds one small connection pool per silo tenant, opened on first
 // use and closed after idling, so that thousands of silo tenants do not mean
-// thousands of open connections.
+// thousands of open connections. Together the pools keep to a budget of
+// connections per Postgres cluster (see clusterBudget).
 type SiloPools struct {
-	locator  SiloLocator
-	maxConns int32
-	maxPools int
-	idle     time.Duration
+	locator      SiloLocator
+	maxConns     int32
+	maxPools     int
+	idle         time.Duration
+	clusterConns int
+	reserve      map[string]int
+	wait         time.Duration
 
-	mu     sync.Mutex
-	pools  map[ID]*siloPool
-	flight singleflight.Group
-	stop   chan struct{}
-	done   chan struct{}
+	mu      sync.Mutex
+	pools   map[ID]*siloPool
+	budgets map[string]*clusterBudget
+	flight  singleflight.Group
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 type siloPool struct {
 	pool     *pgxpool.Pool
 	ref      string
+	cluster  string // host:port
 	lastUsed time.Time
 }
 
@@ -95,6 +105,31 @@ type SiloPoolOptions struct {
 	MaxConns int32         // per silo; default 4
 	MaxPools int           // open at once; least recently used beyond it are closed; default 500
 	Idle     time.Duration // a pool unused this long is closed; default 5m
+	// ClusterConns is how many connections the silo pools open to one
+	// Postgres cluster at most, together; default 20. Clusters are told
+	// apart by host and port as their connection strings write them.
+	ClusterConns int
+	// Reserve keeps connections of a cluster (host:port) out of the silo
+	// pools' reach, for the server's other pools there: the shared
+	// database's, on the primary cluster.
+	Reserve map[string]int
+	// Wait is how long a silo transaction waits for a connection of its
+	// cluster's budget before it is refused with 503; default 3s.
+	Wait time.Duration
+}
+
+// ClusterOf returns the key SiloPoolOptions.Reserve knows the cluster of
+// the database at url by: its host and port.
+func ClusterOf(url string) (string, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return "", fmt.Errorf("database URL is malformed")
+	}
+	return clusterKey(cfg), nil
+}
+
+func clusterKey(cfg *pgconn.Config) string {
+	return net.JoinHostPort(strings.ToLower(cfg.Host), strconv.Itoa(int(cfg.Port)))
 }
 
 // NewSiloPools returns silo pools that connect through locator as the app
@@ -109,9 +144,17 @@ func NewSiloPools(locator SiloLocator, o SiloPoolOptions) *SiloPools {
 	if o.Idle <= 0 {
 		o.Idle = 5 * time.Minute
 	}
+	if o.ClusterConns <= 0 {
+		o.ClusterConns = 20
+	}
+	if o.Wait <= 0 {
+		o.Wait = 3 * time.Second
+	}
 	s := &SiloPools{
 		locator: locator, maxConns: o.MaxConns, maxPools: o.MaxPools, idle: o.Idle,
-		pools: map[ID]*siloPool{}, stop: make(chan struct{}), done: make(chan struct{}),
+		clusterConns: o.ClusterConns, reserve: o.Reserve, wait: o.Wait,
+		pools: map[ID]*siloPool{}, budgets: map[string]*clusterBudget{},
+		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go s.janitor()
 	return s
@@ -143,6 +186,9 @@ func (s *SiloPools) Pool(ctx context.Context, t *Tenant) (*pgxpool.Pool, error) 
 		cfg.MaxConns = s.maxConns
 		cfg.MinConns = 0
 		cfg.MaxConnIdleTime = s.idle / 2
+		cluster := clusterKey(&cfg.ConnConfig.Config)
+		cfg.ConnConfig.DialFunc = s.dialer(cluster, cfg.ConnConfig.DialFunc)
+		cfg.AfterRelease = keepOnRelease(s.budgetOf(cluster))
 		pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("tenant %s: open silo pool: %w", t.ID, err)
@@ -152,7 +198,7 @@ func (s *SiloPools) Pool(ctx context.Context, t *Tenant) (*pgxpool.Pool, error) 
 		if len(s.pools) >= s.maxPools {
 			s.evictOldestLocked()
 		}
-		s.pools[t.ID] = &siloPool{pool: pool, ref: t.SiloRef, lastUsed: time.Now()}
+		s.pools[t.ID] = &siloPool{pool: pool, ref: t.SiloRef, cluster: cluster, lastUsed: time.Now()}
 		return pool, nil
 	})
 	if err != nil {

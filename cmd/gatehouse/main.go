@@ -121,6 +121,11 @@ type config struct {
 	// MetricsAddr is where Prometheus metrics are served ("" for
 	// nowhere).
 	MetricsAddr string
+	// DBMaxConns bounds the connections the server opens to any one
+	// Postgres cluster; DBSharedConns of them, on the primary cluster,
+	// are the shared database's and never go to silos.
+	DBMaxConns    int
+	DBSharedConns int
 }
 
 // flags registers the configuration flags on fs, defaulting to the
@@ -144,6 +149,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SpiceDB.Addr, "spicedb-addr", env("GATEHOUSE_SPICEDB_ADDR", ""), "SpiceDB's gRPC address, host:port")
 	fs.Float64Var(&c.CheckAuditSample, "check-audit-sample", envFloat("GATEHOUSE_CHECK_AUDIT_SAMPLE", 0.01), "share of check-API decisions written to the audit trail, 0 to 1")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("GATEHOUSE_METRICS_ADDR", ""), "address to serve Prometheus metrics at /metrics on, e.g. 127.0.0.1:9464 (default: none)")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("GATEHOUSE_DB_MAX_CONNS", 40), "connections this server opens to one Postgres cluster, at most (see README: several instances)")
+	fs.IntVar(&c.DBSharedConns, "db-shared-conns", envInt("GATEHOUSE_DB_SHARED_CONNS", 0), "of --db-max-conns, those kept for the shared database (default half)")
 	fs.StringVar(&c.SpiceDBKeyFile, "spicedb-key-file", env("GATEHOUSE_SPICEDB_KEY_FILE", ""), "file holding SpiceDB's preshared key")
 	fs.BoolVar(&c.SpiceDB.Plaintext, "spicedb-plaintext", env("GATEHOUSE_SPICEDB_PLAINTEXT", "") == "true", "talk to SpiceDB without TLS (loopback only)")
 	fs.StringVar(&c.SpiceDB.CAFile, "spicedb-ca-file", env("GATEHOUSE_SPICEDB_CA_FILE", ""), "CA certificate(s) SpiceDB's TLS certificate is checked against (default: the system's)")
@@ -171,6 +178,34 @@ func envFloat(name string, def float64) float64 {
 		return -1
 	}
 	return def
+}
+
+// envInt is envFloat for whole numbers.
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		return -1
+	}
+	return def
+}
+
+// dbBudget checks the connection budget flags and returns the shared
+// database's connections (the rest of --db-max-conns on the primary
+// cluster go to silos, less the change subscription's one).
+func (c *config) dbBudget() (shared int, err error) {
+	if c.DBMaxConns < 4 || c.DBMaxConns > 10_000 {
+		return 0, problem.Errorf(problem.Invalid, "--db-max-conns must be a number from 4 to 10000")
+	}
+	shared = c.DBSharedConns
+	if shared == 0 {
+		shared = c.DBMaxConns / 2
+	}
+	if shared < 2 || shared > c.DBMaxConns-2 {
+		return 0, problem.Errorf(problem.Invalid, "--db-shared-conns must be at least 2 and leave 2 of --db-max-conns to silos")
+	}
+	return shared, nil
 }
 
 // configFrom parses the flags of a command that takes no arguments.

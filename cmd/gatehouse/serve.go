@@ -67,11 +67,24 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, appURL)
+	sharedConns, err := cfg.dbBudget()
+	if err != nil {
+		return err
+	}
+	poolCfg, err := pgxpool.ParseConfig(appURL)
+	if err != nil {
+		return problem.Errorf(problem.Invalid, "the app database URL is malformed")
+	}
+	poolCfg.MaxConns = int32(sharedConns)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("database settings: %w", err)
 	}
 	defer pool.Close()
+	primary, err := tenancy.ClusterOf(appURL)
+	if err != nil {
+		return err
+	}
 
 	vault, err := cfg.vault(ctx, log)
 	if err != nil {
@@ -104,7 +117,11 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	}
 	issuer := func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }
 
-	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{})
+	// The change subscription holds one connection beside the shared
+	// pool's.
+	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{
+		ClusterConns: cfg.DBMaxConns, Reserve: map[string]int{primary: sharedConns + 1},
+	})
 	defer silos.Close()
 	data := tenancy.NewDB(pool, silos)
 	sealer := secrets.NewSealer(vault, secrets.ControlPlane(pool), secrets.SealerOptions{})
@@ -131,6 +148,7 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 		sealer.Forget(id)
 		keys.Forget(id)
 	}
+	resolver.OnResync = keys.ForgetAll
 
 	runCtx, stopResolver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopResolver()

@@ -52,6 +52,7 @@ type Cluster struct {
 
 	bin, data string
 	cred      *syscall.Credential
+	settings  []string // -c name=value after the defaults
 
 	seq       atomic.Int64
 	templates sync.Map // name -> *templateOnce
@@ -103,8 +104,9 @@ func nth(t testing.TB, i int) *Cluster {
 	return clusters[i]
 }
 
-// Start starts a new cluster. The caller stops it.
-func Start() (*Cluster, error) {
+// Start starts a new cluster, with settings ("name=value") over the
+// defaults. The caller stops it.
+func Start(settings ...string) (*Cluster, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -134,7 +136,7 @@ func Start() (*Cluster, error) {
 	// A port can be taken between choosing and binding it: try a few.
 	var lastErr error
 	for range 5 {
-		c := &Cluster{Port: freePort(), dir: dir, stop: make(chan struct{}), done: make(chan error, 1), bin: bin, data: data, cred: cred}
+		c := &Cluster{Port: freePort(), dir: dir, stop: make(chan struct{}), done: make(chan error, 1), bin: bin, data: data, cred: cred, settings: settings}
 		if lastErr = c.start(bin, data, cred); lastErr == nil {
 			return c, nil
 		}
@@ -164,6 +166,9 @@ func (c *Cluster) start(bin, data string, cred *syscall.Credential) error {
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic",
 		)
+		for _, s := range c.settings {
+			cmd.Args = append(cmd.Args, "-c", s)
+		}
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
 		if err := cmd.Start(); err != nil {
@@ -229,11 +234,21 @@ func sameDir(a, b string) bool {
 // data, which it recovers. For tests of what survives a restart; use a
 // cluster of the test's own (Start), not the package's shared ones.
 func (c *Cluster) Crash() error {
+	c.Down()
+	return c.Up()
+}
+
+// Down stops the cluster the way a crash does, keeping its data for Up:
+// an outage of the database for tests that check what the server does
+// meanwhile. Use a cluster of the test's own.
+func (c *Cluster) Down() {
 	close(c.stop)
 	<-c.done
 	c.stop, c.done = make(chan struct{}), make(chan error, 1)
-	return c.start(c.bin, c.data, c.cred)
 }
+
+// Up starts a cluster that Down stopped, on the same port and data.
+func (c *Cluster) Up() error { return c.start(c.bin, c.data, c.cred) }
 
 // Stop shuts the cluster down and removes its folder.
 func (c *Cluster) Stop() {

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/secrets/vaulttest"
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+// statuses counts the answers of one kind of request.
+type statuses struct {
+	mu    sync.Mutex
+	codes map[int]int
+	bad   []string // answers that must never be
+}
+
+func (s *statuses) add(code int, retryAfter string, what string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.codes == nil {
+		s.codes = map[int]int{}
+	}
+	s.codes[code]++
+	switch {
+	case code == 200:
+	case code == 503 && retryAfter != "":
+	default:
+		if len(s.bad) < 10 {
+			s.bad = append(s.bad, fmt.Sprintf("%s: %d (Retry-After %q)", what, code, retryAfter))
+		}
+	}
+}
+
+// TestDatabaseOutageNeverLooksLikeABadToken stops Postgres for a few
+// seconds under /v1/me and refresh traffic of signed-in users, on a
+// shared and a silo tenant. Every answer meanwhile is 200 or 503 with
+// Retry-After, never 401 (a client would throw its tokens away); after
+// it everything works again on its own, and every refresh family lives
+// on.
+func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
+	t.Parallel()
+	// Commits are durable, as in production: an outage loses none.
+	cluster, err := pgtest.Start("synchronous_commit=on")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	c := &cli{t: t, url: cluster.URL(cluster.NewDatabase(t, "")), vault: vaultFlags(t, vaulttest.Shared(t))}
+	c.must("migrate")
+	c.must("tenant", "create", "--slug", "calm", "--name", "Calm")
+	c.must("tenant", "create", "--slug", "deep", "--name", "Deep", "--placement", "silo")
+	addr := startServe(t, c, spicedbFlags(t))
+
+	type user struct {
+		slug            string
+		access, refresh string
+	}
+	var users []*user
+	for _, slug := range []string{"calm", "deep"} {
+		for i := range 3 {
+			email := fmt.Sprintf("u%d@%s.example", i, slug)
+			if code, body, err := call(addr, slug, "POST", "/v1/auth/signup", map[string]any{"email": email, "password": loadPassword}); err != nil || code != 202 {
+				t.Fatalf("sign up on %s: %d %v %v", slug, code, body, err)
+			}
+			code, body, err := call(addr, slug, "POST", "/v1/auth/login", map[string]any{"email": email, "password": loadPassword})
+			if err != nil || code != 200 {
+				t.Fatalf("sign in on %s: %d %v %v", slug, code, body, err)
+			}
+			users = append(users, &user{slug: slug, access: body["access_token"].(string), refresh: body["refresh_token"].(string)})
+		}
+	}
+
+	client := &http.Client{Timeout: 20 * time.Second}
+	do := func(u *user, method, path, bearer, body string) (int, string, map[string]any) {
+		return rawCall(t, client, addr, u.slug, method, path, bearer, body)
+	}
+	var me, refresh statuses
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for _, u := range users {
+		var mu sync.Mutex // the user's tokens
+		wg.Go(func() {
+			for !stop.Load() {
+				mu.Lock()
+				access := u.access
+				mu.Unlock()
+				code, retry, _ := do(u, "GET", "/v1/me", access, "")
+				me.add(code, retry, u.slug+" /v1/me")
+			}
+		})
+		wg.Go(func() {
+			for !stop.Load() {
+				mu.Lock()
+				old := u.refresh
+				mu.Unlock()
+				code, retry, body := do(u, "POST", "/v1/auth/token/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, old))
+				refresh.add(code, retry, u.slug+" refresh")
+				if code == 200 {
+					mu.Lock()
+					u.access, u.refresh = body["access_token"].(string), body["refresh_token"].(string)
+					mu.Unlock()
+				}
+				time.Sleep(100 * time.Millisecond) // a client refreshes now and then, not in a loop
+			}
+		})
+	}
+	// Traffic flows, then Postgres goes away for a few seconds.
+	eventually(t, 10*time.Second, "traffic before the outage", func() bool {
+		me.mu.Lock()
+		defer me.mu.Unlock()
+		return me.codes[200] > 50
+	})
+	cluster.Down()
+	outage := time.Now()
+	eventually(t, 20*time.Second, "503s during the outage", func() bool {
+		me.mu.Lock()
+		defer me.mu.Unlock()
+		return me.codes[503] > 20
+	})
+	time.Sleep(3*time.Second - time.Since(outage)) // the outage lasts a few seconds
+	if err := cluster.Up(); err != nil {
+		t.Fatal(err)
+	}
+	// Everyone is served again without anyone's help.
+	recovered := func() bool {
+		for _, u := range users {
+			if code, _, _ := do(u, "GET", "/v1/me", u.access, ""); code != 200 {
+				return false
+			}
+		}
+		return true
+	}
+	if !within(30*time.Second, recovered) {
+		t.Error("not served again within 30s of the outage's end")
+	}
+	stop.Store(true)
+	wg.Wait()
+	if t.Failed() {
+		for _, u := range users {
+			code, _, body := do(u, "GET", "/v1/me", u.access, "")
+			t.Logf("%s: /v1/me %d %v", u.slug, code, body)
+		}
+	}
+
+	for _, s := range []*statuses{&me, &refresh} {
+		if len(s.bad) > 0 {
+			t.Errorf("answers other than 200 or 503 with Retry-After (%v): %v", s.codes, s.bad)
+		}
+	}
+	t.Logf("/v1/me: %v; refresh: %v", me.codes, refresh.codes)
+	// Every family lives on: its newest token refreshes.
+	for _, u := range users {
+		code, _, body := do(u, "POST", "/v1/auth/token/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, u.refresh))
+		if code != 200 {
+			t.Errorf("%s: the refresh family did not outlive the outage: %d %v", u.slug, code, body)
+		}
+	}
+}
+
+// rawCall sends a request with an optional bearer token and JSON body, and
+// returns the status, the Retry-After header and the decoded answer (0
+// for a request that got no answer).
+func rawCall(t *testing.T, client *http.Client, addr, slug, method, path, bearer, body string) (int, string, map[string]any) {
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return 0, "", nil
+	}
+	req.Host = slug + ".localhost"
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, res.Header.Get("Retry-After"), out
+}
+
+// within reports whether cond holds within d, trying every 50ms.
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}

@@ -1,0 +1,208 @@
+package tenancy_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+)
+
+// siloConns counts the open connections to the databases of silos.
+func siloConns(t *testing.T, admin *pgxpool.Pool, silos []*tenancy.Tenant) int {
+	t.Helper()
+	names := make([]string, len(silos))
+	for i, s := range silos {
+		names[i] = "gatehouse_" + strings.ReplaceAll(s.ID.String(), "-", "")
+	}
+	var n int
+	if err := admin.QueryRow(context.Background(),
+		"select count(*) from pg_stat_activity where datname = any($1)", names).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// busy runs one short transaction on tenant tn.
+func busy(ctx context.Context, db *tenancy.DB, tn *tenancy.Tenant) error {
+	return db.RawTx(ctx, tn, func(tx queries.DBTX) error {
+		_, err := tx.Exec(ctx, "select pg_sleep(0.005)")
+		return err
+	})
+}
+
+func TestSiloPoolsKeepToTheClusterBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var silos []*tenancy.Tenant
+	for i := range 8 {
+		silos = append(silos, e.tenant(t, fmt.Sprintf("budget-%d", i), tenancy.Silo))
+	}
+	const budget = 3
+	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{MaxConns: 2, ClusterConns: budget, Wait: 5 * time.Second})
+	t.Cleanup(pools.Close)
+	db := tenancy.NewDB(e.app, pools)
+	counter := pgtest.Pool(t, pgtest.Second(t).URL("postgres"), 1)
+
+	// Every silo at once, many times over: all of them are served, and
+	// never by more than the budget's connections.
+	var most atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := int64(siloConns(t, counter, silos)); n > most.Load() {
+				most.Store(n)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*40)
+	for w := range 40 {
+		wg.Go(func() {
+			for i := range 8 {
+				if err := busy(ctx, db, silos[(w+i)%len(silos)]); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Errorf("silo transaction under the budget failed: %v", err)
+	}
+	if m := most.Load(); m > budget || m == 0 {
+		t.Fatalf("at most %d connections to the silos were open, want 1..%d", m, budget)
+	}
+}
+
+func TestSpentBudgetWaitsThenAnswers503(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var silos []*tenancy.Tenant
+	for i := range 3 {
+		silos = append(silos, e.tenant(t, fmt.Sprintf("spent-%d", i), tenancy.Silo))
+	}
+	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{MaxConns: 2, ClusterConns: 2, Wait: 300 * time.Millisecond})
+	t.Cleanup(pools.Close)
+	db := tenancy.NewDB(e.app, pools)
+
+	// Two silos hold the budget's two connections in open transactions.
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range silos[:2] {
+		wg.Go(func() {
+			err := db.RawTx(ctx, s, func(tx queries.DBTX) error {
+				if _, err := tx.Exec(ctx, "select 1"); err != nil {
+					return err
+				}
+				held <- struct{}{}
+				<-release
+				return nil
+			})
+			if err != nil {
+				t.Errorf("holding %s: %v", s.Slug, err)
+			}
+		})
+	}
+	<-held
+	<-held
+	start := time.Now()
+	err := busy(ctx, db, silos[2])
+	waited := time.Since(start)
+	if problem.CodeOf(err) != problem.Unavailable || problem.RetryAfterOf(err) <= 0 {
+		t.Fatalf("third silo with the budget spent: %v, want 503 with Retry-After", err)
+	}
+	if waited < 300*time.Millisecond {
+		t.Fatalf("refused after %v, want a wait of the budget's 300ms first", waited)
+	}
+	// Once the two are done, their idle connections make room: the
+	// third silo is served although the budget is still two.
+	close(release)
+	wg.Wait()
+	if err := busy(ctx, db, silos[2]); err != nil {
+		t.Fatalf("third silo once the others idle: %v", err)
+	}
+	if n := siloConns(t, pgtest.Pool(t, pgtest.Second(t).URL("postgres"), 1), silos); n > 2 {
+		t.Fatalf("%d connections to the silos, want at most 2", n)
+	}
+}
+
+func TestSiloTrafficLeavesTheSharedPoolItsReserve(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var silos []*tenancy.Tenant
+	for i := range 4 {
+		tn, err := e.reg.Create(ctx, tenancy.CreateParams{Slug: fmt.Sprintf("floor-%d", i), Name: "Floor", Placement: tenancy.Silo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		silos = append(silos, tn) // on the primary's cluster
+	}
+	shared := e.tenant(t, "floor-shared", tenancy.Shared)
+	primary, err := tenancy.ClusterOf(e.db.AppURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Five connections to the primary's cluster, four of them the shared
+	// pool's: silos get one.
+	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{
+		MaxConns: 2, ClusterConns: 5, Reserve: map[string]int{primary: 4}, Wait: 5 * time.Second,
+	})
+	t.Cleanup(pools.Close)
+	db := tenancy.NewDB(e.app, pools)
+	var wg sync.WaitGroup
+	var most atomic.Int64
+	for w := range 12 {
+		wg.Go(func() {
+			for i := range 5 {
+				if err := busy(ctx, db, silos[(w+i)%len(silos)]); err != nil {
+					t.Errorf("silo: %v", err)
+				}
+				if n := int64(siloConns(t, e.admin, silos)); n > most.Load() {
+					most.Store(n)
+				}
+			}
+		})
+	}
+	// The shared tenant meanwhile is served at once, from its own pool.
+	for range 20 {
+		start := time.Now()
+		err := db.Tx(ctx, shared, func(q *queries.Queries) error {
+			_, err := q.CountUsers(ctx, shared.ID.UUID())
+			return err
+		})
+		if err != nil {
+			t.Fatalf("shared tenant beside busy silos: %v", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("shared tenant waited %v beside busy silos", d)
+		}
+	}
+	wg.Wait()
+	if m := most.Load(); m != 1 {
+		t.Fatalf("silos on the primary's cluster held up to %d connections, want 1 (5 less the shared pool's 4)", m)
+	}
+}
