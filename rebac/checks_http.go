@@ -208,7 +208,7 @@ func (h *HTTP) check(c *fiber.Ctx) error {
 		if err != nil {
 			return false, "", err
 		}
-		ok, checkedAt, err := h.authz.client.Check(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
+		ok, checkedAt, err := h.authz.Check(c.UserContext(), t, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
 		return ok, checkedAt, tokenError(req.ConsistencyToken, err)
 	}()
 	if err != nil {
@@ -249,7 +249,7 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 		if err != nil {
 			return nil, "", err
 		}
-		allowed, checkedAt, err := h.authz.client.CheckBulk(c.UserContext(), t.ID, items, at)
+		allowed, checkedAt, err := h.authz.CheckBulk(c.UserContext(), t, items, at)
 		return allowed, checkedAt, tokenError(req.ConsistencyToken, err)
 	}()
 	if err != nil {
@@ -292,7 +292,7 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ids, err := h.authz.client.LookupResources(c.UserContext(), t.ID, req.Subject.ref(), req.Permission, req.ResourceType, at)
+	ids, err := h.authz.LookupResources(c.UserContext(), t, req.Subject.ref(), req.Permission, req.ResourceType, at)
 	if err != nil {
 		return tokenError(req.ConsistencyToken, err)
 	}
@@ -313,6 +313,7 @@ type relationshipsRequest struct {
 
 // appTypes are the object types whose relationships apps write: their
 // own resources. Tenants, groups and roles are Gatehouse's to keep.
+// Questions about users on them deny disabled accounts (Service.Check).
 var appTypes = map[string]bool{"resource": true}
 
 func (h *HTTP) writeRelationships(c *fiber.Ctx) error {

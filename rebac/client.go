@@ -282,25 +282,20 @@ func consistency(at ZedToken) *v1.Consistency {
 
 // Check reports whether subject has permission on resource in tenant t,
 // seeing at least every change up to at, and returns the token the
-// answer was computed at. Returns Invalid naming the field for input the
+// answer was computed at: what the relationships say, which on apps'
+// resources still grants a disabled account its rights (Service.Check
+// takes them away). Returns Invalid naming the field for input the
 // schema does not know; Unavailable (and false) when SpiceDB cannot
 // answer: a check never allows by default.
 func (c *Client) Check(ctx context.Context, t tenancy.ID, subject SubjectRef, permission string, resource Ref, at ZedToken) (bool, ZedToken, error) {
-	res, err := objectRef(t, "resource", resource)
-	if err != nil {
-		return false, "", err
-	}
-	if !HasPermission(resource.Type, permission) {
-		return false, "", problem.InvalidField("permission", "is not a permission of "+resource.Type)
-	}
-	sub, err := subjectRef(t, "subject", subject)
+	it, err := checkItem(t, "", CheckItem{Subject: subject, Permission: permission, Resource: resource})
 	if err != nil {
 		return false, "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	r, err := c.api.CheckPermission(ctx, &v1.CheckPermissionRequest{
-		Consistency: consistency(at), Resource: res, Permission: permission, Subject: sub,
+		Consistency: consistency(at), Resource: it.Resource, Permission: it.Permission, Subject: it.Subject,
 	})
 	if err != nil {
 		return false, "", callError("check permission", err)
@@ -354,21 +349,40 @@ func (c *Client) CheckBulk(ctx context.Context, t tenancy.ID, items []CheckItem,
 	if len(items) == 0 || len(items) > MaxBulk {
 		return nil, "", problem.InvalidField("items", fmt.Sprintf("must hold 1 to %d checks", MaxBulk))
 	}
-	req := &v1.CheckBulkPermissionsRequest{Consistency: consistency(at)}
+	return c.checkAll(ctx, t, items, bulkField, at)
+}
+
+// bulkField names item i of a bulk check in errors.
+func bulkField(i int) string { return fmt.Sprintf("items[%d].", i) }
+
+// checkItem checks question it of tenant t against the schema, naming
+// its fields after prefix in errors ("" or "items[3].").
+func checkItem(t tenancy.ID, prefix string, it CheckItem) (*v1.CheckBulkPermissionsRequestItem, error) {
+	res, err := objectRef(t, prefix+"resource", it.Resource)
+	if err != nil {
+		return nil, err
+	}
+	if !HasPermission(it.Resource.Type, it.Permission) {
+		return nil, problem.InvalidField(prefix+"permission", "is not a permission of "+it.Resource.Type)
+	}
+	sub, err := subjectRef(t, prefix+"subject", it.Subject)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.CheckBulkPermissionsRequestItem{Resource: res, Permission: it.Permission, Subject: sub}, nil
+}
+
+// checkAll answers items of tenant t in one call, in order, with no
+// bound on their number (SpiceDB's own applies), naming item i's fields
+// after field(i) in errors. Same errors as CheckBulk.
+func (c *Client) checkAll(ctx context.Context, t tenancy.ID, items []CheckItem, field func(int) string, at ZedToken) ([]bool, ZedToken, error) {
+	req := &v1.CheckBulkPermissionsRequest{Consistency: consistency(at), Items: make([]*v1.CheckBulkPermissionsRequestItem, len(items))}
 	for i, it := range items {
-		field := fmt.Sprintf("items[%d]", i)
-		res, err := objectRef(t, field+".resource", it.Resource)
+		item, err := checkItem(t, field(i), it)
 		if err != nil {
 			return nil, "", err
 		}
-		if !HasPermission(it.Resource.Type, it.Permission) {
-			return nil, "", problem.InvalidField(field+".permission", "is not a permission of "+it.Resource.Type)
-		}
-		sub, err := subjectRef(t, field+".subject", it.Subject)
-		if err != nil {
-			return nil, "", err
-		}
-		req.Items = append(req.Items, &v1.CheckBulkPermissionsRequestItem{Resource: res, Permission: it.Permission, Subject: sub})
+		req.Items[i] = item
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -396,7 +410,7 @@ const MaxLookup = 1000
 
 // LookupResources returns the local ids of tenant t's objects of type
 // typ on which subject has permission (at most MaxLookup), at least as
-// fresh as at.
+// fresh as at, disabled account or not (see Service.LookupResources).
 func (c *Client) LookupResources(ctx context.Context, t tenancy.ID, subject SubjectRef, permission, typ string, at ZedToken) ([]string, error) {
 	if _, ok := Schema[typ]; !ok {
 		return nil, problem.InvalidField("resource_type", "is not a known object type")

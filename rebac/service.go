@@ -70,7 +70,7 @@ func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID
 	if on.Type == "group" {
 		items = append(items, CheckItem{Subject: userSubject(user), Permission: "manage_users", Resource: tenantRef()})
 	}
-	allowed, _, err := s.client.CheckBulk(ctx, t.ID, items, at)
+	allowed, _, err := s.CheckBulk(ctx, t, items, at)
 	return err == nil && slices.Contains(allowed, true), err
 }
 
