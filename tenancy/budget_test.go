@@ -206,3 +206,47 @@ func TestSiloTrafficLeavesTheSharedPoolItsReserve(t *testing.T) {
 		t.Fatalf("silos on the primary's cluster held up to %d connections, want 1 (5 less the shared pool's 4)", m)
 	}
 }
+
+func TestSweepsAskColdSilosSparingly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var silos []*tenancy.Tenant
+	for i := range 3 {
+		silos = append(silos, e.tenant(t, fmt.Sprintf("sweep-%d", i), tenancy.Silo))
+	}
+	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{})
+	t.Cleanup(pools.Close)
+	db := tenancy.NewDB(e.app, pools)
+	const yes = "select $1::uuid is not null"
+	which := func() int {
+		t.Helper()
+		found, err := db.Which(ctx, silos, yes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(found)
+	}
+	if n := which(); n != 3 {
+		t.Fatalf("first sweep asked %d silos, want 3", n)
+	}
+	if n := which(); n != 3 {
+		t.Fatalf("a sweep asked %d silos this server holds connections to, want all 3", n)
+	}
+	// Cold silos (no connection held: no traffic of late) were asked a
+	// moment ago: a sweep every few seconds does not open a connection to
+	// each of them again.
+	for _, s := range silos {
+		pools.Forget(s.ID)
+	}
+	if n := which(); n != 0 {
+		t.Fatalf("a sweep right after asked %d cold silos again, want 0", n)
+	}
+	if n := pools.Open(); n != 0 {
+		t.Fatalf("the sweep opened %d silo pools", n)
+	}
+	// Another query has its own memory.
+	if found, err := db.Which(ctx, silos, yes+" and true"); err != nil || len(found) != 3 {
+		t.Fatalf("another query's first sweep found %d (%v), want 3", len(found), err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,9 @@ type DB struct {
 	silos  *SiloPools
 	shares *shares // of the shared pool, per tenant
 
+	mu     sync.Mutex
+	probes map[string]*siloProbes // by query (see Which)
+
 	// Relocated, if set, tells where the control plane places a tenant
 	// now. A transaction refused because its tenant has moved away (a
 	// placement flip this instance has not heard of yet) is then run
@@ -37,7 +41,8 @@ type DB struct {
 // NewDB returns a DB over the shared pool (connected as gatehouse_app) and
 // the silo pools. silos may be nil when no tenant is placed in a silo.
 func NewDB(shared *pgxpool.Pool, silos *SiloPools) *DB {
-	return &DB{shared: shared, silos: silos, shares: newShares(max(1, int(shared.Config().MaxConns)/2), shareWait)}
+	return &DB{shared: shared, silos: silos, shares: newShares(max(1, int(shared.Config().MaxConns)/2), shareWait),
+		probes: map[string]*siloProbes{}}
 }
 
 // NotifyChange tells every server that tenant id changed (its keys, say),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,11 +23,20 @@ const probeBatch = 500
 // read-only transaction a batch; silo tenants one at a time. A silo that
 // cannot be reached is skipped (and reported in the error) rather than
 // holding up the rest.
+//
+// A silo this server holds no connection to (no traffic of late) is asked
+// at most once per coldProbeEvery, and at most coldProbes of them per
+// call, oldest asked first: with a thousand silos, a sweep every few
+// seconds must not open a connection to each (see probeSilos).
 func (db *DB) Which(ctx context.Context, tenants []*Tenant, query string) ([]*Tenant, error) {
 	var found, shared []*Tenant
 	var errs []error
+	probes := db.probesOf(query, tenants)
 	for _, t := range tenants {
 		if t.Placement == Silo {
+			if !probes.due(t.ID, db.silos != nil && db.silos.Holds(t.ID)) {
+				continue
+			}
 			var yes bool
 			err := db.RawTx(ctx, t, func(tx queries.DBTX) error {
 				return tx.QueryRow(ctx, query, t.ID.UUID()).Scan(&yes)
@@ -86,4 +97,69 @@ func (db *DB) probeShared(ctx context.Context, tenants []*Tenant, query string) 
 		return nil, err
 	}
 	return found, nil
+}
+
+// Bounds of the probing of cold silos (see Which).
+const (
+	coldProbeEvery = time.Minute
+	coldProbes     = 50
+)
+
+// probesOf returns the memory of query's probes, made ready for a call
+// over tenants.
+func (db *DB) probesOf(query string, tenants []*Tenant) *siloProbes {
+	db.mu.Lock()
+	p := db.probes[query]
+	if p == nil {
+		p = &siloProbes{}
+		db.probes[query] = p
+	}
+	db.mu.Unlock()
+	p.begin(tenants)
+	return p
+}
+
+// siloProbes remembers when Which last asked each silo one query.
+type siloProbes struct {
+	mu     sync.Mutex
+	last   map[ID]time.Time
+	budget int // cold probes left in the current call
+}
+
+// due reports whether silo id is to be asked now: always when this
+// server holds connections to it (warm), else once per coldProbeEvery
+// and while the call's cold probes last. It counts the probe.
+func (p *siloProbes) due(id ID, warm bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[ID]time.Time{}
+	}
+	now := time.Now()
+	if !warm {
+		if now.Sub(p.last[id]) < coldProbeEvery || p.budget <= 0 {
+			return false
+		}
+		p.budget--
+	}
+	p.last[id] = now
+	return true
+}
+
+// begin gives a call over tenants its cold probes, and drops what is
+// known of silos not among them (deleted, moved), keeping the memory as
+// small as the tenant list.
+func (p *siloProbes) begin(tenants []*Tenant) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := make(map[ID]bool, len(tenants))
+	for _, t := range tenants {
+		keep[t.ID] = true
+	}
+	for id := range p.last {
+		if !keep[id] {
+			delete(p.last, id)
+		}
+	}
+	p.budget = coldProbes
 }

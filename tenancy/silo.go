@@ -236,6 +236,14 @@ func (s *SiloPools) Forget(id ID) {
 	}
 }
 
+// Holds reports whether tenant id's pool is open with a connection in it.
+func (s *SiloPools) Holds(id ID) bool {
+	s.mu.Lock()
+	p, ok := s.pools[id]
+	s.mu.Unlock()
+	return ok && p.pool.Stat().TotalConns() > 0
+}
+
 // Open reports how many silo pools are open.
 func (s *SiloPools) Open() int {
 	s.mu.Lock()
