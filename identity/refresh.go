@@ -30,10 +30,16 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 		return nil, errBadRefresh
 	}
 	hash := hashToken(token)
+	// The signing key is at hand before the rotation commits: after it,
+	// nothing can fail that would lose the new token on its way out.
+	sg, err := s.keys.signer(ctx, t)
+	if err != nil {
+		return nil, err
+	}
 	var user, sess uuid.UUID
 	var next string
 	reused := false
-	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		var nextHash []byte
 		next, nextHash = newRefreshToken()
 		row, err := q.RotateRefreshToken(ctx, queries.RotateRefreshTokenParams{
@@ -72,7 +78,7 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 		}
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
-	return s.tokens(ctx, t, user, sess, next)
+	return s.tokensSignedBy(sg, t, user, sess, next)
 }
 
 // endFamily revokes a session and its refresh-token family and audits why.

@@ -338,8 +338,18 @@ func (s *Service) signIn(ctx context.Context, t *tenancy.Tenant, email, password
 // the session's refresh token. Signing happens after the session's
 // transaction committed: it may need the database and Vault itself.
 func (s *Service) tokens(ctx context.Context, t *tenancy.Tenant, user, sess uuid.UUID, refresh string) (*Tokens, error) {
+	sg, err := s.keys.signer(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return s.tokensSignedBy(sg, t, user, sess, refresh)
+}
+
+// tokensSignedBy is tokens with the signing key at hand: it cannot fail
+// but on a broken key.
+func (s *Service) tokensSignedBy(sg *signer, t *tenancy.Tenant, user, sess uuid.UUID, refresh string) (*Tokens, error) {
 	iss := s.cfg.Issuer(t)
-	access, err := s.keys.Issue(ctx, t, TokenParams{Issuer: iss, Audience: iss, User: user, Session: sess, TTL: t.AccessTokenTTL})
+	access, err := s.keys.sign(sg, t, TokenParams{Issuer: iss, Audience: iss, User: user, Session: sess, TTL: t.AccessTokenTTL})
 	if err != nil {
 		return nil, err
 	}

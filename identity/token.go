@@ -107,6 +107,11 @@ func (k *Keys) Issue(ctx context.Context, t *tenancy.Tenant, p TokenParams) (str
 	if err != nil {
 		return "", err
 	}
+	return k.sign(s, t, p)
+}
+
+// sign is Issue with tenant t's signing key s at hand.
+func (k *Keys) sign(s *signer, t *tenancy.Tenant, p TokenParams) (string, error) {
 	now := k.now()
 	jti := make([]byte, 16)
 	rand.Read(jti)
