@@ -201,3 +201,20 @@ func within(d time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+func TestServeRefusesABudgetThatCannotWork(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	for _, args := range [][]string{
+		{"--db-max-conns", "3"},
+		{"--db-max-conns", "-1"},
+		{"--db-max-conns", "20", "--db-shared-conns", "19"},
+		{"--db-max-conns", "20", "--db-shared-conns", "1"},
+	} {
+		msg := "--db-max-conns must be"
+		if len(args) > 2 {
+			msg = "--db-shared-conns must be"
+		}
+		c.fails(1, msg, append([]string{"serve"}, args...)...)
+	}
+}

@@ -50,6 +50,10 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	if cfg.RateLimits != "on" && cfg.RateLimits != "off" {
 		return problem.Errorf(problem.Invalid, "--rate-limits must be on or off")
 	}
+	sharedConns, err := cfg.dbBudget()
+	if err != nil {
+		return err
+	}
 	var smtp *mail.SMTP
 	if cfg.SMTPURL != "" {
 		sc, err := mail.ParseSMTPURL(cfg.SMTPURL, cfg.SMTPPassword)
@@ -64,10 +68,6 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	}
 	defer spicedb.Close()
 	appURL, err := cfg.appDatabaseURL()
-	if err != nil {
-		return err
-	}
-	sharedConns, err := cfg.dbBudget()
 	if err != nil {
 		return err
 	}
