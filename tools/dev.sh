@@ -86,6 +86,9 @@ export GATEHOUSE_VAULT_TOKEN_FILE="$vdir/token"
 
 # SpiceDB on a Postgres datastore in the same cluster (database spicedb),
 # so relationships survive a restart. Its preshared key stays in .local/.
+# Its pools take 12 of the cluster's 100 connections at most, leaving
+# room for two servers at --db-max-conns 30 and operator commands (see
+# the README's connection budget).
 "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
   "select 1 from pg_database where datname = 'spicedb'" | grep -q 1 ||
   "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "create database spicedb"
@@ -96,6 +99,8 @@ spicedb_uri="postgres://postgres@127.0.0.1:$port/spicedb?sslmode=disable"
 spicedb_port=${GATEHOUSE_DEV_SPICEDB_PORT:-50051}
 "$spicedb_bin" serve --grpc-addr "127.0.0.1:$spicedb_port" --grpc-preshared-key "$(cat "$root/spicedb.key")" \
   --datastore-engine postgres --datastore-conn-uri "$spicedb_uri" --http-enabled=false --metrics-enabled=false \
+  --datastore-conn-pool-read-max-open 8 --datastore-conn-pool-read-min-open 2 \
+  --datastore-conn-pool-write-max-open 4 --datastore-conn-pool-write-min-open 1 \
   --telemetry-endpoint= --skip-release-check --log-level warn >>"$root/spicedb.log" 2>&1 &
 spicedb_pid=$!
 on_exit+=("kill $spicedb_pid; wait $spicedb_pid 2>/dev/null")
@@ -110,6 +115,8 @@ mail_ui=${GATEHOUSE_DEV_MAIL_UI:-127.0.0.1:8025}
 mailpit_pid=$!
 on_exit+=("kill $mailpit_pid; wait $mailpit_pid 2>/dev/null")
 export GATEHOUSE_SMTP_URL="smtp://127.0.0.1:$smtp_port?tls=none"
+# Each server takes at most 30 connections of the cluster.
+export GATEHOUSE_DB_MAX_CONNS=${GATEHOUSE_DB_MAX_CONNS:-30}
 # Prometheus metrics, on loopback only.
 export GATEHOUSE_METRICS_ADDR=${GATEHOUSE_METRICS_ADDR:-127.0.0.1:9464}
 
