@@ -132,6 +132,17 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 				t.Errorf("%s: %s may view %v", phase, name, listed)
 			}
 		}
+		// Apps may ask Gatehouse's roles who holds them: not a disabled
+		// account either.
+		for who, want := range map[string]bool{carol: carolToo, dave: true} {
+			var r struct{ Allowed bool }
+			e.must(200, "POST", "acme", "/v1/permissions/check", boss, map[string]any{
+				"subject": obj("user", who), "permission": "assigned", "resource": obj("role", role),
+			}).json(t, &r)
+			if r.Allowed != want {
+				t.Errorf("%s: role assigned to %s: %v, want %v", phase, who, r.Allowed, want)
+			}
+		}
 		// Another tenant's grant to the same id is not touched.
 		if !e.allowed("globex", other, carol, "view", "doc-direct") || !slices.Equal(e.lookup("globex", other, carol, "view"), []string{"doc-direct"}) {
 			t.Errorf("%s: globex's grant to the same id does not hold", phase)
