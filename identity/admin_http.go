@@ -6,8 +6,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/tenancy"
 )
 
 // AdminRouter registers routes of the tenant admin API under /v1/admin,
@@ -53,15 +54,15 @@ func (s *Service) adminRoutes(r fiber.Router) {
 }
 
 func (s *Service) handleListUsers(c *fiber.Ctx) error {
-	limit, err := server.IntQuery(c, "limit", 50)
+	limit, err := httpapi.IntQuery(c, "limit", 50)
 	if err != nil {
 		return err
 	}
-	page, err := s.ListUsers(c.UserContext(), tenantOf(c), PrincipalOf(c), c.Query("search"), c.Query("cursor"), limit, MetaOf(c))
+	page, err := s.ListUsers(c.UserContext(), tenancy.Of(c), PrincipalOf(c), c.Query("search"), c.Query("cursor"), limit, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(page)
 }
 
@@ -73,13 +74,13 @@ type createUserRequest struct {
 
 func (s *Service) handleCreateUser(c *fiber.Ctx) error {
 	var req createUserRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	u, err := s.CreateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), CreateUserInput(req), MetaOf(c))
+	u, err := s.CreateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), CreateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -87,15 +88,15 @@ func (s *Service) handleCreateUser(c *fiber.Ctx) error {
 }
 
 func (s *Service) handleGetUser(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	u, err := s.GetUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c))
+	u, err := s.GetUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -106,15 +107,15 @@ type updateUserRequest struct {
 }
 
 func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
 	var req updateUserRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	u, err := s.UpdateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, UpdateUserInput(req), MetaOf(c))
+	u, err := s.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -123,11 +124,11 @@ func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
 
 func (s *Service) handleSetStatus(status string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		id, err := server.PathID(c, "id", "no such user")
+		id, err := httpapi.PathID(c, "id", "no such user")
 		if err != nil {
 			return err
 		}
-		u, err := s.UpdateUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, UpdateUserInput{Status: &status}, MetaOf(c))
+		u, err := s.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput{Status: &status}, MetaOf(c))
 		if err != nil {
 			return err
 		}
@@ -136,61 +137,61 @@ func (s *Service) handleSetStatus(status string) fiber.Handler {
 }
 
 func (s *Service) handleDeleteUser(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.DeleteUser(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := s.DeleteUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleUnlock(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.Unlock(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := s.Unlock(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleSendPasswordReset(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.SendPasswordReset(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := s.SendPasswordReset(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to choose a new password is on its way to the account's address")
 }
 
 func (s *Service) handleUserSessions(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	list, err := s.UserSessions(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c))
+	list, err := s.UserSessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"sessions": list})
 }
 
 func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	sid, err := server.PathID(c, "sid", "no such session")
+	sid, err := httpapi.PathID(c, "sid", "no such session")
 	if err != nil {
 		return err
 	}
-	if err := s.RevokeUserSession(c.UserContext(), tenantOf(c), PrincipalOf(c), id, sid, MetaOf(c)); err != nil {
+	if err := s.RevokeUserSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, sid, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -199,10 +200,10 @@ func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
 func (s *Service) handleListAudit(c *fiber.Ctx) error {
 	var f AuditFilter
 	var err error
-	if f.Limit, err = server.IntQuery(c, "limit", 100); err != nil {
+	if f.Limit, err = httpapi.IntQuery(c, "limit", 100); err != nil {
 		return err
 	}
-	cursor, err := server.IntQuery(c, "cursor", 0)
+	cursor, err := httpapi.IntQuery(c, "cursor", 0)
 	if err != nil {
 		return err
 	}
@@ -222,10 +223,10 @@ func (s *Service) handleListAudit(c *fiber.Ctx) error {
 			}
 		}
 	}
-	page, err := s.ListAudit(c.UserContext(), tenantOf(c), PrincipalOf(c), f, MetaOf(c))
+	page, err := s.ListAudit(c.UserContext(), tenancy.Of(c), PrincipalOf(c), f, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(page)
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -47,13 +47,13 @@ type signupRequest struct {
 
 func (s *Service) handleSignup(c *fiber.Ctx) error {
 	var req signupRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	if err := s.Signup(c.UserContext(), tenantOf(c), SignupInput(req), MetaOf(c)); err != nil {
+	if err := s.Signup(c.UserContext(), tenancy.Of(c), SignupInput(req), MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "check your mail: a link to confirm your address is on its way")
@@ -71,13 +71,13 @@ type tokenRequest struct {
 
 func (s *Service) handleVerifyEmail(c *fiber.Ctx) error {
 	var req tokenRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"token": req.Token}); err != nil {
+	if err := httpapi.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.VerifyEmail(c.UserContext(), tenantOf(c), req.Token, MetaOf(c)); err != nil {
+	if err := s.VerifyEmail(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -89,13 +89,13 @@ type emailRequest struct {
 
 func (s *Service) handleResendVerification(c *fiber.Ctx) error {
 	var req emailRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ResendVerification(c.UserContext(), tenantOf(c), req.Email, MetaOf(c)); err != nil {
+	if err := s.ResendVerification(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an unconfirmed account, a new link is on its way")
@@ -103,13 +103,13 @@ func (s *Service) handleResendVerification(c *fiber.Ctx) error {
 
 func (s *Service) handleForgotPassword(c *fiber.Ctx) error {
 	var req emailRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ForgotPassword(c.UserContext(), tenantOf(c), req.Email, MetaOf(c)); err != nil {
+	if err := s.ForgotPassword(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an account, a link to reset its password is on its way")
@@ -122,13 +122,13 @@ type resetPasswordRequest struct {
 
 func (s *Service) handleResetPassword(c *fiber.Ctx) error {
 	var req resetPasswordRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
+	if err := httpapi.Required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ResetPassword(c.UserContext(), tenantOf(c), req.Token, req.NewPassword, MetaOf(c)); err != nil {
+	if err := s.ResetPassword(c.UserContext(), tenancy.Of(c), req.Token, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -141,13 +141,13 @@ type changeEmailRequest struct {
 
 func (s *Service) handleChangeEmail(c *fiber.Ctx) error {
 	var req changeEmailRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangeEmail(c.UserContext(), tenantOf(c), PrincipalOf(c), req.Email, req.CurrentPassword, MetaOf(c)); err != nil {
+	if err := s.ChangeEmail(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.Email, req.CurrentPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to confirm the new address is on its way to it; the address changes when it is opened")
@@ -160,17 +160,17 @@ type loginRequest struct {
 
 func (s *Service) handleLogin(c *fiber.Ctx) error {
 	var req loginRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	tokens, err := s.Login(c.UserContext(), tenantOf(c), req.Email, req.Password, MetaOf(c))
+	tokens, err := s.Login(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(tokens)
 }
 
@@ -180,17 +180,17 @@ type refreshRequest struct {
 
 func (s *Service) handleRefresh(c *fiber.Ctx) error {
 	var req refreshRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
+	if err := httpapi.Required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
 		return err
 	}
-	tokens, err := s.Refresh(c.UserContext(), tenantOf(c), req.RefreshToken, MetaOf(c))
+	tokens, err := s.Refresh(c.UserContext(), tenancy.Of(c), req.RefreshToken, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(tokens)
 }
 
@@ -200,40 +200,40 @@ type revokeRequest struct {
 
 func (s *Service) handleRevoke(c *fiber.Ctx) error {
 	var req revokeRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"token": req.Token}); err != nil {
+	if err := httpapi.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.Revoke(c.UserContext(), tenantOf(c), req.Token, MetaOf(c)); err != nil {
+	if err := s.Revoke(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusOK)
 }
 
 func (s *Service) handleSessions(c *fiber.Ctx) error {
-	list, err := s.Sessions(c.UserContext(), tenantOf(c), PrincipalOf(c))
+	list, err := s.Sessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"sessions": list})
 }
 
 func (s *Service) handleEndSession(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such session")
+	id, err := httpapi.PathID(c, "id", "no such session")
 	if err != nil {
 		return err
 	}
-	if err := s.EndSession(c.UserContext(), tenantOf(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := s.EndSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (s *Service) handleLogout(c *fiber.Ctx) error {
-	if err := s.Logout(c.UserContext(), tenantOf(c), PrincipalOf(c), MetaOf(c)); err != nil {
+	if err := s.Logout(c.UserContext(), tenancy.Of(c), PrincipalOf(c), MetaOf(c)); err != nil {
 		return err
 	}
 	clearSessionCookie(c)
@@ -253,13 +253,13 @@ func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
 		return problem.Errorf(problem.Forbidden, "browser sessions need https")
 	}
 	var req loginRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
+	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	b, err := s.BrowserLogin(c.UserContext(), tenantOf(c), req.Email, req.Password, MetaOf(c))
+	b, err := s.BrowserLogin(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
 		Name: sessionCookie, Value: b.Cookie, Path: "/", Expires: b.ExpiresAt,
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode,
 	})
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(b)
 }
 
@@ -287,11 +287,11 @@ func isLocalhost(host string) bool {
 }
 
 func (s *Service) handleMe(c *fiber.Ctx) error {
-	u, err := s.Me(c.UserContext(), tenantOf(c), PrincipalOf(c))
+	u, err := s.Me(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -301,17 +301,17 @@ type updateMeRequest struct {
 
 func (s *Service) handleUpdateMe(c *fiber.Ctx) error {
 	var req updateMeRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if req.DisplayName == nil {
 		return problem.InvalidField("display_name", "is required (it is the only field that can change here)")
 	}
-	u, err := s.UpdateMe(c.UserContext(), tenantOf(c), PrincipalOf(c), *req.DisplayName, MetaOf(c))
+	u, err := s.UpdateMe(c.UserContext(), tenancy.Of(c), PrincipalOf(c), *req.DisplayName, MetaOf(c))
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(u)
 }
 
@@ -322,13 +322,13 @@ type changePasswordRequest struct {
 
 func (s *Service) handleChangePassword(c *fiber.Ctx) error {
 	var req changePasswordRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
+	if err := httpapi.Required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangePassword(c.UserContext(), tenantOf(c), PrincipalOf(c), req.CurrentPassword, req.NewPassword, MetaOf(c)); err != nil {
+	if err := s.ChangePassword(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.CurrentPassword, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -345,7 +345,7 @@ type JWK struct {
 }
 
 func (s *Service) handleJWKS(c *fiber.Ctx) error {
-	keys, err := s.keys.Published(c.UserContext(), tenantOf(c))
+	keys, err := s.keys.Published(c.UserContext(), tenancy.Of(c))
 	if err != nil {
 		return err
 	}
@@ -362,7 +362,7 @@ func (s *Service) handleJWKS(c *fiber.Ctx) error {
 }
 
 func (s *Service) handleDiscovery(c *fiber.Ctx) error {
-	iss := s.cfg.Issuer(tenantOf(c))
+	iss := s.cfg.Issuer(tenancy.Of(c))
 	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 	// What the tenant's tokens are and where their keys are; the OAuth
 	// endpoints join when the OIDC provider does.
@@ -385,7 +385,7 @@ func (s *Service) limit(action string) fiber.Handler {
 // hosted pages answer with a page).
 func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) error) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		st, err := s.allow(c.UserContext(), tenantOf(c), action, MetaOf(c).IP)
+		st, err := s.allow(c.UserContext(), tenancy.Of(c), action, MetaOf(c).IP)
 		if st.Limit > 0 {
 			c.Set("RateLimit-Limit", fmt.Sprint(st.Limit))
 			c.Set("RateLimit-Remaining", fmt.Sprint(st.Remaining))
@@ -403,7 +403,7 @@ func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) e
 		if c.Response().StatusCode() < 400 {
 			// The answer stands either way: a lost refund only leaves the
 			// tenant's limit a little tighter for the rest of its window.
-			_ = s.giveBack(c.UserContext(), tenantOf(c), action, st)
+			_ = s.giveBack(c.UserContext(), tenancy.Of(c), action, st)
 		}
 		return nil
 	}
@@ -417,7 +417,7 @@ func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) e
 func (s *Service) RequireAuth(c *fiber.Ctx) error {
 	h := c.Get(fiber.HeaderAuthorization)
 	if cookie := c.Cookies(sessionCookie); h == "" && cookie != "" {
-		p, csrf, err := s.AuthenticateCookie(c.UserContext(), tenantOf(c), cookie)
+		p, csrf, err := s.AuthenticateCookie(c.UserContext(), tenancy.Of(c), cookie)
 		if err != nil {
 			clearSessionCookie(c)
 			return err
@@ -436,7 +436,7 @@ func (s *Service) RequireAuth(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
 		return problem.Errorf(problem.Unauthorized, "sign in first: send an access token as Authorization: Bearer <token>")
 	}
-	p, err := s.Authenticate(c.UserContext(), tenantOf(c), strings.TrimSpace(token))
+	p, err := s.Authenticate(c.UserContext(), tenancy.Of(c), strings.TrimSpace(token))
 	if err != nil {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
 		return err
@@ -459,14 +459,6 @@ func PrincipalOf(c *fiber.Ctx) *Principal {
 		panic("identity: handler registered without requireAuth")
 	}
 	return p
-}
-
-func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
-	t, ok := tenancy.FromContext(c.UserContext())
-	if !ok {
-		panic("identity: route registered without the resolver middleware")
-	}
-	return t
 }
 
 // MetaOf returns what request c tells about its origin.

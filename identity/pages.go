@@ -9,8 +9,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -63,7 +63,7 @@ func (s *Service) pageRoutes(r fiber.Router) {
 			action = "password"
 		}
 		r.Post("/account/"+name, s.limitOr(action, func(c *fiber.Ctx, err error) error {
-			return s.pageError(c, p.data(tenantOf(c), name), err)
+			return s.pageError(c, p.data(tenancy.Of(c), name), err)
 		}), s.handlePage(name))
 	}
 }
@@ -78,7 +78,7 @@ func (p hostedPage) data(t *tenancy.Tenant, name string) pageData {
 func (s *Service) showPage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
-		t := tenantOf(c)
+		t := tenancy.Of(c)
 		d := p.data(t, name)
 		_, u, err := s.peekToken(c.UserContext(), t, c.Query("token"), p.purposes...)
 		if err != nil {
@@ -93,12 +93,12 @@ func (s *Service) showPage(name string) fiber.Handler {
 func (s *Service) handlePage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
-		t := tenantOf(c)
+		t := tenancy.Of(c)
 		d := p.data(t, name)
 		if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
 			return s.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
 		}
-		if len(c.Body()) > server.MaxBody {
+		if len(c.Body()) > httpapi.MaxBody {
 			return s.pageError(c, d, problem.Errorf(problem.TooLarge, "the form is too large"))
 		}
 		token := c.FormValue("token")

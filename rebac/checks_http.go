@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -64,7 +64,7 @@ func (h *HTTP) checkRoutes(r fiber.Router) {
 
 // requireApp admits callers with the tenant's manage_apps permission.
 func (h *HTTP) requireApp(c *fiber.Ctx) error {
-	t := tenantOf(c)
+	t := tenancy.Of(c)
 	p := identity.PrincipalOf(c)
 	if h.grants.ok(t.ID, p.User) {
 		return c.Next()
@@ -78,14 +78,6 @@ func (h *HTTP) requireApp(c *fiber.Ctx) error {
 	}
 	h.grants.remember(t.ID, p.User)
 	return c.Next()
-}
-
-func tenantOf(c *fiber.Ctx) *tenancy.Tenant {
-	t, ok := tenancy.FromContext(c.UserContext())
-	if !ok {
-		panic("rebac: route registered without the resolver middleware")
-	}
-	return t
 }
 
 type objectJSON struct {
@@ -105,7 +97,7 @@ func (s subjectJSON) ref() SubjectRef {
 }
 func (s subjectJSON) String() string     { return fmt.Sprintf("%s:%s", s.Type, s.ID) }
 func (o objectJSON) String() string      { return fmt.Sprintf("%s:%s", o.Type, o.ID) }
-func required(fields ...[2]string) error { return server.Required(toMap(fields)) }
+func required(fields ...[2]string) error { return httpapi.Required(toMap(fields)) }
 
 func toMap(fields [][2]string) map[string]string {
 	m := make(map[string]string, len(fields))
@@ -196,13 +188,13 @@ func (h *HTTP) token(ctx context.Context, t *tenancy.Tenant, given string) (ZedT
 func (h *HTTP) check(c *fiber.Ctx) error {
 	defer h.metrics.took("check", time.Now())
 	var req checkRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if err := req.check(""); err != nil {
 		return err
 	}
-	t := tenantOf(c)
+	t := tenancy.Of(c)
 	ok, checkedAt, err := func() (bool, ZedToken, error) {
 		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
 		if err != nil {
@@ -215,7 +207,7 @@ func (h *HTTP) check(c *fiber.Ctx) error {
 		return h.failed(t, "check", 1, err)
 	}
 	h.decided(c, t, "check", []checkRequest{req}, []bool{ok})
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"allowed": ok, "consistency_token": checkedAt})
 }
 
@@ -227,7 +219,7 @@ type checkBulkRequest struct {
 func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 	defer h.metrics.took("check_bulk", time.Now())
 	var req checkBulkRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if len(req.Items) == 0 || len(req.Items) > MaxBulk {
@@ -243,7 +235,7 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 		}
 		items[i] = CheckItem{Subject: it.Subject.ref(), Permission: it.Permission, Resource: it.Resource.ref()}
 	}
-	t := tenantOf(c)
+	t := tenancy.Of(c)
 	allowed, checkedAt, err := func() ([]bool, ZedToken, error) {
 		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
 		if err != nil {
@@ -260,7 +252,7 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 	for i, ok := range allowed {
 		results[i] = fiber.Map{"allowed": ok}
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"results": results, "consistency_token": checkedAt})
 }
 
@@ -274,7 +266,7 @@ type lookupRequest struct {
 func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	defer h.metrics.took("lookup_resources", time.Now())
 	var req lookupRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if err := required([2]string{"subject.type", req.Subject.Type}, [2]string{"subject.id", req.Subject.ID},
@@ -287,7 +279,7 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	if err := askable(req.ResourceType, req.Permission, "permission"); err != nil {
 		return err
 	}
-	t := tenantOf(c)
+	t := tenancy.Of(c)
 	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
 	if err != nil {
 		return err
@@ -296,7 +288,7 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	if err != nil {
 		return tokenError(req.ConsistencyToken, err)
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"resources": ids, "truncated": len(ids) == MaxLookup})
 }
 
@@ -318,7 +310,7 @@ var appTypes = map[string]bool{"resource": true}
 
 func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
 	var req relationshipsRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if n := len(req.Touch) + len(req.Delete); n == 0 || n > MaxBulk {
@@ -348,7 +340,7 @@ func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	written, err := h.authz.WriteRelationships(c.UserContext(), tenantOf(c), touch, del)
+	written, err := h.authz.WriteRelationships(c.UserContext(), tenancy.Of(c), touch, del)
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -81,7 +81,7 @@ func (h *HTTP) groupTx(c *fiber.Ctx, id uuid.UUID, action string, fn func(q *que
 // guardedTx runs fn as action, guarded by the permission action needs on
 // the tenant, or by manage on object on.
 func (h *HTTP) guardedTx(c *fiber.Ctx, action string, on identity.Object, fn func(q *queries.Queries, t *tenancy.Tenant) error) error {
-	t := tenantOf(c)
+	t := tenancy.Of(c)
 	ctx, p, meta := c.UserContext(), identity.PrincipalOf(c), identity.MetaOf(c)
 	run := func(q *queries.Queries) error { return fn(q, t) }
 	var err error
@@ -122,7 +122,7 @@ func (h *HTTP) listGroups(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"groups": groups})
 }
 
@@ -133,10 +133,10 @@ type groupRequest struct {
 
 func (h *HTTP) createGroup(c *fiber.Ctx) error {
 	var req groupRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"name": req.Name}); err != nil {
+	if err := httpapi.Required(map[string]string{"name": req.Name}); err != nil {
 		return err
 	}
 	var g *Group
@@ -153,7 +153,7 @@ func (h *HTTP) createGroup(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) getGroup(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such group")
+	id, err := httpapi.PathID(c, "id", "no such group")
 	if err != nil {
 		return err
 	}
@@ -169,12 +169,12 @@ func (h *HTTP) getGroup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(g)
 }
 
 func (h *HTTP) deleteGroup(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such group")
+	id, err := httpapi.PathID(c, "id", "no such group")
 	if err != nil {
 		return err
 	}
@@ -191,7 +191,7 @@ func (h *HTTP) deleteGroup(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) listMembers(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such group")
+	id, err := httpapi.PathID(c, "id", "no such group")
 	if err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func (h *HTTP) listMembers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"members": members})
 }
 
@@ -221,7 +221,7 @@ type memberRequest struct {
 
 // member checks the request and returns the member it names.
 func (r memberRequest) member() (Member, error) {
-	if err := server.Required(map[string]string{"type": r.Type, "id": r.ID}); err != nil {
+	if err := httpapi.Required(map[string]string{"type": r.Type, "id": r.ID}); err != nil {
 		return Member{}, err
 	}
 	id, err := uuid.Parse(r.ID)
@@ -232,12 +232,12 @@ func (r memberRequest) member() (Member, error) {
 }
 
 func (h *HTTP) addMember(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such group")
+	id, err := httpapi.PathID(c, "id", "no such group")
 	if err != nil {
 		return err
 	}
 	var req memberRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	m, err := req.member()
@@ -269,11 +269,11 @@ func boolWord(b bool) string {
 }
 
 func (h *HTTP) removeMember(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such group")
+	id, err := httpapi.PathID(c, "id", "no such group")
 	if err != nil {
 		return err
 	}
-	member, err := server.PathID(c, "member", "no such member")
+	member, err := httpapi.PathID(c, "member", "no such member")
 	if err != nil {
 		return err
 	}
@@ -302,7 +302,7 @@ func (h *HTTP) listRoles(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"roles": roles})
 }
 
@@ -314,10 +314,10 @@ type roleRequest struct {
 
 func (h *HTTP) createRole(c *fiber.Ctx) error {
 	var req roleRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := server.Required(map[string]string{"name": req.Name}); err != nil {
+	if err := httpapi.Required(map[string]string{"name": req.Name}); err != nil {
 		return err
 	}
 	var role *Role
@@ -338,7 +338,7 @@ func (h *HTTP) createRole(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) getRole(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
@@ -354,7 +354,7 @@ func (h *HTTP) getRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(role)
 }
 
@@ -364,12 +364,12 @@ type updateRoleRequest struct {
 }
 
 func (h *HTTP) updateRole(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
 	var req updateRoleRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	if req.Description == nil && req.Permissions == nil {
@@ -393,7 +393,7 @@ func (h *HTTP) updateRole(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) deleteRole(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
@@ -410,7 +410,7 @@ func (h *HTTP) deleteRole(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) listAssignments(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
@@ -428,17 +428,17 @@ func (h *HTTP) listAssignments(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"assignments": out})
 }
 
 func (h *HTTP) assign(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
 	var req memberRequest
-	if err := server.DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
 	m, err := req.member()
@@ -465,11 +465,11 @@ func (h *HTTP) assign(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) unassign(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such role")
+	id, err := httpapi.PathID(c, "id", "no such role")
 	if err != nil {
 		return err
 	}
-	subject, err := server.PathID(c, "subject", "no such assignment")
+	subject, err := httpapi.PathID(c, "subject", "no such assignment")
 	if err != nil {
 		return err
 	}
@@ -487,11 +487,11 @@ func (h *HTTP) unassign(c *fiber.Ctx) error {
 }
 
 func (h *HTTP) userPermissions(c *fiber.Ctx) error {
-	id, err := server.PathID(c, "id", "no such user")
+	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	at, err := h.authz.Token(c.UserContext(), tenantOf(c))
+	at, err := h.authz.Token(c.UserContext(), tenancy.Of(c))
 	if err != nil {
 		return err
 	}
@@ -503,6 +503,6 @@ func (h *HTTP) userPermissions(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	server.NoStore(c)
+	httpapi.NoStore(c)
 	return c.JSON(fiber.Map{"permissions": perms})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -176,7 +177,7 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		var req moveRequest
 		if len(c.Body()) > 0 {
-			if err := DecodeJSON(c, &req); err != nil {
+			if err := httpapi.DecodeJSON(c, &req); err != nil {
 				return err
 			}
 		}
@@ -296,7 +297,7 @@ func (o *Operator) stop(ctx context.Context, id uuid.UUID) {
 // tenantMove returns the move in the path, of the tenant in the path:
 // another tenant's move is not found.
 func (o *Operator) tenantMove(c *fiber.Ctx) (*tenancy.Move, error) {
-	id, err := PathID(c, "id", "no such move")
+	id, err := httpapi.PathID(c, "id", "no such move")
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +316,7 @@ func (o *Operator) tenantMove(c *fiber.Ctx) (*tenancy.Move, error) {
 }
 
 func (o *Operator) handleListMoves(c *fiber.Ctx) error {
-	limit, err := IntQuery(c, "limit", 20)
+	limit, err := httpapi.IntQuery(c, "limit", 20)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,6 @@
 package tenancy
 
-import (
-	"errors"
-
-	"github.com/gofiber/fiber/v2"
-)
+import "github.com/gofiber/fiber/v2"
 
 // Middleware resolves the request's Host to its tenant and puts it in the
 // request's context (FromContext). Unknown hosts end here with 404,
@@ -18,6 +14,16 @@ func (r *Resolver) Middleware() fiber.Handler {
 		c.SetUserContext(WithTenant(c.UserContext(), t))
 		return c.Next()
 	}
+}
+
+// Of returns the tenant Middleware found for request c. A route outside
+// the middleware is a programming error.
+func Of(c *fiber.Ctx) *Tenant {
+	t, ok := FromContext(c.UserContext())
+	if !ok {
+		panic("tenancy: route registered without the resolver middleware")
+	}
+	return t
 }
 
 // Routes registers the tenant's public endpoints on a router that runs
@@ -34,9 +40,6 @@ type TenantInfo struct {
 }
 
 func getTenant(c *fiber.Ctx) error {
-	t, ok := FromContext(c.UserContext())
-	if !ok {
-		return errors.New("get tenant: route registered without the resolver middleware")
-	}
+	t := Of(c)
 	return c.JSON(TenantInfo{ID: t.ID.String(), Slug: t.Slug, Name: t.Name})
 }

@@ -1,4 +1,9 @@
-package server
+// Package httpapi is what every domain's HTTP handlers share, so that
+// every endpoint reads requests and refuses bad ones alike: strict JSON
+// decoding, required fields, path and query parameters, and answers kept
+// out of caches (the request's tenant is tenancy.Of). It knows nothing of how the
+// server is assembled (package server does that).
+package httpapi
 
 import (
 	"bytes"
@@ -20,8 +25,6 @@ import (
 	"github.com/gatehouse/gatehouse/problem"
 )
 
-// Helpers for domain packages' handlers, so that every endpoint reads
-// requests and refuses bad ones alike.
 
 // MaxBody bounds JSON request bodies: nothing an endpoint accepts is near.
 const MaxBody = 16 << 10
@@ -250,3 +253,4 @@ func IntQuery(c *fiber.Ctx, name string, def int) (int, error) {
 	}
 	return n, nil
 }
+

@@ -1,4 +1,4 @@
-package server_test
+package httpapi_test
 
 import (
 	"log/slog"
@@ -8,8 +8,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/server"
 )
 
 // FuzzDecodeJSON feeds DecodeJSON any body under any content type: it
@@ -29,7 +29,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	var refused error
 	app.Post("/", func(c *fiber.Ctx) error {
 		decoded, refused = strictBody{}, nil
-		refused = server.DecodeJSON(c, &decoded)
+		refused = httpapi.DecodeJSON(c, &decoded)
 		return c.SendStatus(fiber.StatusNoContent)
 	})
 	f.Fuzz(func(t *testing.T, b, contentType string) {
