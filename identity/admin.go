@@ -137,7 +137,7 @@ var errUnconfirmedAdmin = problem.Errorf(problem.Conflict,
 // is not one: only admins act on admins. Returns NotFound or Forbidden.
 func (s *Service) onUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, p *Principal, id uuid.UUID) (queries.AppUser, error) {
 	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
-	if err = notFound(err, "no such user"); err != nil {
+	if err = queries.NotFound(err, "no such user"); err != nil {
 		return u, err
 	}
 	if u.Role != RoleAdmin || id == p.User {
@@ -219,7 +219,7 @@ func (s *Service) GetUser(ctx context.Context, t *tenancy.Tenant, p *Principal, 
 	var u queries.AppUser
 	err := s.AdminTx(ctx, t, p, "user.get", meta, func(q *queries.Queries) (err error) {
 		u, err = q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
-		return notFound(err, "no such user")
+		return queries.NotFound(err, "no such user")
 	})
 	if err != nil {
 		return nil, err
@@ -367,7 +367,7 @@ func (s *Service) createInvited(ctx context.Context, t *tenancy.Tenant, in Creat
 		}
 		return appendAudit(ctx, q, t.ID.UUID(), s.now(), event(u))
 	})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return problem.Errorf(problem.Conflict, "an account with this email already exists")
 	}
 	if err != nil {
@@ -408,7 +408,7 @@ func (s *Service) SendPasswordReset(ctx context.Context, t *tenancy.Tenant, p *P
 		// The address may have changed since it was read: the mail must
 		// go to the current one.
 		now, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
-		if err = notFound(err, "no such user"); err != nil {
+		if err = queries.NotFound(err, "no such user"); err != nil {
 			return err
 		}
 		if now.Email != u.Email || now.Status != "active" {
@@ -485,7 +485,7 @@ func (s *Service) UpdateUser(ctx context.Context, t *tenancy.Tenant, p *Principa
 		u, err = q.AdminUpdateUser(ctx, queries.AdminUpdateUserParams{
 			TenantID: t.ID.UUID(), ID: id, DisplayName: in.DisplayName, Status: in.Status, Role: in.Role,
 		})
-		if err = notFound(err, "no such user"); err != nil {
+		if err = queries.NotFound(err, "no such user"); err != nil {
 			return err
 		}
 		if in.Role != nil {
@@ -579,7 +579,7 @@ func (s *Service) UserSessions(ctx context.Context, t *tenancy.Tenant, p *Princi
 	var rows []queries.AppSession
 	err := s.AdminTx(ctx, t, p, "session.list", meta, func(q *queries.Queries) (err error) {
 		if _, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
-			return notFound(err, "no such user")
+			return queries.NotFound(err, "no such user")
 		}
 		rows, err = q.ListUserSessions(ctx, queries.ListUserSessionsParams{TenantID: t.ID.UUID(), UserID: id})
 		return err
@@ -698,14 +698,6 @@ func displayName(s string) (string, error) {
 	return name, nil
 }
 
-// notFound maps a missing row to NotFound with msg.
-func notFound(err error, msg string) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return problem.Errorf(problem.NotFound, "%s", msg)
-	}
-	return err
-}
-
 // SetRole gives the account with email in tenant t the role, on a
 // platform operator's authority (the first admin of a tenant, or a
 // tenant that lost its admins). Audited with no actor. Returns NotFound
@@ -721,7 +713,7 @@ func (s *Service) SetRole(ctx context.Context, t *tenancy.Tenant, email, role st
 	var u queries.AppUser
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
 		u, err = q.SetRoleByEmail(ctx, queries.SetRoleByEmailParams{TenantID: t.ID.UUID(), Email: e, Role: role})
-		if err = notFound(err, "no account with this email"); err != nil {
+		if err = queries.NotFound(err, "no account with this email"); err != nil {
 			return err
 		}
 		if role == RoleAdmin && u.EmailVerifiedAt == nil {

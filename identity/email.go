@@ -258,7 +258,7 @@ func (s *Service) VerifyEmail(ctx context.Context, t *tenancy.Tenant, token stri
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		locked, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: u.ID})
 		if err != nil {
-			return notFound(err, "no such user")
+			return queries.NotFound(err, "no such user")
 		}
 		if locked.Email != u.Email {
 			return problem.Errorf(problem.Conflict, "the account's address changed meanwhile; ask for a new link")
@@ -284,7 +284,7 @@ func (s *Service) VerifyEmail(ctx context.Context, t *tenancy.Tenant, token stri
 			Actor: u.ID, Action: action, Target: "user:" + u.ID.String(), Outcome: Success, Meta: meta,
 		})
 	})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return problem.Errorf(problem.Conflict, "this address now belongs to another account")
 	}
 	if err != nil {
@@ -360,7 +360,7 @@ func (s *Service) ResetPassword(ctx context.Context, t *tenancy.Tenant, token, p
 	}
 	return s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if _, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: u.ID}); err != nil {
-			return notFound(err, "no such user")
+			return queries.NotFound(err, "no such user")
 		}
 		tok, err := s.spendToken(ctx, q, t, token, purposeReset, purposeInvite)
 		if err != nil {

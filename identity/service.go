@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/gatehouse/gatehouse/identity/mail"
@@ -561,7 +560,7 @@ func (s *Service) confirmPassword(ctx context.Context, t *tenancy.Tenant, p *Pri
 	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		locked, err := q.LockUser(ctx, queries.LockUserParams{TenantID: t.ID.UUID(), ID: p.User})
 		if err != nil {
-			return notFound(err, "no such user")
+			return queries.NotFound(err, "no such user")
 		}
 		at, err = s.countAttempt(ctx, q, t, locked, meta.IP)
 		return err
@@ -621,11 +620,6 @@ func (s *Service) Logout(ctx context.Context, t *tenancy.Tenant, p *Principal, m
 			Actor: p.User, Action: "logout", Target: "session:" + p.Session.String(), Outcome: Success, Meta: meta,
 		})
 	})
-}
-
-func isUniqueViolation(err error) bool {
-	pgErr, ok := errors.AsType[*pgconn.PgError](err)
-	return ok && pgErr.Code == "23505"
 }
 
 // AuthenticateCookie checks a browser's session cookie on tenant t and

@@ -161,7 +161,7 @@ func (h *HTTP) getGroup(c *fiber.Ctx) error {
 	err = h.tx(c, "group.get", func(q *queries.Queries, t *tenancy.Tenant) error {
 		row, err := q.GetGroup(c.UserContext(), queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id})
 		if err != nil {
-			return notFound(err, "no such group")
+			return queries.NotFound(err, "no such group")
 		}
 		g = groupFromRow(row)
 		return nil
@@ -198,7 +198,7 @@ func (h *HTTP) listMembers(c *fiber.Ctx) error {
 	members := []Member{}
 	err = h.groupTx(c, id, "group.members", func(q *queries.Queries, t *tenancy.Tenant) error {
 		if _, err := q.GetGroup(c.UserContext(), queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
-			return notFound(err, "no such group")
+			return queries.NotFound(err, "no such group")
 		}
 		rows, err := q.ListGroupMembers(c.UserContext(), queries.ListGroupMembersParams{TenantID: t.ID.UUID(), GroupID: id})
 		for _, r := range rows {
@@ -346,7 +346,7 @@ func (h *HTTP) getRole(c *fiber.Ctx) error {
 	err = h.tx(c, "role.get", func(q *queries.Queries, t *tenancy.Tenant) error {
 		row, err := q.GetRole(c.UserContext(), queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 		if err != nil {
-			return notFound(err, "no such role")
+			return queries.NotFound(err, "no such role")
 		}
 		role = roleFromRow(row)
 		return nil
@@ -417,7 +417,7 @@ func (h *HTTP) listAssignments(c *fiber.Ctx) error {
 	out := []Member{}
 	err = h.tx(c, "role.assignments", func(q *queries.Queries, t *tenancy.Tenant) error {
 		if _, err := q.GetRole(c.UserContext(), queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
-			return notFound(err, "no such role")
+			return queries.NotFound(err, "no such role")
 		}
 		rows, err := q.ListRoleAssignments(c.UserContext(), queries.ListRoleAssignmentsParams{TenantID: t.ID.UUID(), RoleID: id})
 		for _, r := range rows {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
@@ -342,7 +341,7 @@ func (s *Service) requireConfirmed(ctx context.Context, q *queries.Queries, t *t
 	for _, id := range users {
 		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: id})
 		if err != nil {
-			return notFound(err, "no such user")
+			return queries.NotFound(err, "no such user")
 		}
 		if u.EmailVerifiedAt == nil {
 			return problem.Errorf(problem.Conflict,
@@ -400,7 +399,7 @@ func (s *Service) CreateGroup(ctx context.Context, q *queries.Queries, t *tenanc
 		return nil, problem.InvalidField("description", "must be at most 500 characters")
 	}
 	row, err := q.CreateGroup(ctx, queries.CreateGroupParams{TenantID: t.ID.UUID(), Name: name, Description: description})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return nil, problem.Errorf(problem.Conflict, "a group named %q exists", name)
 	}
 	if err != nil {
@@ -472,7 +471,7 @@ func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.
 		return err
 	}
 	if _, err := q.GetGroup(ctx, queries.GetGroupParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
-		return notFound(err, "no such group")
+		return queries.NotFound(err, "no such group")
 	}
 	switch m.Type {
 	case "user":
@@ -554,7 +553,7 @@ func (s *Service) RemoveMember(ctx context.Context, q *queries.Queries, t *tenan
 
 func (s *Service) removeMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, member uuid.UUID) error {
 	if _, err := q.RemoveGroupMember(ctx, queries.RemoveGroupMemberParams{TenantID: t.ID.UUID(), GroupID: id, MemberType: typ, MemberID: member}); err != nil {
-		return notFound(err, "no such member")
+		return queries.NotFound(err, "no such member")
 	}
 	group := Ref{Type: "group", ID: id.String()}
 	if err := Enqueue(ctx, q, t.ID, Delete, Relationship{Resource: group, Relation: "direct_member", Subject: memberSubject(typ, member)}); err != nil {
@@ -584,7 +583,7 @@ func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy
 		return nil, err
 	}
 	row, err := q.CreateRole(ctx, queries.CreateRoleParams{TenantID: t.ID.UUID(), Name: name, Description: description, Permissions: perms})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return nil, problem.Errorf(problem.Conflict, "a role named %q exists", name)
 	}
 	if err != nil {
@@ -612,7 +611,7 @@ func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy
 func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, description *string, permissions []string) (*Role, error) {
 	old, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
-		return nil, notFound(err, "no such role")
+		return nil, queries.NotFound(err, "no such role")
 	}
 	if description != nil && len([]rune(*description)) > 500 {
 		return nil, problem.InvalidField("description", "must be at most 500 characters")
@@ -640,7 +639,7 @@ func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy
 	}
 	row, err := q.UpdateRole(ctx, queries.UpdateRoleParams{TenantID: t.ID.UUID(), ID: id, Description: description, Permissions: perms})
 	if err != nil {
-		return nil, notFound(err, "no such role")
+		return nil, queries.NotFound(err, "no such role")
 	}
 	if permissions != nil {
 		if err := s.setRolePermissions(ctx, q, t, id, old.Permissions, perms); err != nil {
@@ -690,7 +689,7 @@ func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy
 	}
 	row, err := q.DeleteRole(ctx, queries.DeleteRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
-		return notFound(err, "no such role")
+		return queries.NotFound(err, "no such role")
 	}
 	role := Ref{Type: "role", ID: id.String()}
 	if err := s.setRolePermissions(ctx, q, t, id, row.Permissions, nil); err != nil {
@@ -715,7 +714,7 @@ func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy
 func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
 	role, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
-		return notFound(err, "no such role")
+		return queries.NotFound(err, "no such role")
 	}
 	if err := g.mayGive(role.Permissions); err != nil {
 		return err
@@ -801,19 +800,6 @@ func checkName(field, v string, max int) error {
 	return nil
 }
 
-// notFound maps a missing row to NotFound with msg.
-func notFound(err error, msg string) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return problem.Errorf(problem.NotFound, "%s", msg)
-	}
-	return err
-}
-
-func isUniqueViolation(err error) bool {
-	e, ok := errors.AsType[*pgconn.PgError](err)
-	return ok && e.Code == "23505"
-}
-
 // Grant says where a permission comes from: the admin role, or a custom
 // role assigned directly or through groups (outermost last).
 type Grant struct {
@@ -838,7 +824,7 @@ type Effective struct {
 func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, at ZedToken) ([]Effective, error) {
 	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: user})
 	if err != nil {
-		return nil, notFound(err, "no such user")
+		return nil, queries.NotFound(err, "no such user")
 	}
 	// Every group the user belongs to, with the chain that leads there.
 	_, parents, err := groupGraph(ctx, q, t)

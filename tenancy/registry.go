@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/problem"
@@ -124,7 +123,7 @@ func (r *Registry) Create(ctx context.Context, p CreateParams) (*Tenant, error) 
 	})
 	if err != nil {
 		undo()
-		if isUniqueViolation(err) {
+		if queries.IsUniqueViolation(err) {
 			return nil, problem.Errorf(problem.Conflict, "tenant %q already exists", p.Slug)
 		}
 		return nil, fmt.Errorf("create tenant %s: %w", p.Slug, err)
@@ -450,7 +449,7 @@ func (r *Registry) AddDomain(ctx context.Context, slug, domain string) (*Domain,
 		return nil, err
 	}
 	row, err := queries.New(r.admin).AddTenantDomain(ctx, queries.AddTenantDomainParams{Domain: d, TenantID: t.ID.UUID()})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return nil, problem.Errorf(problem.Conflict, "domain %s is already registered", d)
 	}
 	if err != nil {
@@ -499,11 +498,10 @@ func domainFromRow(r queries.ControlTenantDomain) *Domain {
 	return &Domain{Name: r.Domain, Verified: r.VerifiedAt != nil, Created: r.CreatedAt}
 }
 
-func isUniqueViolation(err error) bool {
-	pgErr, ok := errors.AsType[*pgconn.PgError](err)
-	return ok && pgErr.Code == "23505"
-}
-
 // Ready reports whether the primary database answers with every migration
 // applied.
 func (r *Registry) Ready(ctx context.Context) error { return SchemaCurrent(ctx, r.admin, true) }
+
+// isUniqueViolation is queries.IsUniqueViolation, for the files of the
+// Mover that still name it.
+func isUniqueViolation(err error) bool { return queries.IsUniqueViolation(err) }

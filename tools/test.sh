@@ -17,6 +17,9 @@ export GATEHOUSE_VAULT_BIN GATEHOUSE_MAILPIT_BIN GATEHOUSE_SPICEDB_BIN
 echo "== generated code is current (sqlc diff)"
 "$(tool sqlc)" diff
 
+echo "== go.mod and go.sum are tidy"
+go mod tidy -diff
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.cache/*' -not -path './.local/*'))
 if [ -n "$unformatted" ]; then

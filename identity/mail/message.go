@@ -1,6 +1,13 @@
 // Package mail sends identity's mails: it renders them, keeps them sealed
 // in the tenant's outbox (written in the same transaction as the change
 // they tell of), and relays them to an SMTP server with retries.
+//
+// Its invariant: a mail exists if and only if the change it tells of
+// committed, and its content (links carry tokens) is in Postgres only
+// sealed under the tenant's key, bound to its row. A relay sends a mail
+// at least once: claims are leased, so no two relays send one at once,
+// and a mail sent but not recorded as sent goes again when its lease
+// ends.
 package mail
 
 import (
