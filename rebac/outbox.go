@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
+	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -66,17 +66,17 @@ type RelayOptions struct {
 // Relay carries tenants' relationship changes from their outboxes to
 // SpiceDB, in order per tenant, and keeps each tenant's consistency token.
 // Any number of server instances may each run one: a tenant's deliveries
-// are serialised by its state row's lock.
+// are serialised by its state row's lock. It is the relationship outbox
+// of an outbox.Relay.
 type Relay struct {
-	db      *tenancy.DB
-	tenants func(context.Context) ([]*tenancy.Tenant, error)
-	client  *Client
-	o       RelayOptions
-	wake    chan *tenancy.Tenant
+	db     *tenancy.DB
+	client *Client
+	o      RelayOptions
+	relay  *outbox.Relay
 }
 
 // NewRelay returns a relay over the outboxes of the tenants that tenants
-// lists.
+// lists (nil: only those Notify names, and Deliver).
 func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, error), client *Client, o RelayOptions) *Relay {
 	if o.Sweep <= 0 {
 		o.Sweep = 5 * time.Second
@@ -90,53 +90,29 @@ func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, 
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{db: db, tenants: tenants, client: client, o: o, wake: make(chan *tenancy.Tenant, 256)}
+	r := &Relay{db: db, client: client, o: o}
+	r.relay = outbox.New(db, tenants, r, outbox.Options{Name: "rebac", Sweep: o.Sweep, Log: o.Log})
+	return r
 }
-
-// hasDueChanges is Which's probe: has the tenant changes to deliver now?
-const hasDueChanges = `select exists (select 1 from app.rebac_outbox
-	where tenant_id = $1 and delivered_at is null and next_attempt_at <= now())`
 
 // Run delivers until ctx ends: every tenant with due changes at each
 // sweep, and a tenant at once when Notify names it.
-func (r *Relay) Run(ctx context.Context) {
-	tick := time.NewTicker(r.o.Sweep)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case t := <-r.wake:
-			r.deliverLogged(ctx, t)
-		case <-tick.C:
-			ts, err := r.tenants(ctx)
-			if err != nil {
-				r.o.Log.Warn("rebac relay: cannot list tenants", "err", err)
-				continue
-			}
-			due, err := r.db.Which(ctx, ts, hasDueChanges)
-			if err != nil {
-				r.o.Log.Warn("rebac relay: cannot read every outbox", "err", err)
-			}
-			for _, t := range due {
-				r.deliverLogged(ctx, t)
-			}
-		}
-	}
-}
+func (r *Relay) Run(ctx context.Context) { r.relay.Run(ctx) }
 
 // Notify asks the relay to deliver tenant t's changes soon.
-func (r *Relay) Notify(t *tenancy.Tenant) {
-	select {
-	case r.wake <- t:
-	default: // busy; the sweep finds them
-	}
+func (r *Relay) Notify(t *tenancy.Tenant) { r.relay.Notify(t) }
+
+// Due is the relationship outbox's probe: has the tenant changes to
+// deliver now?
+func (r *Relay) Due() string {
+	return `select exists (select 1 from app.rebac_outbox
+	where tenant_id = $1 and delivered_at is null and next_attempt_at <= now())`
 }
 
-func (r *Relay) deliverLogged(ctx context.Context, t *tenancy.Tenant) {
-	if _, err := r.Deliver(ctx, t); err != nil && ctx.Err() == nil {
-		r.o.Log.Warn("rebac relay: delivery failed; will retry", "tenant", t.Slug, "err", err)
-	}
+// Drain delivers tenant t's due changes (outbox.Outbox).
+func (r *Relay) Drain(ctx context.Context, t *tenancy.Tenant) error {
+	_, err := r.Deliver(ctx, t)
+	return err
 }
 
 // Deliver carries tenant t's due changes to SpiceDB now, in batches, and
@@ -237,13 +213,8 @@ func coalesce(rows []queries.AppRebacOutbox) (touch, del []Relationship) {
 // retryLater records a failed delivery on the tenant's oldest change,
 // which holds back the rest until it is due again.
 func (r *Relay) retryLater(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, first queries.AppRebacOutbox, cause error) error {
-	d := r.o.Backoff << min(first.Attempts, 6)
-	d = min(d, time.Minute)
-	d -= time.Duration(rand.Int64N(int64(d/4) + 1))
-	msg := cause.Error()
-	if len(msg) > 500 {
-		msg = msg[:500]
-	}
+	d := outbox.Backoff(r.o.Backoff, int(first.Attempts)+1, time.Minute)
+	msg := outbox.Truncate(cause.Error(), 500)
 	return q.RetryRelationships(ctx, queries.RetryRelationshipsParams{TenantID: t.ID.UUID(), Seq: first.Seq, LastError: &msg, Delay: d.Seconds()})
 }
 

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -84,12 +84,8 @@ func (p *Pending) ID() uuid.UUID { return p.id }
 // new mail: call it after the transaction that wrote the mail committed.
 // Without it the mail still goes, at the relay's next sweep.
 func (o *Outbox) Notify(t *tenancy.Tenant) {
-	if o.relay == nil {
-		return
-	}
-	select {
-	case o.relay.wake <- t:
-	default: // the relay is busy; its sweep will find the mail
+	if o.relay != nil {
+		o.relay.relay.Notify(t)
 	}
 }
 
@@ -112,22 +108,19 @@ type RelayOptions struct {
 // least once (a relay that dies between sending and recording sends the
 // mail again, with the same Message-ID), retrying temporary failures with
 // exponential backoff. Any number of server instances may each run one;
-// claims are leased, so no two send the same mail at once.
+// claims are leased, so no two send the same mail at once. It is the
+// mail outbox of an outbox.Relay.
 type Relay struct {
-	db      *tenancy.DB
-	tenants func(context.Context) ([]*tenancy.Tenant, error)
-	outbox  *Outbox
-	send    Sender
-	o       RelayOptions
-	wake    chan *tenancy.Tenant
+	db     *tenancy.DB
+	outbox *Outbox
+	send   Sender
+	o      RelayOptions
+	relay  *outbox.Relay
 }
 
 // NewRelay returns a relay over the outboxes of the tenants that tenants
 // lists, sending through send. It takes over outbox's notifications.
-func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, error), outbox *Outbox, send Sender, o RelayOptions) *Relay {
-	if o.Sweep <= 0 {
-		o.Sweep = 15 * time.Second
-	}
+func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, error), box *Outbox, send Sender, o RelayOptions) *Relay {
 	if o.Lease <= 0 {
 		o.Lease = 5 * time.Minute
 	}
@@ -143,53 +136,24 @@ func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, 
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Relay{db: db, tenants: tenants, outbox: outbox, send: send, o: o, wake: make(chan *tenancy.Tenant, 256)}
-	outbox.relay = r
+	r := &Relay{db: db, outbox: box, send: send, o: o}
+	r.relay = outbox.New(db, tenants, r, outbox.Options{Name: "mail", Sweep: o.Sweep, Log: o.Log})
+	box.relay = r
 	return r
 }
 
-// hasDueMail is Which's probe: does the tenant have mail to send now?
-const hasDueMail = `select exists (select 1 from app.mail_outbox
-	where tenant_id = $1 and status = 'pending' and next_attempt_at <= now())`
-
 // Run relays until ctx ends: a tenant at once when notified, and every
 // tenant with due mail at each sweep.
-func (r *Relay) Run(ctx context.Context) {
-	tick := time.NewTicker(r.o.Sweep)
-	defer tick.Stop()
-	r.sweep(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case t := <-r.wake:
-			r.drain(ctx, t)
-		case <-tick.C:
-			r.sweep(ctx)
-		}
-	}
+func (r *Relay) Run(ctx context.Context) { r.relay.Run(ctx) }
+
+// Due is the mail outbox's probe: does the tenant have mail to send now?
+func (r *Relay) Due() string {
+	return `select exists (select 1 from app.mail_outbox
+	where tenant_id = $1 and status = 'pending' and next_attempt_at <= now())`
 }
 
-func (r *Relay) sweep(ctx context.Context) {
-	ts, err := r.tenants(ctx)
-	if err != nil {
-		r.o.Log.Warn("mail relay: cannot list tenants", "err", err)
-		return
-	}
-	due, err := r.db.Which(ctx, ts, hasDueMail)
-	if err != nil {
-		r.o.Log.Warn("mail relay: cannot read every outbox", "err", err)
-	}
-	for _, t := range due {
-		if ctx.Err() != nil {
-			return
-		}
-		r.drain(ctx, t)
-	}
-}
-
-// drain sends tenant t's due mail, a batch at a time.
-func (r *Relay) drain(ctx context.Context, t *tenancy.Tenant) {
+// Drain sends tenant t's due mail, a batch at a time.
+func (r *Relay) Drain(ctx context.Context, t *tenancy.Tenant) error {
 	log := r.o.Log.With("tenant", t.Slug)
 	for ctx.Err() == nil {
 		var batch []queries.ClaimMailRow
@@ -198,17 +162,17 @@ func (r *Relay) drain(ctx context.Context, t *tenancy.Tenant) {
 			return err
 		})
 		if err != nil {
-			log.Warn("mail relay: cannot claim mail", "err", err)
-			return
+			return fmt.Errorf("claim mail: %w", err)
 		}
 		if len(batch) == 0 {
 			r.prune(ctx, t)
-			return
+			return nil
 		}
 		for _, m := range batch {
 			r.deliver(ctx, t, m, log)
 		}
 	}
+	return nil
 }
 
 // deliver sends one claimed mail and records the outcome.
@@ -233,7 +197,7 @@ func (r *Relay) deliver(ctx context.Context, t *tenancy.Tenant, m queries.ClaimM
 		// Vault could not open the mail: not the SMTP server's failure,
 		// and no attempt of the mail's.
 		delay := r.backoff(1)
-		msg := truncate(err.Error(), 500)
+		msg := outbox.Truncate(err.Error(), 500)
 		if err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
 			return q.UnclaimMail(ctx, queries.UnclaimMailParams{TenantID: t.ID.UUID(), ID: m.ID, Delay: delay.Seconds(), LastError: &msg})
 		}); err != nil {
@@ -241,7 +205,7 @@ func (r *Relay) deliver(ctx context.Context, t *tenancy.Tenant, m queries.ClaimM
 		}
 	case errors.As(err, &perm) || int(m.Attempts) >= r.o.MaxAttempts:
 		log.Warn("mail relay: giving up on mail", "err", err)
-		msg := truncate(err.Error(), 500)
+		msg := outbox.Truncate(err.Error(), 500)
 		if err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
 			return q.FailMail(ctx, queries.FailMailParams{TenantID: t.ID.UUID(), ID: m.ID, LastError: &msg})
 		}); err != nil {
@@ -250,7 +214,7 @@ func (r *Relay) deliver(ctx context.Context, t *tenancy.Tenant, m queries.ClaimM
 	default:
 		delay := r.backoff(int(m.Attempts))
 		log.Info("mail relay: will retry", "err", err, "in", delay)
-		msg := truncate(err.Error(), 500)
+		msg := outbox.Truncate(err.Error(), 500)
 		if err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
 			return q.RetryMail(ctx, queries.RetryMailParams{TenantID: t.ID.UUID(), ID: m.ID, Delay: delay.Seconds(), LastError: &msg})
 		}); err != nil {
@@ -273,13 +237,8 @@ func (r *Relay) sendOne(ctx context.Context, t *tenancy.Tenant, m queries.ClaimM
 }
 
 // backoff is the delay before attempt n+1: Backoff doubled n-1 times, at
-// most an hour, with a quarter of jitter so that mails failed together do
-// not retry together.
-func (r *Relay) backoff(n int) time.Duration {
-	d := r.o.Backoff << min(n-1, 20)
-	d = min(d, time.Hour)
-	return d - time.Duration(rand.Int64N(int64(d/4)+1))
-}
+// most an hour, with jitter.
+func (r *Relay) backoff(n int) time.Duration { return outbox.Backoff(r.o.Backoff, n, time.Hour) }
 
 func (r *Relay) prune(ctx context.Context, t *tenancy.Tenant) {
 	err := r.db.Tx(ctx, t, func(q *queries.Queries) error {
@@ -292,13 +251,3 @@ func (r *Relay) prune(ctx context.Context, t *tenancy.Tenant) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
-}
