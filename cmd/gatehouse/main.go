@@ -29,7 +29,7 @@ const usage = `Gatehouse: multi-tenant authentication and authorization.
 
 Usage:
   gatehouse serve                      run the HTTP server
-  gatehouse migrate                    migrate the primary database and every silo
+  gatehouse migrate [--parallel 8]     migrate the primary database, then every silo, 8 at a time (1 to 64)
   gatehouse dev                        migrate, create demo tenants, serve (local use)
   gatehouse tenant create --slug S --name N [--placement shared|silo] [--silo-cluster URL] [--plan P] [--signup open|invite]
                           [--admin-email E [--admin-name N]]   and invite E as its first admin
@@ -217,16 +217,35 @@ func configFrom(name string, args []string, std stdio) (config, error) {
 	return cfg, err
 }
 
+// migrateParallel is how many silos migrate migrates at once by default,
+// and maxMigrateParallel the most it will: each holds a connection to its
+// silo's cluster.
+const (
+	migrateParallel    = 8
+	maxMigrateParallel = 64
+)
+
 func runMigrate(ctx context.Context, args []string, std stdio) error {
-	cfg, err := configFrom("migrate", args, std)
-	if err != nil {
+	var cfg config
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	cfg.flags(fs)
+	parallel := fs.Int("parallel", migrateParallel, fmt.Sprintf("silos migrated at once, 1 to %d (one connection each)", maxMigrateParallel))
+	if err := positional(fs, args, std, 0); err != nil {
 		return err
 	}
-	return cfg.migrate(ctx, std.out)
+	if *parallel < 1 || *parallel > maxMigrateParallel {
+		return usageErr("migrate: --parallel must be from 1 to %d, got %d", maxMigrateParallel, *parallel)
+	}
+	return cfg.migrateWith(ctx, std.out, *parallel)
 }
 
 // migrate migrates the primary database and every silo, reporting to out.
 func (c *config) migrate(ctx context.Context, out io.Writer) error {
+	return c.migrateWith(ctx, out, migrateParallel)
+}
+
+// migrateWith is migrate with parallel silos at once.
+func (c *config) migrateWith(ctx context.Context, out io.Writer, parallel int) error {
 	if err := c.requireDatabase(); err != nil {
 		return err
 	}
@@ -235,7 +254,7 @@ func (c *config) migrate(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer v.Close()
-	m := &tenancy.Migrator{Out: out, AppPassword: c.AppPassword}
+	m := &tenancy.Migrator{Out: out, AppPassword: c.AppPassword, Parallel: parallel}
 	return m.All(ctx, c.DatabaseURL, v)
 }
 
