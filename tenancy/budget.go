@@ -128,7 +128,9 @@ func (s *SiloPools) freeIdle(cluster string) {
 		return s.pools[a].lastUsed.Compare(s.pools[b].lastUsed)
 	})
 	p := s.pools[oldest]
-	if p.pool.Stat().AcquiredConns() == 0 {
+	// Closing a pool cancels the connections it is making: only a pool
+	// that is neither lending nor making one goes whole.
+	if st := p.pool.Stat(); st.AcquiredConns() == 0 && st.ConstructingConns() == 0 {
 		delete(s.pools, oldest)
 		s.mu.Unlock()
 		go p.pool.Close()

@@ -207,6 +207,39 @@ func (s *SiloPools) Pool(ctx context.Context, t *Tenant) (*pgxpool.Pool, error) 
 	return v.(*pgxpool.Pool), nil
 }
 
+// Acquire takes a connection to silo tenant t's database. A pool closed
+// under the caller (the tenant changed, or the pool was evicted for its
+// cluster's budget) while the caller still wants a connection is opened
+// again, once: its closing cancels connections being made, which says
+// nothing of the caller's request. Returns Unavailable if the database
+// or the secret store cannot be reached, or the budget had no connection
+// in time.
+func (s *SiloPools) Acquire(ctx context.Context, t *Tenant) (*pgxpool.Conn, error) {
+	for attempt := 0; ; attempt++ {
+		pool, err := s.Pool(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := pool.Acquire(ctx)
+		if err == nil {
+			return conn, nil
+		}
+		if attempt > 0 || ctx.Err() != nil || s.current(t.ID) == pool {
+			return nil, unavailable(err)
+		}
+	}
+}
+
+// current returns tenant id's open pool, nil if none.
+func (s *SiloPools) current(id ID) *pgxpool.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pools[id]; ok {
+		return p.pool
+	}
+	return nil
+}
+
 // lookup returns t's open pool if it points where t now lives, and retires
 // a pool left from before the tenant moved.
 func (s *SiloPools) lookup(t *Tenant) *pgxpool.Pool {
@@ -291,7 +324,7 @@ func (s *SiloPools) janitor() {
 		case now := <-tick.C:
 			s.mu.Lock()
 			for id, p := range s.pools {
-				if now.Sub(p.lastUsed) > s.idle && p.pool.Stat().AcquiredConns() == 0 {
+				if st := p.pool.Stat(); now.Sub(p.lastUsed) > s.idle && st.AcquiredConns() == 0 && st.ConstructingConns() == 0 {
 					delete(s.pools, id)
 					go p.pool.Close()
 				}
