@@ -52,3 +52,8 @@ order by retire_after;
 update control.tenants set placement = $2, silo_ref = $3, status = 'active', updated_at = now()
 where id = $1 and status = 'moving'
 returning *;
+
+-- name: TryLockMove :one
+-- Takes a move's lock (see tenancy.moveLockKey) for the session unless
+-- another session holds it; the session keeps it until it ends.
+select pg_try_advisory_lock(hashtextextended(sqlc.arg(lock_key), 0));

@@ -351,3 +351,16 @@ func (q *Queries) SaveMove(ctx context.Context, arg SaveMoveParams) (ControlPlac
 	)
 	return i, err
 }
+
+const tryLockMove = `-- name: TryLockMove :one
+select pg_try_advisory_lock(hashtextextended($1, 0))
+`
+
+// Takes a move's lock (see tenancy.moveLockKey) for the session unless
+// another session holds it; the session keeps it until it ends.
+func (q *Queries) TryLockMove(ctx context.Context, lockKey string) (bool, error) {
+	row := q.db.QueryRow(ctx, tryLockMove, lockKey)
+	var pg_try_advisory_lock bool
+	err := row.Scan(&pg_try_advisory_lock)
+	return pg_try_advisory_lock, err
+}

@@ -81,3 +81,8 @@ limit 100;
 -- name: MarkRelationshipsPurged :exec
 update control.tenants set relationships_purged_at = now()
 where id = $1 and status = 'deleted';
+
+-- name: NotifyTenantChange :exec
+-- Tells every server that a tenant changed, as the triggers on
+-- control.tenants do (channel: tenancy.notifyChannel, payload: the id).
+select pg_notify(sqlc.arg(channel), sqlc.arg(tenant_id));

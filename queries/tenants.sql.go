@@ -356,6 +356,22 @@ func (q *Queries) MarkTenantDeleted(ctx context.Context, id uuid.UUID) (ControlT
 	return i, err
 }
 
+const notifyTenantChange = `-- name: NotifyTenantChange :exec
+select pg_notify($1, $2)
+`
+
+type NotifyTenantChangeParams struct {
+	Channel  string
+	TenantID string
+}
+
+// Tells every server that a tenant changed, as the triggers on
+// control.tenants do (channel: tenancy.notifyChannel, payload: the id).
+func (q *Queries) NotifyTenantChange(ctx context.Context, arg NotifyTenantChangeParams) error {
+	_, err := q.db.Exec(ctx, notifyTenantChange, arg.Channel, arg.TenantID)
+	return err
+}
+
 const removeAllTenantDomains = `-- name: RemoveAllTenantDomains :exec
 delete from control.tenant_domains where tenant_id = $1
 `

@@ -1,3 +1,9 @@
+// The SQL written here is the tenant transaction's own plumbing, not
+// queries: BEGIN, the tenant setting with the fence's entry (enterTenant)
+// and a transaction's first statement travel in one pipelined batch, and
+// COMMIT and ROLLBACK follow by hand. sqlc, one statement a call, cannot
+// express that.
+
 package tenancy
 
 import (
@@ -21,6 +27,13 @@ import (
 // DB is the only way application code reaches tenant data. It routes each
 // transaction to the shared pool or the tenant's silo pool and scopes it to
 // the tenant, so that row level security admits that tenant's rows only.
+//
+// Which method, when:
+//
+//	Tx     a tenant's work: sqlc queries in one transaction, committed if fn returns nil
+//	RawTx  as Tx, for the statements sqlc cannot express (built from the catalog)
+//	Once   one hot read in one round trip, with no BEGIN or COMMIT; a second statement fails
+//	Which  background sweeps: which of many tenants a one-boolean probe holds for, batched
 type DB struct {
 	shared *pgxpool.Pool
 	silos  *SiloPools
@@ -49,8 +62,7 @@ func NewDB(shared *pgxpool.Pool, silos *SiloPools) *DB {
 // as a change of its control-plane row does: they drop what they keep of
 // it in memory (Resolver.OnChange).
 func (db *DB) NotifyChange(ctx context.Context, id ID) error {
-	_, err := db.shared.Exec(ctx, "select pg_notify($1, $2)", notifyChannel, id.String())
-	return err
+	return queries.New(db.shared).NotifyTenantChange(ctx, queries.NotifyTenantChangeParams{Channel: notifyChannel, TenantID: id.String()})
 }
 
 // shareWait is how long a transaction waits for its tenant's share of the
@@ -83,7 +95,7 @@ func (db *DB) RawTx(ctx context.Context, t *Tenant, fn func(tx queries.DBTX) err
 // first statement has run, or with its transaction rolled back.
 func (db *DB) relocated(ctx context.Context, t *Tenant, err error) *Tenant {
 	var pgErr *pgconn.PgError
-	movedAway := errors.As(err, &pgErr) && pgErr.Code == "GH002"
+	movedAway := errors.As(err, &pgErr) && pgErr.Code == codeMovedAway
 	siloGone := t != nil && t.Placement == Silo && problem.CodeOf(err) == problem.Unavailable
 	if t == nil || db.Relocated == nil || !(movedAway || siloGone) {
 		return nil
@@ -230,11 +242,11 @@ func fenceError(err error) error {
 		return nil
 	}
 	switch pgErr.Code {
-	case "GH001":
+	case codeFenced:
 		e := problem.Wrap(problem.Unavailable, err, "this organisation is moving to a new home; try again in a moment")
 		e.RetryAfter = time.Second
 		return e
-	case "GH002":
+	case codeMovedAway:
 		e := problem.Wrap(problem.Unavailable, err, "this organisation has just moved; try again")
 		e.RetryAfter = time.Second
 		return e

@@ -1,3 +1,7 @@
+// The fence's statements are in queries/fence.sql; the few written here
+// are session settings (lock_timeout, synchronous_commit), which SET
+// takes as literals, not parameters, so sqlc cannot express them.
+
 package tenancy
 
 import (
@@ -9,6 +13,22 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/queries"
+)
+
+// SQLSTATEs the fence raises in a tenant transaction (fence.enter, in
+// migrations/tenant 00011 and 00012), both answered with 503 and
+// Retry-After (fenceError).
+const (
+	// codeFenced: a move held the tenant's fence for longer than the
+	// transaction may wait (fence.holds, else fenceWait). Retrying in a
+	// moment finds the fence lifted.
+	codeFenced = "GH001"
+	// codeMovedAway: the tenant's data lives in another database now
+	// (fence.moved_away). The retry, once the tenant's new placement is
+	// known (DB.Relocated), goes there.
+	codeMovedAway = "GH002"
 )
 
 // Fence holds one tenant's writes on one database still: while it stands,
@@ -37,8 +57,8 @@ func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, wait time.Durat
 	}
 	// How long writers wait is read by those that find the fence up, so it
 	// is in place before the fence is.
-	_, err = conn.Exec(ctx, `insert into fence.holds (tenant_id, max_wait) values ($1, make_interval(secs => $2))
-		on conflict (tenant_id) do update set max_wait = excluded.max_wait`, id.UUID(), wait.Seconds())
+	q := queries.New(conn)
+	err = q.SetFenceWait(ctx, queries.SetFenceWaitParams{TenantID: id.UUID(), MaxWaitSecs: wait.Seconds()})
 	if err != nil {
 		conn.Release()
 		return nil, fmt.Errorf("fence: %w", err)
@@ -48,7 +68,7 @@ func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, wait time.Durat
 	since := time.Now()
 	_, err = conn.Exec(ctx, fmt.Sprintf("set lock_timeout = %d", max(wait.Milliseconds(), 1)))
 	if err == nil {
-		_, err = conn.Exec(ctx, "select pg_advisory_lock(fence.key($1))", id.UUID())
+		err = q.LockFence(ctx, id.UUID())
 	}
 	if err != nil {
 		conn.Conn().Close(context.WithoutCancel(ctx)) // the lock, if any, goes with the session
@@ -62,8 +82,7 @@ func RaiseFence(ctx context.Context, admin *pgxpool.Pool, id ID, wait time.Durat
 // elsewhere: its transactions on this database fail from now on (503, and
 // the next request resolves the new placement).
 func (f *Fence) MarkMovedAway(ctx context.Context, move uuid.UUID) error {
-	_, err := f.conn.Exec(ctx, `insert into fence.moved_away (tenant_id, move_id) values ($1, $2)
-		on conflict (tenant_id) do update set move_id = excluded.move_id, moved_at = now()`, f.tenant.UUID(), move)
+	err := queries.New(f.conn).MarkMovedAway(ctx, queries.MarkMovedAwayParams{TenantID: f.tenant.UUID(), MoveID: move})
 	if err != nil {
 		return fmt.Errorf("fence: mark tenant %s moved away: %w", f.tenant, err)
 	}
@@ -85,8 +104,7 @@ func writeMark(ctx context.Context, db interface {
 		if _, err := tx.Exec(ctx, "set local synchronous_commit = on"); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "insert into app.move_marks (tenant_id, move_id, n) values ($1, $2, $3) on conflict do nothing", tenant.UUID(), move, n)
-		return err
+		return queries.New(tx).AddMoveMark(ctx, queries.AddMoveMarkParams{TenantID: tenant.UUID(), MoveID: move, N: int32(n)})
 	})
 	if err != nil {
 		return fmt.Errorf("mark tenant %s: %w", tenant, err)
@@ -99,8 +117,7 @@ func writeMark(ctx context.Context, db interface {
 func (f *Fence) Lift(ctx context.Context) (time.Duration, error) {
 	defer f.conn.Release()
 	held := time.Since(f.Since)
-	var unlocked bool
-	if err := f.conn.QueryRow(ctx, "select pg_advisory_unlock(fence.key($1))", f.tenant.UUID()).Scan(&unlocked); err != nil || !unlocked {
+	if unlocked, err := queries.New(f.conn).UnlockFence(ctx, f.tenant.UUID()); err != nil || !unlocked {
 		// Closing the session releases the lock all the same.
 		f.conn.Conn().Close(context.WithoutCancel(ctx))
 		return held, errors.Join(fmt.Errorf("fence: lift for tenant %s", f.tenant), err)
@@ -112,7 +129,7 @@ func (f *Fence) Lift(ctx context.Context) (time.Duration, error) {
 // Welcome undoes MarkMovedAway: tenant id's transactions run on admin's
 // database again (a demotion brings a tenant back to where it once was).
 func Welcome(ctx context.Context, admin *pgxpool.Pool, id ID) error {
-	if _, err := admin.Exec(ctx, "delete from fence.moved_away where tenant_id = $1", id.UUID()); err != nil {
+	if err := queries.New(admin).WelcomeBack(ctx, id.UUID()); err != nil {
 		return fmt.Errorf("fence: welcome tenant %s: %w", id, err)
 	}
 	return nil

@@ -1,3 +1,8 @@
+// The SQL written here frames the probes of many tenants in one pipelined
+// batch: BEGIN READ ONLY, then each tenant's setting (setTenant) and its
+// probe, then COMMIT. sqlc, one statement a call, cannot express that; the
+// probes themselves are the callers'.
+
 package tenancy
 
 import (

@@ -1,3 +1,9 @@
+// The SQL written here is what sqlc cannot express: replication's DDL
+// (publications, subscriptions) and slot functions, reads of the
+// replication catalogs and statistics views, and statements built from
+// the catalog's list of app tables (row filters, checksums, counts,
+// sequences). A move's plain statements are in queries/fence.sql.
+
 package tenancy
 
 import (
@@ -282,9 +288,7 @@ func (r *Replication) Mark(ctx context.Context, move uuid.UUID, n int) error {
 // (Fence.Mark) is its last change. The subscription commits
 // synchronously, so what the target shows is on its disk.
 func (r *Replication) Arrived(ctx context.Context, move uuid.UUID, n int) (bool, error) {
-	var ok bool
-	err := r.Target.QueryRow(ctx, "select exists (select 1 from app.move_marks where tenant_id = $1 and move_id = $2 and n = $3)",
-		r.Tenant.UUID(), move, n).Scan(&ok)
+	ok, err := queries.New(r.Target).MoveMarkArrived(ctx, queries.MoveMarkArrivedParams{TenantID: r.Tenant.UUID(), MoveID: move, N: int32(n)})
 	if err != nil {
 		return false, fmt.Errorf("replication: look for mark %d: %w", n, err)
 	}
@@ -444,4 +448,36 @@ func CountRows(ctx context.Context, db queries.DBTX, id ID, tables []string) (ma
 		out[t] = counts[i]
 	}
 	return out, nil
+}
+
+// advanceSequences sets every sequence of schema app on target past its
+// value on source (and never back), so that identity columns do not hand
+// out, after the flip, values the tenant's copied rows already hold.
+func advanceSequences(ctx context.Context, source, target *pgxpool.Pool) error {
+	rows, err := source.Query(ctx, "select schemaname || '.' || sequencename, last_value from pg_sequences where schemaname = 'app' and last_value is not null")
+	if err != nil {
+		return fmt.Errorf("read sequences: %w", err)
+	}
+	last, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (struct {
+		Name  string
+		Value int64
+	}, error) {
+		var v struct {
+			Name  string
+			Value int64
+		}
+		err := row.Scan(&v.Name, &v.Value)
+		return v, err
+	})
+	if err != nil {
+		return fmt.Errorf("read sequences: %w", err)
+	}
+	for _, s := range last {
+		_, err := target.Exec(ctx, `select setval($1::text::regclass, greatest($2::bigint, coalesce(
+			(select last_value from pg_sequences where schemaname || '.' || sequencename = $1::text), 0)))`, s.Name, s.Value)
+		if err != nil {
+			return fmt.Errorf("advance sequence %s: %w", s.Name, err)
+		}
+	}
+	return nil
 }

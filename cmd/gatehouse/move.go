@@ -32,16 +32,17 @@ func runPlacement(ctx context.Context, dir tenancy.Direction, args []string, std
 		fs.StringVar(&o.SiloCluster, "silo-cluster", "", "admin URL of the cluster for the silo (default: the primary's)")
 	}
 	fs.DurationVar(&o.MaxPause, "max-pause", tenancy.DefaultMaxPause, "longest the tenant's writes may wait at the fence before they get 503")
-	fs.DurationVar(&o.KeepOldFor, "keep-"+old+"-for", tenancy.DefaultKeepOldFor, "how long to keep the tenant's old "+old+" copy after the flip")
-	purge := fs.Bool("purge", false, "delete the old "+old+" copy right after the flip")
+	keepFlag := "keep-" + old + "-for"
+	fs.DurationVar(&o.KeepOldFor, keepFlag, tenancy.DefaultKeepOldFor, "how long to keep the tenant's old "+old+" copy after the flip")
+	fs.BoolVar(&o.Purge, "purge", false, "delete the old "+old+" copy right after the flip")
 	asJSON := fs.Bool("json", false, "print the finished move as JSON")
 	var slug string
 	if err := positional(fs, args, std, 1, &slug); err != nil {
 		return err
 	}
-	if *purge {
-		o.KeepOldFor = 0
-	}
+	// Begin refuses --purge with a --keep-*-for given, as the operator API
+	// does.
+	fs.Visit(func(f *flag.Flag) { o.KeepOldForSet = o.KeepOldForSet || f.Name == keepFlag })
 	return withMover(ctx, cfg, std, func(m *tenancy.Mover) error {
 		mv, err := m.Begin(ctx, slug, dir, o)
 		if err != nil {

@@ -323,6 +323,40 @@ func TestPromoteAndDemoteUnderHTTPLoad(t *testing.T) {
 	}
 }
 
+// TestPromoteAndDemoteRefusePurgeWithKeep: --purge and --keep-*-for both
+// say how long the old copy stays, so the CLI refuses them together, in
+// the operator API's words, before anything is recorded; --purge alone
+// passes the check.
+func TestPromoteAndDemoteRefusePurgeWithKeep(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.must("migrate")
+	c.must("tenant", "create", "--slug", "acme", "--name", "Acme")
+	for _, tc := range []struct{ dir, flag, field string }{
+		{"promote", "--keep-shared-for", "keep_shared_for"},
+		{"demote", "--keep-silo-for", "keep_silo_for"},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			c := &cli{t: t, url: c.url, vault: c.vault}
+			want := "purge: give either purge or " + tc.field
+			c.fails(1, want, "tenant", tc.dir, "acme", "--purge", tc.flag, "1h")
+			// Given at all, even as the default or as 0, the flag clashes.
+			c.fails(1, want, "tenant", tc.dir, "acme", tc.flag+"=24h", "--purge")
+			c.fails(1, want, "tenant", tc.dir, "acme", tc.flag, "0s", "--purge")
+		})
+	}
+	// --purge alone gets past the options to the tenant.
+	c.fails(1, "is already in the shared database", "tenant", "demote", "acme", "--purge")
+
+	var moves []json.RawMessage
+	if err := json.Unmarshal([]byte(c.must("tenant", "move", "list", "acme", "--json")), &moves); err != nil || len(moves) != 0 {
+		t.Fatalf("after the refusals, acme's moves: %d %v; want none", len(moves), err)
+	}
+	if show := c.must("tenant", "show", "acme"); !regexp.MustCompile(`status:\s+active\s+placement:\s+shared`).MatchString(show) {
+		t.Fatalf("after the refusals:\n%s", show)
+	}
+}
+
 // TestKilledPromotionResumesOrAborts kills a real promote process with
 // SIGKILL in the middle of its copy, then resumes the move, or aborts it.
 func TestKilledPromotionResumesOrAborts(t *testing.T) {
