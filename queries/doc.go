@@ -3,7 +3,7 @@
 // statement the services run is a method of Queries, typed from the
 // schema. The generated files are never edited; write the statement in a
 // .sql file here and run sqlc generate. Hand-written here are only this
-// comment and errors.go.
+// comment, errors.go and probes.go.
 //
 // Queries never choose a tenant: application code reaches tenant data
 // only through tenancy.DB, whose transactions set the tenant that row

@@ -36,3 +36,7 @@ on conflict (tenant_id) do update set move_id = excluded.move_id, moved_at = now
 -- name: WelcomeBack :exec
 -- Undoes MarkMovedAway: the tenant's transactions run here again.
 delete from fence.moved_away where tenant_id = $1;
+
+-- name: ForgetFenceWait :exec
+-- Undoes SetFenceWait (the tenant is deleted).
+delete from fence.holds where tenant_id = $1;

@@ -46,6 +46,16 @@ func (q *Queries) DeleteMoveMarks(ctx context.Context, arg DeleteMoveMarksParams
 	return err
 }
 
+const forgetFenceWait = `-- name: ForgetFenceWait :exec
+delete from fence.holds where tenant_id = $1
+`
+
+// Undoes SetFenceWait (the tenant is deleted).
+func (q *Queries) ForgetFenceWait(ctx context.Context, tenantID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, forgetFenceWait, tenantID)
+	return err
+}
+
 const lockFence = `-- name: LockFence :exec
 select pg_advisory_lock(fence.key($1))
 `

@@ -72,3 +72,9 @@ update app.mail_outbox
 set attempts = greatest(attempts - 1, 0), next_attempt_at = now() + make_interval(secs => sqlc.arg(delay)::float8),
     last_error = sqlc.arg(last_error)
 where tenant_id = sqlc.arg(tenant_id) and id = sqlc.arg(id) and status = 'pending';
+
+-- name: HasDueMail :one
+-- The mail relay's probe (tenancy.DB.Which, HasDueMailProbe): does the
+-- tenant have mail to send now?
+select exists (select 1 from app.mail_outbox
+    where tenant_id = $1 and status = 'pending' and next_attempt_at <= now());

@@ -135,6 +135,20 @@ func (q *Queries) FailMail(ctx context.Context, arg FailMailParams) error {
 	return err
 }
 
+const hasDueMail = `-- name: HasDueMail :one
+select exists (select 1 from app.mail_outbox
+    where tenant_id = $1 and status = 'pending' and next_attempt_at <= now())
+`
+
+// The mail relay's probe (tenancy.DB.Which, HasDueMailProbe): does the
+// tenant have mail to send now?
+func (q *Queries) HasDueMail(ctx context.Context, tenantID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, hasDueMail, tenantID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const markMailSent = `-- name: MarkMailSent :exec
 update app.mail_outbox
 set status = 'sent', payload_sealed = null, done_at = now(), last_error = null

@@ -145,3 +145,9 @@ select pg_advisory_xact_lock(hashtextextended('gatehouse.group_graph/' || sqlc.a
 
 -- name: ListDisabledUsers :many
 select id from app.users where tenant_id = $1 and status = 'disabled';
+
+-- name: HasDueChanges :one
+-- The relationship relay's probe (tenancy.DB.Which, HasDueChangesProbe):
+-- has the tenant changes to deliver now?
+select exists (select 1 from app.rebac_outbox
+    where tenant_id = $1 and delivered_at is null and next_attempt_at <= now());

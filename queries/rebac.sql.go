@@ -443,6 +443,20 @@ func (q *Queries) GroupsContaining(ctx context.Context, arg GroupsContainingPara
 	return items, nil
 }
 
+const hasDueChanges = `-- name: HasDueChanges :one
+select exists (select 1 from app.rebac_outbox
+    where tenant_id = $1 and delivered_at is null and next_attempt_at <= now())
+`
+
+// The relationship relay's probe (tenancy.DB.Which, HasDueChangesProbe):
+// has the tenant changes to deliver now?
+func (q *Queries) HasDueChanges(ctx context.Context, tenantID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, hasDueChanges, tenantID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const listAdmins = `-- name: ListAdmins :many
 select id from app.users where tenant_id = $1 and role = 'admin'
 `

@@ -104,10 +104,7 @@ func (r *Relay) Notify(t *tenancy.Tenant) { r.relay.Notify(t) }
 
 // Due is the relationship outbox's probe: has the tenant changes to
 // deliver now?
-func (r *Relay) Due() string {
-	return `select exists (select 1 from app.rebac_outbox
-	where tenant_id = $1 and delivered_at is null and next_attempt_at <= now())`
-}
+func (r *Relay) Due() string { return queries.HasDueChangesProbe }
 
 // Drain delivers tenant t's due changes (outbox.Outbox).
 func (r *Relay) Drain(ctx context.Context, t *tenancy.Tenant) error {

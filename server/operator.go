@@ -214,12 +214,9 @@ func (o *Operator) handleMove(dir tenancy.Direction) fiber.Handler {
 		if opts.KeepOldFor < 0 {
 			return problem.InvalidField(keepField, "must not be negative")
 		}
-		if req.Purge {
-			if keep != "" {
-				return problem.InvalidField("purge", "give either purge or "+keepField)
-			}
-			opts.KeepOldFor = 0
-		}
+		// Begin checks the options, purge against keep among them, as it
+		// does for the command line.
+		opts.Purge, opts.KeepOldForSet = req.Purge, keep != ""
 		mv, err := o.mover.Begin(c.UserContext(), c.Params("slug"), dir, opts)
 		if err != nil {
 			return err

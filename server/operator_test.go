@@ -134,6 +134,8 @@ func TestOperatorAPIPromotesAndDemotes(t *testing.T) {
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"silo_cluster": "postgres://me@evil.example:5432/postgres"}`), 400, "silo_cluster")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"keep_silo_for": "1h"}`), 400, "keep_silo_for")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"speed": "fast"}`), 400, "speed")
+	wantProblem(t, send("POST", "/v1/operator/tenants/acme/promote", token, `{"keep_shared_for": "1h", "purge": true}`), 400, "give either purge or keep_shared_for")
+	wantProblem(t, send("POST", "/v1/operator/tenants/acme/demote", token, `{"keep_silo_for": "0s", "purge": true}`), 400, "give either purge or keep_silo_for")
 	wantProblem(t, send("POST", "/v1/operator/tenants/acme/demote", token, ""), 409, "already in the shared database")
 
 	r := send("POST", "/v1/operator/tenants/acme/promote", token, `{`+silo+`, "max_pause": "1s", "purge": true}`)

@@ -148,22 +148,21 @@ func (db *DB) acquire(ctx context.Context, t *Tenant) (*pgxpool.Conn, func(), er
 	if t == nil {
 		return nil, nil, errors.New("tenant transaction: no tenant")
 	}
-	pool, done := db.shared, func() {}
 	if t.Placement == Silo {
 		if db.silos == nil {
 			return nil, nil, fmt.Errorf("tenant %s: silo placement but no silo pools configured", t.ID)
 		}
-		var err error
-		if pool, err = db.silos.Pool(ctx, t); err != nil {
+		conn, err := db.silos.Acquire(ctx, t)
+		if err != nil {
 			return nil, nil, err
 		}
-	} else {
-		var err error
-		if done, err = db.shares.take(ctx, t.ID); err != nil {
-			return nil, nil, err
-		}
+		return conn, conn.Release, nil
 	}
-	conn, err := pool.Acquire(ctx)
+	done, err := db.shares.take(ctx, t.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := db.shared.Acquire(ctx)
 	if err != nil {
 		done()
 		return nil, nil, unavailable(err)

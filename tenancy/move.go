@@ -281,7 +281,7 @@ func (m *Mover) Begin(ctx context.Context, slug string, dir Direction, o MoveOpt
 			ID: id, TenantID: t.ID.UUID(), Direction: string(dir), StartedBy: o.By, SourceRef: sourceRef,
 			MaxPauseMs: int32(o.MaxPause / time.Millisecond), KeepOldFor: pgtype.Interval{Microseconds: o.KeepOldFor.Microseconds(), Valid: true},
 		})
-		if isUniqueViolation(err) {
+		if queries.IsUniqueViolation(err) {
 			return problem.Errorf(problem.Conflict, "tenant %q is already moving", slug)
 		}
 		if err != nil {

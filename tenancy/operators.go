@@ -129,7 +129,7 @@ func (r *Registry) CreateOperatorToken(ctx context.Context, name string, o Opera
 	err := queries.New(r.admin).CreateOperatorToken(ctx, queries.CreateOperatorTokenParams{
 		Name: name, TokenHash: hash[:], Scopes: scopes, ExpiresAt: time.Now().Add(o.TTL),
 	})
-	if isUniqueViolation(err) {
+	if queries.IsUniqueViolation(err) {
 		return "", problem.Errorf(problem.Conflict, "operator %q has a token already; revoke it first", name)
 	}
 	if err != nil {

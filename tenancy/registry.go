@@ -349,12 +349,13 @@ func (r *Registry) Delete(ctx context.Context, slug string) error {
 				return err
 			}
 		}
-		for _, stmt := range []string{"delete from fence.moved_away where tenant_id = $1", "delete from fence.holds where tenant_id = $1"} {
-			if _, err := tx.Exec(ctx, stmt, t.ID.UUID()); err != nil {
-				return err
-			}
-		}
 		q := queries.New(tx)
+		if err := q.WelcomeBack(ctx, t.ID.UUID()); err != nil {
+			return err
+		}
+		if err := q.ForgetFenceWait(ctx, t.ID.UUID()); err != nil {
+			return err
+		}
 		if err := q.RemoveAllTenantDomains(ctx, t.ID.UUID()); err != nil {
 			return err
 		}
@@ -501,7 +502,3 @@ func domainFromRow(r queries.ControlTenantDomain) *Domain {
 // Ready reports whether the primary database answers with every migration
 // applied.
 func (r *Registry) Ready(ctx context.Context) error { return SchemaCurrent(ctx, r.admin, true) }
-
-// isUniqueViolation is queries.IsUniqueViolation, for the files of the
-// Mover that still name it.
-func isUniqueViolation(err error) bool { return queries.IsUniqueViolation(err) }

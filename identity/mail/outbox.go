@@ -147,10 +147,7 @@ func NewRelay(db *tenancy.DB, tenants func(context.Context) ([]*tenancy.Tenant, 
 func (r *Relay) Run(ctx context.Context) { r.relay.Run(ctx) }
 
 // Due is the mail outbox's probe: does the tenant have mail to send now?
-func (r *Relay) Due() string {
-	return `select exists (select 1 from app.mail_outbox
-	where tenant_id = $1 and status = 'pending' and next_attempt_at <= now())`
-}
+func (r *Relay) Due() string { return queries.HasDueMailProbe }
 
 // Drain sends tenant t's due mail, a batch at a time.
 func (r *Relay) Drain(ctx context.Context, t *tenancy.Tenant) error {
