@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -18,12 +17,12 @@ import (
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
 	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
+	"github.com/gatehouse/gatehouse/internal/app"
+	"github.com/gatehouse/gatehouse/internal/app/apptest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
-	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -36,12 +35,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testHash keeps argon2id cheap in these tests (the hasher itself is
-// tested at real cost in package identity).
-var testHash = identity.HashParams{Memory: 1024, Time: 1, Threads: 1, KeyLen: 32, SaltLen: 16}
-
-// env is one test's Gatehouse: its own primary database, the shared Vault,
-// and the HTTP server with identity's routes, driven in process.
+// env is one test's Gatehouse (apptest.Env), with helpers to drive its
+// HTTP API.
 type env struct {
 	t      *testing.T
 	appURL string
@@ -61,53 +56,43 @@ type env struct {
 	metrics *prometheus.Registry
 }
 
-func issuer(t *tenancy.Tenant) string { return "https://" + t.Slug + ".gatehouse.test" }
+var issuer = apptest.Issuer
 
-// roomy limits keep rate limiting out of tests about other things.
-var roomy = map[string]identity.Limits{}
+type envOption func(*apptest.Options)
 
-func init() {
-	for action := range identity.DefaultLimits {
-		roomy[action] = identity.Limits{PerIP: identity.Limit{Requests: 10_000, Window: time.Minute}, PerTenant: identity.Limit{Requests: 10_000, Window: time.Minute}}
+// withConfig changes the app's configuration of an env.
+func withConfig(f func(*app.Config)) envOption {
+	return func(o *apptest.Options) {
+		prev := o.Config
+		o.Config = func(c *app.Config) {
+			if prev != nil {
+				prev(c)
+			}
+			f(c)
+		}
 	}
-}
-
-// envSettings are what an env's options may change.
-type envSettings struct {
-	cfg     identity.Config
-	mail    *mailtest.Server    // default: the shared one
-	spicedb *spicedbtest.Server // default: the shared one
-	sample  float64             // share of check-API decisions audited; default all
-	caching bool                // the resolver caches, as in a server
-}
-
-type envOption func(*envSettings)
-
-// withConfig changes the identity configuration of an env.
-func withConfig(f func(*identity.Config)) envOption {
-	return func(s *envSettings) { f(&s.cfg) }
 }
 
 // withCheckAuditSample audits this share of check-API decisions.
 func withCheckAuditSample(f float64) envOption {
-	return func(s *envSettings) { s.sample = f }
+	return withConfig(func(c *app.Config) { c.CheckAuditSample = f })
 }
 
 // withCachingResolver runs the env's resolver as a server does, caching
 // tenants and listening for their changes (benchmarks: tests want every
 // change seen at once).
 func withCachingResolver() envOption {
-	return func(s *envSettings) { s.caching = true }
+	return func(o *apptest.Options) { o.Caching = true }
 }
 
 // withSpiceDB checks an env's permissions with srv.
 func withSpiceDB(srv *spicedbtest.Server) envOption {
-	return func(s *envSettings) { s.spicedb = srv }
+	return func(o *apptest.Options) { o.SpiceDB = srv }
 }
 
 // withMail sends an env's mail to srv.
 func withMail(srv *mailtest.Server) envOption {
-	return func(s *envSettings) { s.mail = srv }
+	return func(o *apptest.Options) { o.Mail = srv }
 }
 
 func newEnv(t *testing.T, options ...envOption) *env {
@@ -120,59 +105,15 @@ func newEnv(t *testing.T, options ...envOption) *env {
 // newBenchEnv is newEnv for benchmarks too (no HTTP helpers).
 func newBenchEnv(t testing.TB, options ...envOption) *env {
 	t.Helper()
-	db := pgtest.NewPrimary(t)
-	v := vaulttest.Shared(t).Connect(t)
-	e := &env{admin: pgtest.Pool(t, db.AdminURL, 4), appURL: db.AppURL}
-	e.reg = tenancy.NewRegistry(e.admin, db.AdminURL, "localhost", v, &tenancy.Migrator{})
-	appPool := pgtest.Pool(t, db.AppURL, 8)
-	silos := tenancy.NewSiloPools(v, tenancy.SiloPoolOptions{})
-	t.Cleanup(silos.Close)
-	data := tenancy.NewDB(appPool, silos)
-	e.data = data
-	sealer := secrets.NewSealer(v, secrets.ControlPlane(appPool), secrets.SealerOptions{})
-	t.Cleanup(sealer.Close)
-	e.keys = identity.NewKeys(data, sealer, secrets.AAD)
-	e.outbox = mail.NewOutbox(sealer, secrets.AAD)
-	set := envSettings{sample: 1, cfg: identity.Config{Issuer: issuer, Limits: roomy, Outbox: e.outbox, MailFrom: "no-reply@gatehouse.test"}}
-	for _, o := range options {
-		o(&set)
+	var o apptest.Options
+	for _, f := range options {
+		f(&o)
 	}
-	cfg := set.cfg
-	e.mail = set.mail
-	if e.mail == nil {
-		e.mail = mailtest.Shared(t)
+	a := apptest.New(t, o)
+	return &env{
+		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys,
+		app: a.HTTP, mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
 	}
-	// SpiceDB: a datastore of this env's own on the shared server.
-	if set.spicedb == nil {
-		set.spicedb = spicedbtest.Shared(t)
-	}
-	e.spicedb = set.spicedb.Connect(t)
-	e.relay = rebac.NewRelay(data, e.reg.List, e.spicedb, rebac.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
-	e.authz = rebac.NewService(data, e.spicedb, e.relay, nil)
-	cfg.Authorizer = e.authz
-	relay := mail.NewRelay(data, e.reg.List, e.outbox, mail.NewSMTP(e.mail.Config()),
-		mail.RelayOptions{Sweep: 200 * time.Millisecond, Backoff: 100 * time.Millisecond})
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	rebacDone := make(chan struct{})
-	go func() { relay.Run(ctx); close(done) }()
-	go func() { e.relay.Run(ctx); close(rebacDone) }()
-	t.Cleanup(func() { stop(); <-done; <-rebacDone })
-	e.svc = identity.NewService(data, identity.NewHasher(testHash, 0, 5*time.Second), e.keys, cfg)
-	log := slog.New(slog.DiscardHandler)
-	resolver := tenancy.NewResolver(appPool, "localhost", log)
-	if set.caching {
-		resolved := make(chan struct{})
-		go func() { resolver.Run(ctx); close(resolved) }()
-		t.Cleanup(func() { stop(); <-resolved })
-		for !resolver.Listening() {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	e.metrics = prometheus.NewRegistry()
-	checks := rebac.NewHTTP(e.authz, e.svc, rebac.HTTPOptions{AuditSample: set.sample, Metrics: rebac.NewMetrics(e.metrics)})
-	e.app = server.New(server.Config{}, server.Deps{Log: log, Resolver: resolver, Routes: []func(fiber.Router){e.svc.Routes, checks.Routes}}).App()
-	return e
 }
 
 // decisions is the count of check-API decisions of tenant slug at

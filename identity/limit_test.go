@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/internal/app"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -64,7 +65,7 @@ func TestRepeatedFailuresThrottleTheNetworkLongerEachTime(t *testing.T) {
 
 func TestRateLimitsAnswerWithHeadersAndRetryAfter(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{
 			"login": {PerIP: identity.Limit{Requests: 3, Window: time.Hour}, PerTenant: identity.Limit{Requests: 100, Window: time.Hour}},
 		}
@@ -94,7 +95,7 @@ func TestRateLimitsAnswerWithHeadersAndRetryAfter(t *testing.T) {
 
 func TestTenantWideRateLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{
 			"signup": {PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 2, Window: time.Hour}, Share: 100},
 		}
@@ -188,7 +189,7 @@ func TestHostileUserAgentIsStoredSafely(t *testing.T) {
 func TestAFewDozenClientsCannotSpendTheTenantLimit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{"login": identity.DefaultLimits["login"]}
 	}))
 	e.withClock() // one window for the whole test
@@ -220,7 +221,7 @@ func TestAFewDozenClientsCannotSpendTheTenantLimit(t *testing.T) {
 func TestTenantLimitStillBindsManyClients(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{"login": {PerIP: identity.Limit{Requests: 10, Window: time.Hour}, PerTenant: identity.Limit{Requests: 20, Window: time.Hour}}}
 	}))
 	tn := e.tenant("acme", tenancy.Shared, "")
@@ -240,7 +241,7 @@ func TestTenantLimitStillBindsManyClients(t *testing.T) {
 
 func TestSuccessfulSignInsDoNotSpendTheTenantLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{"login": {
 			PerIP: identity.Limit{Requests: 100, Window: time.Hour}, PerTenant: identity.Limit{Requests: 3, Window: time.Hour},
 			Share: 100, OnlyFailures: true,
@@ -262,7 +263,7 @@ func TestSuccessfulSignInsDoNotSpendTheTenantLimit(t *testing.T) {
 func TestUnauthenticatedEndpointsAreRateLimited(t *testing.T) {
 	t.Parallel()
 	two := identity.Limits{PerIP: identity.Limit{Requests: 2, Window: time.Hour}, PerTenant: identity.Limit{Requests: 100, Window: time.Hour}}
-	e := newEnv(t, withConfig(func(c *identity.Config) {
+	e := newEnv(t, withConfig(func(c *app.Config) {
 		c.Limits = map[string]identity.Limits{"revoke": two, "verify": two, "password": two}
 	}))
 	form := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}

@@ -29,15 +29,15 @@ func runAudit(ctx context.Context, args []string, std stdio) error {
 	if *slug == "" {
 		return usageErr("audit %s: give --tenant SLUG", sub)
 	}
-	return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+	return withOperatorApp(ctx, cfg, std, operatorOptions{}, func(k *operatorApp) error {
 		t, err := k.reg.Get(ctx, *slug)
 		if err != nil {
 			return err
 		}
 		if sub == "export" {
-			return exportAudit(ctx, k.data, t, *out, std)
+			return exportAudit(ctx, k.Data, t, *out, std)
 		}
-		n, brk, err := identity.VerifyAudit(ctx, k.data, t)
+		n, brk, err := identity.VerifyAudit(ctx, k.Data, t)
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
 	if *slug == "" || *email == "" {
 		return usageErr("tenant admin %s: give --tenant SLUG and --email EMAIL", sub)
 	}
-	return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+	return withOperatorApp(ctx, cfg, std, operatorOptions{}, func(k *operatorApp) error {
 		t, err := k.reg.Get(ctx, *slug)
 		if err != nil {
 			return err
@@ -98,7 +98,7 @@ func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
 		if sub == "revoke" {
 			role = identity.RoleMember
 		}
-		u, err := k.accounts.SetRole(ctx, t, *email, role)
+		u, err := k.Accounts.SetRole(ctx, t, *email, role)
 		if err != nil {
 			return err
 		}
@@ -109,8 +109,8 @@ func runTenantAdmin(ctx context.Context, args []string, std stdio) error {
 
 // inviteAdmin creates an admin account of t for email and queues its
 // invitation.
-func (k *keyTools) inviteAdmin(ctx context.Context, std stdio, t *tenancy.Tenant, email, name string) error {
-	u, err := k.accounts.InviteAdmin(ctx, t, email, name)
+func (k *operatorApp) inviteAdmin(ctx context.Context, std stdio, t *tenancy.Tenant, email, name string) error {
+	u, err := k.Accounts.InviteAdmin(ctx, t, email, name)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 	if err := cfg.migrate(ctx, std.out); err != nil {
 		return err
 	}
-	err = withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+	err = withOperatorApp(ctx, cfg, std, operatorOptions{}, func(k *operatorApp) error {
 		for _, p := range demoTenants {
 			_, err := k.reg.Get(ctx, p.Slug)
 			if problem.CodeOf(err) != problem.NotFound {

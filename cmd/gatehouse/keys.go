@@ -11,28 +11,38 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/identity"
-	"github.com/gatehouse/gatehouse/identity/mail"
+	"github.com/gatehouse/gatehouse/internal/app"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// keyTools is what key rotation and import need: the registry to find
-// tenants, the control plane as an administrator (key generations), and
-// tenant data as gatehouse_app, under row level security like the server.
-type keyTools struct {
+// operatorApp is the app as operators' commands use it (rotating keys,
+// reading audit trails, inviting admins, reconciling permissions, the
+// demo tenants of dev): tenant data as gatehouse_app, under row level
+// security like the server, with the registry to find tenants and the
+// control plane as an administrator (key generations). It runs no
+// background work: permission changes it records reach SpiceDB through
+// the servers' relays, and its mail through their outbox relays.
+type operatorApp struct {
+	*app.App
 	reg     *tenancy.Registry
 	admin   *pgxpool.Pool
-	data    *tenancy.DB
 	rotator *secrets.Rotator
-	signing *identity.Keys
-	// accounts acts on an operator's authority: it writes invitations
-	// to the outbox, which the servers' relays send.
-	accounts *identity.Service
 }
 
-func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Duration, fn func(*keyTools) error) error {
+// operatorOptions are what some commands add to the operatorApp.
+type operatorOptions struct {
+	// settle is how long key rotation lets servers' cached data keys
+	// expire.
+	settle time.Duration
+	// spicedb, for commands that read SpiceDB themselves (reconcile).
+	spicedb *rebac.Client
+}
+
+// withOperatorApp runs fn with an operatorApp.
+func withOperatorApp(ctx context.Context, cfg config, std stdio, o operatorOptions, fn func(*operatorApp) error) error {
 	return withRegistry(ctx, cfg, std, func(reg *tenancy.Registry) error {
 		v, err := cfg.vault(ctx, nil)
 		if err != nil {
@@ -48,35 +58,27 @@ func withKeyTools(ctx context.Context, cfg config, std stdio, settle time.Durati
 		if err != nil {
 			return err
 		}
-		app, err := pgxpool.New(ctx, appURL)
-		if err != nil {
-			return fmt.Errorf("database settings: %w", err)
-		}
-		defer app.Close()
-		silos := tenancy.NewSiloPools(v, tenancy.SiloPoolOptions{})
-		defer silos.Close()
-		data := tenancy.NewDB(app, silos)
-		sealer := secrets.NewSealer(v, secrets.ControlPlane(admin), secrets.SealerOptions{})
-		defer sealer.Close()
-		signing := identity.NewKeys(data, sealer, secrets.AAD)
 		issuer, err := cfg.issuer()
 		if err != nil {
 			return err
 		}
-		return fn(&keyTools{
-			reg: reg, admin: admin, data: data,
-			rotator: secrets.NewRotator(v, data, secrets.ControlPlane(admin), settle),
-			signing: signing,
-			accounts: identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 1, 10*time.Second), signing, identity.Config{
-				Issuer: issuer, Outbox: mail.NewOutbox(sealer, secrets.AAD), MailFrom: cfg.mailFrom(),
-				// Operators' commands record permission changes; the
-				// servers' relays carry them to SpiceDB, and every check
-				// delivers what waits first.
-				Authorizer: rebac.NewService(data, nil, nil, nil),
-			}),
+		a, err := app.New(ctx, app.Config{
+			DatabaseURL: appURL, BaseDomain: cfg.BaseDomain, Issuer: issuer, Vault: v,
+			Generations: secrets.ControlPlane(admin), MailFrom: cfg.mailFrom(), SpiceDB: o.spicedb,
+			HashWorkers: 1, HashWait: 10 * time.Second, MaxConns: operatorConns,
 		})
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		return fn(&operatorApp{App: a, reg: reg, admin: admin,
+			rotator: secrets.NewRotator(v, a.Data, secrets.ControlPlane(admin), o.settle)})
 	})
 }
+
+// operatorConns bounds an operator command's connections to a cluster
+// (README, "Connection budget").
+const operatorConns = 8
 
 func runKeys(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 || args[0] != "rotate" {
@@ -94,7 +96,7 @@ func runKeys(ctx context.Context, args []string, std stdio) error {
 	if (*slug == "") == !*all {
 		return usageErr("keys rotate: give --tenant SLUG or --all")
 	}
-	return withKeyTools(ctx, cfg, std, *settle, func(k *keyTools) error {
+	return withOperatorApp(ctx, cfg, std, operatorOptions{settle: *settle}, func(k *operatorApp) error {
 		tenants, err := k.tenants(ctx, *slug)
 		if err != nil {
 			return err
@@ -107,13 +109,13 @@ func runKeys(ctx context.Context, args []string, std stdio) error {
 			// Token signing: a new key signs from now on; the previous one
 			// stays published until every token it signed has expired, and
 			// keys that stopped signing longer ago than that are retired.
-			kid, err := k.signing.Rotate(ctx, t)
+			kid, err := k.Keys.Rotate(ctx, t)
 			if err != nil {
 				return fmt.Errorf("rotate %s's signing key: %w", t.Slug, err)
 			}
 			// A server may sign with a replaced key for KeyCacheTTL after it
 			// stopped signing here; its tokens live AccessTokenTTL.
-			retired, err := k.signing.Retire(ctx, t, identity.KeyCacheTTL+t.AccessTokenTTL+identity.Leeway)
+			retired, err := k.Keys.Retire(ctx, t, identity.KeyCacheTTL+t.AccessTokenTTL+identity.Leeway)
 			if err != nil {
 				return fmt.Errorf("retire %s's signing keys: %w", t.Slug, err)
 			}
@@ -150,7 +152,7 @@ func runBYOK(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	defer clear(key)
-	return withKeyTools(ctx, cfg, std, *settle, func(k *keyTools) error {
+	return withOperatorApp(ctx, cfg, std, operatorOptions{settle: *settle}, func(k *operatorApp) error {
 		t, err := k.reg.Get(ctx, *slug)
 		if err != nil {
 			return err
@@ -169,7 +171,7 @@ func settleFlag(fs *flag.FlagSet) *time.Duration {
 		"how long servers may keep sealing with a data key issued before the change (their data-key lifetime)")
 }
 
-func (k *keyTools) tenants(ctx context.Context, slug string) ([]*tenancy.Tenant, error) {
+func (k *operatorApp) tenants(ctx context.Context, slug string) ([]*tenancy.Tenant, error) {
 	if slug != "" {
 		t, err := k.reg.Get(ctx, slug)
 		if err != nil {

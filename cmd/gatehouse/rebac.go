@@ -30,11 +30,11 @@ func runRebac(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	defer client.Close()
-	return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+	return withOperatorApp(ctx, cfg, std, operatorOptions{spicedb: client}, func(k *operatorApp) error {
 		if _, err := client.EnsureSchema(ctx); err != nil {
 			return err
 		}
-		authz := rebac.NewService(k.data, client, rebac.NewRelay(k.data, nil, client, rebac.RelayOptions{}), nil)
+		authz := k.Authz
 		tenants, err := k.tenants(ctx, *slug)
 		if err != nil {
 			return err

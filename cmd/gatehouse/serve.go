@@ -10,17 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/mail"
+	"github.com/gatehouse/gatehouse/internal/app"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/rebac"
-	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -54,13 +50,15 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	if err != nil {
 		return err
 	}
-	var smtp *mail.SMTP
+	var smtp mail.Sender
 	if cfg.SMTPURL != "" {
 		sc, err := mail.ParseSMTPURL(cfg.SMTPURL, cfg.SMTPPassword)
 		if err != nil {
 			return problem.Wrap(problem.Invalid, err, "--smtp-url: "+err.Error())
 		}
 		smtp = mail.NewSMTP(sc)
+	} else {
+		log.Warn("no SMTP server configured (--smtp-url): mail waits in the tenants' outboxes until one is")
 	}
 	spicedb, err := cfg.spicedb()
 	if err != nil {
@@ -71,21 +69,6 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 	if err != nil {
 		return err
 	}
-	poolCfg, err := pgxpool.ParseConfig(appURL)
-	if err != nil {
-		return problem.Errorf(problem.Invalid, "the app database URL is malformed")
-	}
-	poolCfg.MaxConns = int32(sharedConns)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database settings: %w", err)
-	}
-	defer pool.Close()
-	primary, err := tenancy.ClusterOf(appURL)
-	if err != nil {
-		return err
-	}
-
 	vault, err := cfg.vault(ctx, log)
 	if err != nil {
 		return err
@@ -115,66 +98,41 @@ func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) er
 			return err
 		}
 	}
-	issuer := func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) }
 
-	// The change subscription holds one connection beside the shared
-	// pool's.
-	silos := tenancy.NewSiloPools(vault, tenancy.SiloPoolOptions{
-		ClusterConns: cfg.DBMaxConns, Reserve: map[string]int{primary: sharedConns + 1},
+	a, err := app.New(ctx, app.Config{
+		DatabaseURL:      appURL,
+		BaseDomain:       cfg.BaseDomain,
+		Issuer:           func(t *tenancy.Tenant) string { return strings.ReplaceAll(publicURL, "{tenant}", t.Slug) },
+		Vault:            vault,
+		SpiceDB:          spicedb,
+		SMTP:             smtp,
+		MailFrom:         cfg.mailFrom(),
+		Limits:           cfg.rateLimits(),
+		MaxConns:         cfg.DBMaxConns,
+		SharedConns:      sharedConns,
+		CheckAuditSample: cfg.CheckAuditSample,
+		Metrics:          metrics,
+		Log:              log,
 	})
-	defer silos.Close()
-	data := tenancy.NewDB(pool, silos)
-	sealer := secrets.NewSealer(vault, secrets.ControlPlane(pool), secrets.SealerOptions{})
-	defer sealer.Close()
-	keys := identity.NewKeys(data, sealer, secrets.AAD)
-	outbox := mail.NewOutbox(sealer, secrets.AAD)
-	resolver := tenancy.NewResolver(pool, cfg.BaseDomain, log)
-	data.Relocated = resolver.ByID
-	relay := rebac.NewRelay(data, resolver.Live, spicedb, rebac.RelayOptions{Log: log})
-	authz := rebac.NewService(data, spicedb, relay, log)
-	accounts := identity.NewService(data, identity.NewHasher(identity.DefaultHashParams, 0, 2*time.Second), keys,
-		identity.Config{
-			Issuer:     issuer,
-			Limits:     cfg.rateLimits(),
-			Outbox:     outbox,
-			MailFrom:   cfg.mailFrom(),
-			Authorizer: authz,
-		})
-
-	// A tenant that changed may have moved, rotated keys or been deleted:
-	// drop what is cached of it; the next request loads it afresh.
-	resolver.OnChange = func(id tenancy.ID) {
-		silos.Forget(id)
-		sealer.Forget(id)
-		keys.Forget(id)
+	if err != nil {
+		return err
 	}
-	resolver.OnResync = keys.ForgetAll
-
-	runCtx, stopResolver := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopResolver()
-	go resolver.Run(runCtx)
+	defer a.Close()
+	runCtx, stopRunning := context.WithCancel(context.WithoutCancel(ctx))
+	running := make(chan struct{})
+	go func() { a.Run(runCtx); close(running) }()
+	defer func() { stopRunning(); <-running }()
 	go vault.Watch(runCtx, 2*time.Second)
-	go ensureSchema(runCtx, spicedb, log)
-	go relay.Run(runCtx)
-	go rebac.NewPurger(pool, spicedb, log).Run(runCtx, time.Minute)
-	if smtp != nil {
-		relay := mail.NewRelay(data, resolver.Live, outbox, smtp, mail.RelayOptions{Log: log})
-		go relay.Run(runCtx)
-	} else {
-		log.Warn("no SMTP server configured (--smtp-url): mail waits in the tenants' outboxes until one is")
-	}
 
 	srv := server.New(server.Config{}, server.Deps{
 		Log:      log,
-		Resolver: resolver,
+		Resolver: a.Resolver,
 		Ready: map[string]func(context.Context) error{
-			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, pool, true) },
+			"database": func(ctx context.Context) error { return tenancy.SchemaCurrent(ctx, a.Pool, true) },
 			"vault":    func(context.Context) error { return vault.Healthy() },
 			"spicedb":  spicedb.Healthy,
 		},
-		Routes: []func(fiber.Router){accounts.Routes, rebac.NewHTTP(authz, accounts, rebac.HTTPOptions{
-			AuditSample: cfg.CheckAuditSample, Metrics: rebac.NewMetrics(metrics),
-		}).Routes},
+		Routes: a.Routes(),
 	})
 	log.Info("serving", "addr", at.Addr, "base_domain", cfg.BaseDomain, "metrics", at.MetricsAddr)
 	if ready != nil {
@@ -201,24 +159,4 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	}()
 	context.AfterFunc(ctx, func() { srv.Close() })
 	return ln.Addr().String(), nil
-}
-
-// ensureSchema applies the permission schema, retrying while SpiceDB is
-// unreachable: until then permission checks answer 503.
-func ensureSchema(ctx context.Context, c *rebac.Client, log *slog.Logger) {
-	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
-		wrote, err := c.EnsureSchema(ctx)
-		if err == nil {
-			if wrote {
-				log.Info("applied the permission schema to SpiceDB")
-			}
-			return
-		}
-		log.Warn("cannot apply the permission schema to SpiceDB; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-	}
 }

@@ -98,7 +98,7 @@ func runTenant(ctx context.Context, args []string, std stdio) error {
 		if _, err := identity.NormalizeEmail(*adminEmail); err != nil {
 			return problem.Errorf(problem.Invalid, "--admin-email: %s", problem.MessageOf(err))
 		}
-		return withKeyTools(ctx, cfg, std, 0, func(k *keyTools) error {
+		return withOperatorApp(ctx, cfg, std, operatorOptions{}, func(k *operatorApp) error {
 			t, err := k.reg.Create(ctx, p)
 			if err != nil {
 				return err
