@@ -114,7 +114,7 @@ func New(cfg Config, d Deps) *Server {
 		d.Log.Error("panic", "panic", fmt.Sprint(e), "request_id", requestID(c), "stack", string(debug.Stack()))
 	}}))
 
-	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(health{Status: "ok"}) })
 	app.Get("/readyz", func(c *fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
@@ -131,7 +131,7 @@ func New(cfg Config, d Deps) *Server {
 		if len(failed) > 0 {
 			return problem.Wrap(problem.Unavailable, errors.Join(errs...), "not ready: "+strings.Join(failed, "; "))
 		}
-		return c.JSON(fiber.Map{"status": "ready"})
+		return c.JSON(health{Status: "ready"})
 	})
 
 	for _, routes := range d.Plain {
@@ -364,4 +364,9 @@ func (s *Server) logRequests(c *fiber.Ctx) error {
 	}
 	s.log.InfoContext(c.UserContext(), "request", attrs...)
 	return err
+}
+
+// health is the answer of /healthz and /readyz when all is well.
+type health struct {
+	Status string `json:"status"`
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -196,6 +197,11 @@ type Mover struct {
 	// had died: nothing more is recorded and its connections are closed.
 	// For tests, and for operators who want to step through a move.
 	Interrupt func(at string) error
+	// Log receives what background runs (Start) and retirements
+	// (RetireDueEvery) report; nil discards it.
+	Log *slog.Logger
+
+	background background
 }
 
 // NewMover returns a Mover over the registry's databases and secrets.

@@ -206,14 +206,16 @@ func serveOperator(ctx context.Context, cfg config, l operatorListen, std stdio,
 			clusters = append(clusters, c)
 		}
 	}
-	op, err := server.NewOperator(reg, tenancy.NewMover(reg), clusters, log)
+	mover := tenancy.NewMover(reg)
+	mover.Log = log
+	defer mover.Close()
+	op, err := tenancy.NewOperatorHTTP(reg, mover, clusters, log)
 	if err != nil {
 		return err
 	}
-	defer op.Close()
 	retireCtx, stopRetiring := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRetiring()
-	go op.RetireDue(retireCtx, time.Minute)
+	go mover.RetireDueEvery(retireCtx, time.Minute)
 	srv := server.New(server.Config{}, server.Deps{
 		Log:   log,
 		Ready: map[string]func(context.Context) error{"database": reg.Ready},

@@ -1,4 +1,4 @@
-package server_test
+package tenancy_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -16,21 +17,49 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/migrations"
+	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
+// response is an answer of the operator API.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// wantProblem asserts r is an RFC 9457 problem with the given status.
+func wantProblem(t *testing.T, r response, status int, detail string) problem.Details {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != problem.ContentType {
+		t.Fatalf("Content-Type %q, want %s", ct, problem.ContentType)
+	}
+	var d problem.Details
+	if err := json.Unmarshal(r.body, &d); err != nil {
+		t.Fatalf("problem body %s: %v", r.body, err)
+	}
+	if d.Status != status || d.Title == "" || d.RequestID == "" || !strings.Contains(d.Detail, detail) {
+		t.Fatalf("problem %+v, want status %d, a title, a request id and detail containing %q", d, status, detail)
+	}
+	return d
+}
+
 // operatorAPI serves the operator API over reg for the test, and sends it
 // requests.
 func operatorAPI(t *testing.T, reg *tenancy.Registry, clusters ...string) func(method, path, auth, body string) response {
 	t.Helper()
-	op, err := server.NewOperator(reg, tenancy.NewMover(reg), clusters, slog.New(slog.DiscardHandler))
+	mover := tenancy.NewMover(reg)
+	t.Cleanup(mover.Close)
+	op, err := tenancy.NewOperatorHTTP(reg, mover, clusters, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(op.Close)
 	app := server.New(server.Config{}, server.Deps{Log: slog.New(slog.DiscardHandler), Plain: []func(fiber.Router){op.Routes}}).App()
 	return func(method, path, auth, body string) response {
 		t.Helper()
