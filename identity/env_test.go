@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,20 +18,16 @@ import (
 	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
 	"github.com/gatehouse/gatehouse/internal/app"
 	"github.com/gatehouse/gatehouse/internal/app/apptest"
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
-	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	vaulttest.StopShared()
-	mailtest.StopShared()
-	spicedbtest.StopShared()
-	os.Exit(code)
+	proctest.Main(m)
 }
 
 // env is one test's Gatehouse (apptest.Env), with helpers to drive its

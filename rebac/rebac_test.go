@@ -2,12 +2,12 @@ package rebac_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
@@ -16,9 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	spicedbtest.StopShared()
-	os.Exit(code)
+	proctest.Main(m)
 }
 
 func ref(typ, id string) rebac.Ref { return rebac.Ref{Type: typ, ID: id} }

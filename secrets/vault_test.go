@@ -2,24 +2,21 @@ package secrets_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy"
-	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	vaulttest.StopShared()
-	os.Exit(code)
+	proctest.Main(m)
 }
 
 func newTenant() tenancy.ID { return tenancy.ID(uuid.New()) }

@@ -1,15 +1,11 @@
 package tenancy_test
 
 import (
-	"os"
 	"testing"
 
-	"github.com/gatehouse/gatehouse/secrets/vaulttest"
-	"github.com/gatehouse/gatehouse/tenancy/pgtest"
+	"github.com/gatehouse/gatehouse/internal/proctest"
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	vaulttest.StopShared()
-	os.Exit(code)
+	proctest.Main(m)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity/mail/mailtest"
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
@@ -28,11 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("GATEHOUSE_TEST_AS_MAIN") == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr}))
 	}
-	code := pgtest.Main(m)
-	vaulttest.StopShared()
-	mailtest.StopShared()
-	spicedbtest.StopShared()
-	os.Exit(code)
+	proctest.Main(m)
 }
 
 // cli runs gatehouse command lines against one database and Vault.

@@ -10,7 +10,8 @@
 //
 // The spicedb binary comes from GATEHOUSE_SPICEDB_BIN, or from the
 // project's tool cache (.cache/tools/spicedb-*), which tools/test.sh
-// fills. Stop the shared server at the end of TestMain with StopShared.
+// fills. The shared server stops when the tests end (the test binary's
+// TestMain is proctest.Main).
 package spicedbtest
 
 import (
@@ -42,47 +43,14 @@ type Server struct {
 	logs proctest.Log
 }
 
-var (
-	sharedMu sync.Mutex
-	shared   *Server
-)
+var shared = proctest.NewShared("spicedbtest", Launch)
 
 // Shared returns the test binary's shared serve-testing SpiceDB,
 // starting it on first use.
-func Shared(t testing.TB) *Server {
-	t.Helper()
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared == nil {
-		s, err := Launch()
-		if err != nil {
-			t.Fatalf("spicedbtest: %v", err)
-		}
-		shared = s
-	}
-	return shared
-}
-
-// StopShared stops the shared server, if one was started.
-func StopShared() {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared != nil {
-		shared.Close()
-		shared = nil
-	}
-}
+func Shared(t testing.TB) *Server { return shared.Get(t) }
 
 // Start starts a serve-testing SpiceDB of the test's own.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	s, err := Launch()
-	if err != nil {
-		t.Fatalf("spicedbtest: %v", err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
+func Start(t testing.TB) *Server { return proctest.Own(t, "spicedbtest", Launch) }
 
 // Launch starts a serve-testing SpiceDB; the caller closes it.
 func Launch() (*Server, error) {

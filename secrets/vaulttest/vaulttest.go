@@ -10,8 +10,8 @@
 // The vault binary comes from GATEHOUSE_VAULT_BIN, or from the project's
 // tool cache (.cache/tools/vault-*), which tools/test.sh fills.
 //
-// Shared returns one server per test binary; stop it at the end of
-// TestMain with StopShared.
+// Shared returns one server per test binary, stopped when the tests end
+// (the test binary's TestMain is proctest.Main).
 package vaulttest
 
 import (
@@ -45,47 +45,14 @@ type Server struct {
 	logs proctest.Log
 }
 
-var (
-	sharedMu sync.Mutex
-	shared   *Server
-)
+var shared = proctest.NewShared("vaulttest", Launch)
 
 // Shared returns the test binary's shared Vault, starting it on first use.
 // Tests that stop, seal or break Vault start their own with Start.
-func Shared(t testing.TB) *Server {
-	t.Helper()
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared == nil {
-		s, err := Launch()
-		if err != nil {
-			t.Fatalf("vaulttest: %v", err)
-		}
-		shared = s
-	}
-	return shared
-}
-
-// StopShared stops the shared Vault, if one was started.
-func StopShared() {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared != nil {
-		shared.Close()
-		shared = nil
-	}
-}
+func Shared(t testing.TB) *Server { return shared.Get(t) }
 
 // Start starts a Vault of the test's own, stopped when the test ends.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	s, err := Launch()
-	if err != nil {
-		t.Fatalf("vaulttest: %v", err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
+func Start(t testing.TB) *Server { return proctest.Own(t, "vaulttest", Launch) }
 
 // Launch starts a new Vault; the caller closes it.
 func Launch() (*Server, error) {

@@ -3,10 +3,11 @@
 // postmaster on a free loopback port with wal_level=logical, and one
 // migrated database per test, cloned from a template in milliseconds.
 //
-// A test package that uses it runs its tests through Main, which stops the
-// clusters and removes their folders afterwards, failed tests or not:
+// A test package that uses it runs its tests through proctest.Main, which
+// stops the clusters and removes their folders afterwards, failed tests or
+// not:
 //
-//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//	func TestMain(m *testing.M) { proctest.Main(m) }
 //
 // Postgres refuses to run as root; under root the clusters run as the
 // postgres system user.
@@ -39,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -68,12 +70,6 @@ var (
 	clusters []*Cluster // clusters[0] is the primary, [1] the second
 )
 
-// Main runs the package's tests and then stops every cluster they started.
-func Main(m *testing.M) int {
-	defer stopAll()
-	return m.Run()
-}
-
 func stopAll() {
 	mu.Lock()
 	defer mu.Unlock()
@@ -98,6 +94,9 @@ func nth(t testing.TB, i int) *Cluster {
 		c, err := Start()
 		if err != nil {
 			t.Fatalf("pgtest: %v", err)
+		}
+		if len(clusters) == 0 {
+			proctest.AtExit(stopAll) // the test binary's TestMain is proctest.Main
 		}
 		clusters = append(clusters, c)
 	}

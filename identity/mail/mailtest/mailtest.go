@@ -6,8 +6,9 @@
 // project's tool cache (.cache/tools/mailpit-*), which tools/test.sh fills.
 //
 // Shared returns one server per test binary (tests tell their mails apart
-// by recipient); stop it at the end of TestMain with StopShared. Tests that
-// stop or break the server start their own with Start.
+// by recipient), stopped when the tests end (the test binary's TestMain is
+// proctest.Main). Tests that stop or break the server start their own
+// with Start.
 package mailtest
 
 import (
@@ -43,48 +44,15 @@ type Server struct {
 	logs proctest.Log
 }
 
-var (
-	sharedMu sync.Mutex
-	shared   *Server
-)
+var shared = proctest.NewShared("mailtest", Launch)
 
 // Shared returns the test binary's shared mail catcher, starting it on
 // first use.
-func Shared(t testing.TB) *Server {
-	t.Helper()
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared == nil {
-		s, err := Launch()
-		if err != nil {
-			t.Fatalf("mailtest: %v", err)
-		}
-		shared = s
-	}
-	return shared
-}
-
-// StopShared stops the shared server, if one was started.
-func StopShared() {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared != nil {
-		shared.Close()
-		shared = nil
-	}
-}
+func Shared(t testing.TB) *Server { return shared.Get(t) }
 
 // Start starts a mail catcher of the test's own, stopped when the test
 // ends.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	s, err := Launch()
-	if err != nil {
-		t.Fatalf("mailtest: %v", err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
+func Start(t testing.TB) *Server { return proctest.Own(t, "mailtest", Launch) }
 
 // Launch starts a new mail catcher; the caller closes it.
 func Launch() (*Server, error) {
