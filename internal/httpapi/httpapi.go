@@ -25,7 +25,6 @@ import (
 	"github.com/gatehouse/gatehouse/problem"
 )
 
-
 // MaxBody bounds JSON request bodies: nothing an endpoint accepts is near.
 const MaxBody = 16 << 10
 
@@ -253,4 +252,3 @@ func IntQuery(c *fiber.Ctx, name string, def int) (int, error) {
 	}
 	return n, nil
 }
-
