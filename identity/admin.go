@@ -30,10 +30,11 @@ const (
 // Authorizer decides and records admin rights (rebac.Service, over
 // SpiceDB).
 type Authorizer interface {
-	// Allowed reports whether user holds permission on object on of
-	// tenant t, seeing every change made so far; Unavailable when it
+	// Allowed reports whether user holds permission on the object
+	// objectType:objectID of tenant t (the tenant itself when both are
+	// empty), seeing every change made so far; Unavailable when it
 	// cannot tell.
-	Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, on Object, permission string) (bool, error)
+	Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, objectType, objectID, permission string) (bool, error)
 	// SetAdmin records, in q's transaction, that user is or is no
 	// longer an admin of t.
 	SetAdmin(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, admin bool) error
@@ -48,17 +49,6 @@ type Authorizer interface {
 	ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error
 	// Flush makes t's recorded changes take effect now (after commit).
 	Flush(ctx context.Context, t *tenancy.Tenant)
-}
-
-// Object names an object of a tenant in the authorizer's terms (a group,
-// say); the zero Object is the tenant itself.
-type Object struct{ Type, ID string }
-
-func (o Object) String() string {
-	if o == (Object{}) {
-		return "tenant"
-	}
-	return o.Type + ":" + o.ID
 }
 
 // adminPermission is the authorizer's name for what admins hold (the
@@ -86,13 +76,15 @@ func permissionFor(action string) string {
 // Forbidden when the permission is missing, Unavailable when it cannot
 // be checked (never allowing by default).
 func (s *Service) AdminTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries) error) error {
-	return s.GuardedTx(ctx, t, p, action, Object{}, permissionFor(action), meta, fn)
+	return s.GuardedTx(ctx, t, p, action, "", "", permissionFor(action), meta, fn)
 }
 
 // GuardedTx is AdminTx for an action that needs permission perm on one
-// object of the tenant (a group's manage, say) rather than on the tenant.
-func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, on Object, perm string, meta Meta, fn func(q *queries.Queries) error) error {
-	allowed, err := s.cfg.Authorizer.Allowed(ctx, t, p.User, on, perm)
+// object of the tenant, objectType:objectID (a group's manage, say),
+// rather than on the tenant (both empty).
+func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action, objectType, objectID, perm string, meta Meta, fn func(q *queries.Queries) error) error {
+	on := objectType != "" || objectID != ""
+	allowed, err := s.cfg.Authorizer.Allowed(ctx, t, p.User, objectType, objectID, perm)
 	if err != nil {
 		return err
 	}
@@ -101,8 +93,8 @@ func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal
 			return err
 		}
 		details := map[string]string{"permission": perm}
-		if on != (Object{}) {
-			details["on"] = on.String()
+		if on {
+			details["on"] = objectType + ":" + objectID
 		}
 		if !allowed {
 			return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
@@ -118,8 +110,8 @@ func (s *Service) GuardedTx(ctx context.Context, t *tenancy.Tenant, p *Principal
 		return fn(q)
 	})
 	if err == nil && !allowed {
-		if on != (Object{}) {
-			return problem.Errorf(problem.Forbidden, "you lack the %s permission on this %s", perm, on.Type)
+		if on {
+			return problem.Errorf(problem.Forbidden, "you lack the %s permission on this %s", perm, objectType)
 		}
 		return problem.Errorf(problem.Forbidden, "you lack the %s permission of this tenant", perm)
 	}

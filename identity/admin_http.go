@@ -21,7 +21,7 @@ type AdminRouter struct {
 }
 
 // Admin returns the admin router over r.
-func (s *Service) Admin(r fiber.Router) AdminRouter { return AdminRouter{r, s.RequireAuth} }
+func (h *HTTP) Admin(r fiber.Router) AdminRouter { return AdminRouter{r, h.RequireAuth} }
 
 // Get registers a GET route.
 func (a AdminRouter) Get(path string, h fiber.Handler) { a.r.Get("/v1/admin"+path, a.auth, h) }
@@ -37,28 +37,28 @@ func (a AdminRouter) Delete(path string, h fiber.Handler) { a.r.Delete("/v1/admi
 
 // adminRoutes registers the tenant admin API. Every handler checks admin
 // rights in the same transaction as its work (Service.AdminTx).
-func (s *Service) adminRoutes(r fiber.Router) {
-	a := s.Admin(r)
-	a.Get("/users", s.handleListUsers)
-	a.Post("/users", s.handleCreateUser)
-	a.Get("/users/:id", s.handleGetUser)
-	a.Patch("/users/:id", s.handleUpdateUser)
-	a.Delete("/users/:id", s.handleDeleteUser)
-	a.Post("/users/:id/disable", s.handleSetStatus("disabled"))
-	a.Post("/users/:id/enable", s.handleSetStatus("active"))
-	a.Post("/users/:id/unlock", s.handleUnlock)
-	a.Post("/users/:id/reset-password", s.handleSendPasswordReset)
-	a.Get("/users/:id/sessions", s.handleUserSessions)
-	a.Delete("/users/:id/sessions/:sid", s.handleRevokeUserSession)
-	a.Get("/audit", s.handleListAudit)
+func (h *HTTP) adminRoutes(r fiber.Router) {
+	a := h.Admin(r)
+	a.Get("/users", h.handleListUsers)
+	a.Post("/users", h.handleCreateUser)
+	a.Get("/users/:id", h.handleGetUser)
+	a.Patch("/users/:id", h.handleUpdateUser)
+	a.Delete("/users/:id", h.handleDeleteUser)
+	a.Post("/users/:id/disable", h.handleSetStatus("disabled"))
+	a.Post("/users/:id/enable", h.handleSetStatus("active"))
+	a.Post("/users/:id/unlock", h.handleUnlock)
+	a.Post("/users/:id/reset-password", h.handleSendPasswordReset)
+	a.Get("/users/:id/sessions", h.handleUserSessions)
+	a.Delete("/users/:id/sessions/:sid", h.handleRevokeUserSession)
+	a.Get("/audit", h.handleListAudit)
 }
 
-func (s *Service) handleListUsers(c *fiber.Ctx) error {
+func (h *HTTP) handleListUsers(c *fiber.Ctx) error {
 	limit, err := httpapi.IntQuery(c, "limit", 50)
 	if err != nil {
 		return err
 	}
-	page, err := s.ListUsers(c.UserContext(), tenancy.Of(c), PrincipalOf(c), c.Query("search"), c.Query("cursor"), limit, MetaOf(c))
+	page, err := h.svc.ListUsers(c.UserContext(), tenancy.Of(c), PrincipalOf(c), c.Query("search"), c.Query("cursor"), limit, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ type createUserRequest struct {
 	Role        string `json:"role"`
 }
 
-func (s *Service) handleCreateUser(c *fiber.Ctx) error {
+func (h *HTTP) handleCreateUser(c *fiber.Ctx) error {
 	var req createUserRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -80,19 +80,19 @@ func (s *Service) handleCreateUser(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	u, err := s.CreateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), CreateUserInput(req), MetaOf(c))
+	u, err := h.svc.CreateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), CreateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
 	return c.Status(fiber.StatusCreated).JSON(u)
 }
 
-func (s *Service) handleGetUser(c *fiber.Ctx) error {
+func (h *HTTP) handleGetUser(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	u, err := s.GetUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
+	u, err := h.svc.GetUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ type updateUserRequest struct {
 	Role        *string `json:"role"`
 }
 
-func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
+func (h *HTTP) handleUpdateUser(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
@@ -115,20 +115,20 @@ func (s *Service) handleUpdateUser(c *fiber.Ctx) error {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	u, err := s.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput(req), MetaOf(c))
+	u, err := h.svc.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput(req), MetaOf(c))
 	if err != nil {
 		return err
 	}
 	return c.JSON(u)
 }
 
-func (s *Service) handleSetStatus(status string) fiber.Handler {
+func (h *HTTP) handleSetStatus(status string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		id, err := httpapi.PathID(c, "id", "no such user")
 		if err != nil {
 			return err
 		}
-		u, err := s.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput{Status: &status}, MetaOf(c))
+		u, err := h.svc.UpdateUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, UpdateUserInput{Status: &status}, MetaOf(c))
 		if err != nil {
 			return err
 		}
@@ -136,53 +136,53 @@ func (s *Service) handleSetStatus(status string) fiber.Handler {
 	}
 }
 
-func (s *Service) handleDeleteUser(c *fiber.Ctx) error {
+func (h *HTTP) handleDeleteUser(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.DeleteUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := h.svc.DeleteUser(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-func (s *Service) handleUnlock(c *fiber.Ctx) error {
+func (h *HTTP) handleUnlock(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.Unlock(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := h.svc.Unlock(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-func (s *Service) handleSendPasswordReset(c *fiber.Ctx) error {
+func (h *HTTP) handleSendPasswordReset(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	if err := s.SendPasswordReset(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := h.svc.SendPasswordReset(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to choose a new password is on its way to the account's address")
 }
 
-func (s *Service) handleUserSessions(c *fiber.Ctx) error {
+func (h *HTTP) handleUserSessions(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
 	}
-	list, err := s.UserSessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
+	list, err := h.svc.UserSessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c))
 	if err != nil {
 		return err
 	}
 	httpapi.NoStore(c)
-	return c.JSON(fiber.Map{"sessions": list})
+	return c.JSON(sessionsResponse{Sessions: list})
 }
 
-func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
+func (h *HTTP) handleRevokeUserSession(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such user")
 	if err != nil {
 		return err
@@ -191,13 +191,13 @@ func (s *Service) handleRevokeUserSession(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.RevokeUserSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, sid, MetaOf(c)); err != nil {
+	if err := h.svc.RevokeUserSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, sid, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-func (s *Service) handleListAudit(c *fiber.Ctx) error {
+func (h *HTTP) handleListAudit(c *fiber.Ctx) error {
 	var f AuditFilter
 	var err error
 	if f.Limit, err = httpapi.IntQuery(c, "limit", 100); err != nil {
@@ -223,7 +223,7 @@ func (s *Service) handleListAudit(c *fiber.Ctx) error {
 			}
 		}
 	}
-	page, err := s.ListAudit(c.UserContext(), tenancy.Of(c), PrincipalOf(c), f, MetaOf(c))
+	page, err := h.svc.ListAudit(c.UserContext(), tenancy.Of(c), PrincipalOf(c), f, MetaOf(c))
 	if err != nil {
 		return err
 	}

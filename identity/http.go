@@ -14,29 +14,41 @@ import (
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
+// HTTP serves identity over HTTP: the account API, the tenant admin API
+// for users and audit, the hosted pages and the RequireAuth middleware
+// other domains' routes stand behind. Its handlers decode and check a
+// request, call the Service and encode the answer; the rules are the
+// Service's.
+type HTTP struct {
+	svc *Service
+}
+
+// NewHTTP returns the HTTP API over svc.
+func NewHTTP(svc *Service) *HTTP { return &HTTP{svc: svc} }
+
 // Routes registers identity's endpoints on a router whose requests have
 // their tenant resolved (tenancy.Resolver.Middleware).
-func (s *Service) Routes(r fiber.Router) {
-	r.Post("/v1/auth/signup", s.limit("signup"), s.handleSignup)
-	r.Post("/v1/auth/login", s.limit("login"), s.handleLogin)
-	r.Post("/v1/auth/session", s.limit("login"), s.handleBrowserLogin)
-	r.Post("/v1/auth/logout", s.RequireAuth, s.handleLogout)
-	r.Post("/v1/auth/token/refresh", s.limit("refresh"), s.handleRefresh)
-	r.Post("/v1/auth/token/revoke", s.limit("revoke"), s.handleRevoke)
-	r.Post("/v1/auth/email/verify", s.limit("verify"), s.handleVerifyEmail)
-	r.Post("/v1/auth/email/resend", s.limit("forgot"), s.handleResendVerification)
-	r.Post("/v1/auth/password/forgot", s.limit("forgot"), s.handleForgotPassword)
-	r.Post("/v1/auth/password/reset", s.limit("password"), s.handleResetPassword)
-	r.Get("/v1/me/sessions", s.RequireAuth, s.handleSessions)
-	r.Delete("/v1/me/sessions/:id", s.RequireAuth, s.handleEndSession)
-	r.Get("/v1/me", s.RequireAuth, s.handleMe)
-	r.Patch("/v1/me", s.RequireAuth, s.handleUpdateMe)
-	r.Post("/v1/me/password", s.RequireAuth, s.limit("password"), s.handleChangePassword)
-	r.Post("/v1/me/email", s.RequireAuth, s.limit("password"), s.handleChangeEmail)
-	r.Get("/.well-known/jwks.json", s.handleJWKS)
-	r.Get("/.well-known/openid-configuration", s.handleDiscovery)
-	s.adminRoutes(r)
-	s.pageRoutes(r)
+func (h *HTTP) Routes(r fiber.Router) {
+	r.Post("/v1/auth/signup", h.limit("signup"), h.handleSignup)
+	r.Post("/v1/auth/login", h.limit("login"), h.handleLogin)
+	r.Post("/v1/auth/session", h.limit("login"), h.handleBrowserLogin)
+	r.Post("/v1/auth/logout", h.RequireAuth, h.handleLogout)
+	r.Post("/v1/auth/token/refresh", h.limit("refresh"), h.handleRefresh)
+	r.Post("/v1/auth/token/revoke", h.limit("revoke"), h.handleRevoke)
+	r.Post("/v1/auth/email/verify", h.limit("verify"), h.handleVerifyEmail)
+	r.Post("/v1/auth/email/resend", h.limit("forgot"), h.handleResendVerification)
+	r.Post("/v1/auth/password/forgot", h.limit("forgot"), h.handleForgotPassword)
+	r.Post("/v1/auth/password/reset", h.limit("password"), h.handleResetPassword)
+	r.Get("/v1/me/sessions", h.RequireAuth, h.handleSessions)
+	r.Delete("/v1/me/sessions/:id", h.RequireAuth, h.handleEndSession)
+	r.Get("/v1/me", h.RequireAuth, h.handleMe)
+	r.Patch("/v1/me", h.RequireAuth, h.handleUpdateMe)
+	r.Post("/v1/me/password", h.RequireAuth, h.limit("password"), h.handleChangePassword)
+	r.Post("/v1/me/email", h.RequireAuth, h.limit("password"), h.handleChangeEmail)
+	r.Get("/.well-known/jwks.json", h.handleJWKS)
+	r.Get("/.well-known/openid-configuration", h.handleDiscovery)
+	h.adminRoutes(r)
+	h.pageRoutes(r)
 }
 
 type signupRequest struct {
@@ -45,7 +57,7 @@ type signupRequest struct {
 	DisplayName string `json:"display_name"`
 }
 
-func (s *Service) handleSignup(c *fiber.Ctx) error {
+func (h *HTTP) handleSignup(c *fiber.Ctx) error {
 	var req signupRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -53,23 +65,30 @@ func (s *Service) handleSignup(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	if err := s.Signup(c.UserContext(), tenancy.Of(c), SignupInput(req), MetaOf(c)); err != nil {
+	if err := h.svc.Signup(c.UserContext(), tenancy.Of(c), SignupInput(req), MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "check your mail: a link to confirm your address is on its way")
 }
 
+// acceptedResponse is the body of a 202. Its fields are sorted by JSON
+// name, the order the body's keys have always had.
+type acceptedResponse struct {
+	Message string `json:"message"`
+	Status  string `json:"status"` // always "accepted"
+}
+
 // accepted answers 202 with a message that is the same whatever happened
 // behind it (whether an account exists, say).
 func accepted(c *fiber.Ctx, message string) error {
-	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "accepted", "message": message})
+	return c.Status(fiber.StatusAccepted).JSON(acceptedResponse{Message: message, Status: "accepted"})
 }
 
 type tokenRequest struct {
 	Token string `json:"token"`
 }
 
-func (s *Service) handleVerifyEmail(c *fiber.Ctx) error {
+func (h *HTTP) handleVerifyEmail(c *fiber.Ctx) error {
 	var req tokenRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -77,7 +96,7 @@ func (s *Service) handleVerifyEmail(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.VerifyEmail(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
+	if err := h.svc.VerifyEmail(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -87,7 +106,7 @@ type emailRequest struct {
 	Email string `json:"email"`
 }
 
-func (s *Service) handleResendVerification(c *fiber.Ctx) error {
+func (h *HTTP) handleResendVerification(c *fiber.Ctx) error {
 	var req emailRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -95,13 +114,13 @@ func (s *Service) handleResendVerification(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ResendVerification(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
+	if err := h.svc.ResendVerification(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an unconfirmed account, a new link is on its way")
 }
 
-func (s *Service) handleForgotPassword(c *fiber.Ctx) error {
+func (h *HTTP) handleForgotPassword(c *fiber.Ctx) error {
 	var req emailRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -109,7 +128,7 @@ func (s *Service) handleForgotPassword(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email}); err != nil {
 		return err
 	}
-	if err := s.ForgotPassword(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
+	if err := h.svc.ForgotPassword(c.UserContext(), tenancy.Of(c), req.Email, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "if this address has an account, a link to reset its password is on its way")
@@ -120,7 +139,7 @@ type resetPasswordRequest struct {
 	NewPassword string `json:"new_password"`
 }
 
-func (s *Service) handleResetPassword(c *fiber.Ctx) error {
+func (h *HTTP) handleResetPassword(c *fiber.Ctx) error {
 	var req resetPasswordRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -128,7 +147,7 @@ func (s *Service) handleResetPassword(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"token": req.Token, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ResetPassword(c.UserContext(), tenancy.Of(c), req.Token, req.NewPassword, MetaOf(c)); err != nil {
+	if err := h.svc.ResetPassword(c.UserContext(), tenancy.Of(c), req.Token, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -139,7 +158,7 @@ type changeEmailRequest struct {
 	CurrentPassword string `json:"current_password"`
 }
 
-func (s *Service) handleChangeEmail(c *fiber.Ctx) error {
+func (h *HTTP) handleChangeEmail(c *fiber.Ctx) error {
 	var req changeEmailRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -147,7 +166,7 @@ func (s *Service) handleChangeEmail(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email, "current_password": req.CurrentPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangeEmail(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.Email, req.CurrentPassword, MetaOf(c)); err != nil {
+	if err := h.svc.ChangeEmail(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.Email, req.CurrentPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return accepted(c, "a link to confirm the new address is on its way to it; the address changes when it is opened")
@@ -158,7 +177,7 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
-func (s *Service) handleLogin(c *fiber.Ctx) error {
+func (h *HTTP) handleLogin(c *fiber.Ctx) error {
 	var req loginRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -166,7 +185,7 @@ func (s *Service) handleLogin(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	tokens, err := s.Login(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
+	tokens, err := h.svc.Login(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -178,7 +197,7 @@ type refreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
-func (s *Service) handleRefresh(c *fiber.Ctx) error {
+func (h *HTTP) handleRefresh(c *fiber.Ctx) error {
 	var req refreshRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -186,7 +205,7 @@ func (s *Service) handleRefresh(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"refresh_token": req.RefreshToken}); err != nil {
 		return err
 	}
-	tokens, err := s.Refresh(c.UserContext(), tenancy.Of(c), req.RefreshToken, MetaOf(c))
+	tokens, err := h.svc.Refresh(c.UserContext(), tenancy.Of(c), req.RefreshToken, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -198,7 +217,7 @@ type revokeRequest struct {
 	Token string `json:"token"`
 }
 
-func (s *Service) handleRevoke(c *fiber.Ctx) error {
+func (h *HTTP) handleRevoke(c *fiber.Ctx) error {
 	var req revokeRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -206,34 +225,40 @@ func (s *Service) handleRevoke(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"token": req.Token}); err != nil {
 		return err
 	}
-	if err := s.Revoke(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
+	if err := h.svc.Revoke(c.UserContext(), tenancy.Of(c), req.Token, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusOK)
 }
 
-func (s *Service) handleSessions(c *fiber.Ctx) error {
-	list, err := s.Sessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
+func (h *HTTP) handleSessions(c *fiber.Ctx) error {
+	list, err := h.svc.Sessions(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
 	httpapi.NoStore(c)
-	return c.JSON(fiber.Map{"sessions": list})
+	return c.JSON(sessionsResponse{Sessions: list})
 }
 
-func (s *Service) handleEndSession(c *fiber.Ctx) error {
+// sessionsResponse lists sessions, the caller's own or (admin API) a
+// user's.
+type sessionsResponse struct {
+	Sessions []Session `json:"sessions"`
+}
+
+func (h *HTTP) handleEndSession(c *fiber.Ctx) error {
 	id, err := httpapi.PathID(c, "id", "no such session")
 	if err != nil {
 		return err
 	}
-	if err := s.EndSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
+	if err := h.svc.EndSession(c.UserContext(), tenancy.Of(c), PrincipalOf(c), id, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-func (s *Service) handleLogout(c *fiber.Ctx) error {
-	if err := s.Logout(c.UserContext(), tenancy.Of(c), PrincipalOf(c), MetaOf(c)); err != nil {
+func (h *HTTP) handleLogout(c *fiber.Ctx) error {
+	if err := h.svc.Logout(c.UserContext(), tenancy.Of(c), PrincipalOf(c), MetaOf(c)); err != nil {
 		return err
 	}
 	clearSessionCookie(c)
@@ -245,7 +270,7 @@ func (s *Service) handleLogout(c *fiber.Ctx) error {
 // this tenant's host alone and no sibling subdomain can set or read it.
 const sessionCookie = "__Host-gatehouse"
 
-func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
+func (h *HTTP) handleBrowserLogin(c *fiber.Ctx) error {
 	// Browsers keep Secure cookies only from https origins, and from
 	// localhost for local development; refuse plain http elsewhere rather
 	// than hand out a cookie that would travel in the clear.
@@ -259,7 +284,7 @@ func (s *Service) handleBrowserLogin(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"email": req.Email, "password": req.Password}); err != nil {
 		return err
 	}
-	b, err := s.BrowserLogin(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
+	b, err := h.svc.BrowserLogin(c.UserContext(), tenancy.Of(c), req.Email, req.Password, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -286,8 +311,8 @@ func isLocalhost(host string) bool {
 	return h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
-func (s *Service) handleMe(c *fiber.Ctx) error {
-	u, err := s.Me(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
+func (h *HTTP) handleMe(c *fiber.Ctx) error {
+	u, err := h.svc.Me(c.UserContext(), tenancy.Of(c), PrincipalOf(c))
 	if err != nil {
 		return err
 	}
@@ -299,7 +324,7 @@ type updateMeRequest struct {
 	DisplayName *string `json:"display_name"`
 }
 
-func (s *Service) handleUpdateMe(c *fiber.Ctx) error {
+func (h *HTTP) handleUpdateMe(c *fiber.Ctx) error {
 	var req updateMeRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -307,7 +332,7 @@ func (s *Service) handleUpdateMe(c *fiber.Ctx) error {
 	if req.DisplayName == nil {
 		return problem.InvalidField("display_name", "is required (it is the only field that can change here)")
 	}
-	u, err := s.UpdateMe(c.UserContext(), tenancy.Of(c), PrincipalOf(c), *req.DisplayName, MetaOf(c))
+	u, err := h.svc.UpdateMe(c.UserContext(), tenancy.Of(c), PrincipalOf(c), *req.DisplayName, MetaOf(c))
 	if err != nil {
 		return err
 	}
@@ -320,7 +345,7 @@ type changePasswordRequest struct {
 	NewPassword     string `json:"new_password"`
 }
 
-func (s *Service) handleChangePassword(c *fiber.Ctx) error {
+func (h *HTTP) handleChangePassword(c *fiber.Ctx) error {
 	var req changePasswordRequest
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return err
@@ -328,7 +353,7 @@ func (s *Service) handleChangePassword(c *fiber.Ctx) error {
 	if err := httpapi.Required(map[string]string{"current_password": req.CurrentPassword, "new_password": req.NewPassword}); err != nil {
 		return err
 	}
-	if err := s.ChangePassword(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.CurrentPassword, req.NewPassword, MetaOf(c)); err != nil {
+	if err := h.svc.ChangePassword(c.UserContext(), tenancy.Of(c), PrincipalOf(c), req.CurrentPassword, req.NewPassword, MetaOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -344,14 +369,17 @@ type JWK struct {
 	Use string `json:"use"`
 }
 
-func (s *Service) handleJWKS(c *fiber.Ctx) error {
-	keys, err := s.keys.Published(c.UserContext(), tenancy.Of(c))
+// jwkSet is a JWK Set (RFC 7517, section 5).
+type jwkSet struct {
+	Keys []JWK `json:"keys"`
+}
+
+func (h *HTTP) handleJWKS(c *fiber.Ctx) error {
+	keys, err := h.svc.keys.Published(c.UserContext(), tenancy.Of(c))
 	if err != nil {
 		return err
 	}
-	set := struct {
-		Keys []JWK `json:"keys"`
-	}{Keys: make([]JWK, len(keys))}
+	set := jwkSet{Keys: make([]JWK, len(keys))}
 	for i, k := range keys {
 		set.Keys[i] = JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.Kid, Alg: "EdDSA", Use: "sig"}
 	}
@@ -361,31 +389,42 @@ func (s *Service) handleJWKS(c *fiber.Ctx) error {
 	return c.JSON(set)
 }
 
-func (s *Service) handleDiscovery(c *fiber.Ctx) error {
-	iss := s.cfg.Issuer(tenancy.Of(c))
+func (h *HTTP) handleDiscovery(c *fiber.Ctx) error {
+	iss := h.svc.cfg.Issuer(tenancy.Of(c))
 	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 	// What the tenant's tokens are and where their keys are; the OAuth
 	// endpoints join when the OIDC provider does.
-	return c.JSON(fiber.Map{
-		"issuer":                                iss,
-		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"id_token_signing_alg_values_supported": []string{"EdDSA"},
-		"subject_types_supported":               []string{"public"},
-		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "sid"},
+	return c.JSON(discoveryResponse{
+		ClaimsSupported:                  []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "sid"},
+		IDTokenSigningAlgValuesSupported: []string{"EdDSA"},
+		Issuer:                           iss,
+		JWKSURI:                          iss + "/.well-known/jwks.json",
+		SubjectTypesSupported:            []string{"public"},
 	})
+}
+
+// discoveryResponse is a tenant's OpenID Provider Metadata (OpenID Connect
+// Discovery 1.0, section 3). Its fields are sorted by JSON name, the order
+// the body's keys have always had.
+type discoveryResponse struct {
+	ClaimsSupported                  []string `json:"claims_supported"`
+	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
+	Issuer                           string   `json:"issuer"`
+	JWKSURI                          string   `json:"jwks_uri"`
+	SubjectTypesSupported            []string `json:"subject_types_supported"`
 }
 
 // limit counts the request against action's rate limits and answers with
 // the RateLimit-* headers (and 429 with Retry-After once spent).
-func (s *Service) limit(action string) fiber.Handler {
-	return s.limitOr(action, nil)
+func (h *HTTP) limit(action string) fiber.Handler {
+	return h.limitOr(action, nil)
 }
 
 // limitOr is limit answering a spent limit with refused, if set (the
 // hosted pages answer with a page).
-func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) error) fiber.Handler {
+func (h *HTTP) limitOr(action string, refused func(c *fiber.Ctx, err error) error) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		st, err := s.allow(c.UserContext(), tenancy.Of(c), action, MetaOf(c).IP)
+		st, err := h.svc.allow(c.UserContext(), tenancy.Of(c), action, MetaOf(c).IP)
 		if st.Limit > 0 {
 			c.Set("RateLimit-Limit", fmt.Sprint(st.Limit))
 			c.Set("RateLimit-Remaining", fmt.Sprint(st.Remaining))
@@ -403,7 +442,7 @@ func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) e
 		if c.Response().StatusCode() < 400 {
 			// The answer stands either way: a lost refund only leaves the
 			// tenant's limit a little tighter for the rest of its window.
-			_ = s.giveBack(c.UserContext(), tenancy.Of(c), action, st)
+			_ = h.svc.giveBack(c.UserContext(), tenancy.Of(c), action, st)
 		}
 		return nil
 	}
@@ -414,10 +453,10 @@ func (s *Service) limitOr(action string, refused func(c *fiber.Ctx, err error) e
 // in the context. A cookie-authenticated request that changes state must
 // also carry the session's CSRF token in X-CSRF-Token: the cookie alone
 // would be sent by any site the browser visits.
-func (s *Service) RequireAuth(c *fiber.Ctx) error {
-	h := c.Get(fiber.HeaderAuthorization)
-	if cookie := c.Cookies(sessionCookie); h == "" && cookie != "" {
-		p, csrf, err := s.AuthenticateCookie(c.UserContext(), tenancy.Of(c), cookie)
+func (h *HTTP) RequireAuth(c *fiber.Ctx) error {
+	authz := c.Get(fiber.HeaderAuthorization)
+	if cookie := c.Cookies(sessionCookie); authz == "" && cookie != "" {
+		p, csrf, err := h.svc.AuthenticateCookie(c.UserContext(), tenancy.Of(c), cookie)
 		if err != nil {
 			clearSessionCookie(c)
 			return err
@@ -431,12 +470,12 @@ func (s *Service) RequireAuth(c *fiber.Ctx) error {
 		c.Locals(principalKey{}, p)
 		return c.Next()
 	}
-	scheme, token, ok := strings.Cut(h, " ")
+	scheme, token, ok := strings.Cut(authz, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
 		return problem.Errorf(problem.Unauthorized, "sign in first: send an access token as Authorization: Bearer <token>")
 	}
-	p, err := s.Authenticate(c.UserContext(), tenancy.Of(c), strings.TrimSpace(token))
+	p, err := h.svc.Authenticate(c.UserContext(), tenancy.Of(c), strings.TrimSpace(token))
 	if err != nil {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
 		return err

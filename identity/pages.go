@@ -53,18 +53,18 @@ var hostedPages = map[string]hostedPage{
 		done: "Your password is set. Sign in with it.", purposes: []string{purposeReset, purposeInvite}},
 }
 
-func (s *Service) pageRoutes(r fiber.Router) {
+func (h *HTTP) pageRoutes(r fiber.Router) {
 	for name, p := range hostedPages {
-		r.Get("/account/"+name, s.showPage(name))
+		r.Get("/account/"+name, h.showPage(name))
 		// The forms spend tokens and set passwords: limited like the API
 		// endpoints that do the same, answered with the page.
 		action := "verify"
 		if p.askPassword {
 			action = "password"
 		}
-		r.Post("/account/"+name, s.limitOr(action, func(c *fiber.Ctx, err error) error {
-			return s.pageError(c, p.data(tenancy.Of(c), name), err)
-		}), s.handlePage(name))
+		r.Post("/account/"+name, h.limitOr(action, func(c *fiber.Ctx, err error) error {
+			return h.pageError(c, p.data(tenancy.Of(c), name), err)
+		}), h.handlePage(name))
 	}
 }
 
@@ -75,14 +75,14 @@ func (p hostedPage) data(t *tenancy.Tenant, name string) pageData {
 
 // showPage shows page's form for the link's token, or says at once that
 // the link no longer works.
-func (s *Service) showPage(name string) fiber.Handler {
+func (h *HTTP) showPage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
 		t := tenancy.Of(c)
 		d := p.data(t, name)
-		_, u, err := s.peekToken(c.UserContext(), t, c.Query("token"), p.purposes...)
+		_, u, err := h.svc.peekToken(c.UserContext(), t, c.Query("token"), p.purposes...)
 		if err != nil {
-			return s.pageError(c, d, err)
+			return h.pageError(c, d, err)
 		}
 		d.Token, d.Email = c.Query("token"), u.Email
 		return renderPage(c, fiber.StatusOK, d)
@@ -90,33 +90,33 @@ func (s *Service) showPage(name string) fiber.Handler {
 }
 
 // handlePage takes page's form and does what it asks.
-func (s *Service) handlePage(name string) fiber.Handler {
+func (h *HTTP) handlePage(name string) fiber.Handler {
 	p := hostedPages[name]
 	return func(c *fiber.Ctx) error {
 		t := tenancy.Of(c)
 		d := p.data(t, name)
 		if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
-			return s.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
+			return h.pageError(c, d, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
 		}
 		if len(c.Body()) > httpapi.MaxBody {
-			return s.pageError(c, d, problem.Errorf(problem.TooLarge, "the form is too large"))
+			return h.pageError(c, d, problem.Errorf(problem.TooLarge, "the form is too large"))
 		}
 		token := c.FormValue("token")
 		var err error
 		switch {
 		case !p.askPassword:
-			err = s.VerifyEmail(c.UserContext(), t, token, MetaOf(c))
+			err = h.svc.VerifyEmail(c.UserContext(), t, token, MetaOf(c))
 		case c.FormValue("password") != c.FormValue("confirm"):
 			err = problem.InvalidField("confirm", "the two passwords differ")
 		default:
-			err = s.ResetPassword(c.UserContext(), t, token, c.FormValue("password"), MetaOf(c))
+			err = h.svc.ResetPassword(c.UserContext(), t, token, c.FormValue("password"), MetaOf(c))
 		}
 		if err != nil {
 			// A form that can be corrected is shown again with the error.
-			if _, u, perr := s.peekToken(c.UserContext(), t, token, p.purposes...); perr == nil && problem.CodeOf(err) != problem.Internal {
+			if _, u, perr := h.svc.peekToken(c.UserContext(), t, token, p.purposes...); perr == nil && problem.CodeOf(err) != problem.Internal {
 				d.Token, d.Email = token, u.Email
 			}
-			return s.pageError(c, d, err)
+			return h.pageError(c, d, err)
 		}
 		d.Done = p.done
 		return renderPage(c, fiber.StatusOK, d)
@@ -125,7 +125,7 @@ func (s *Service) handlePage(name string) fiber.Handler {
 
 // pageError shows err on the page with its status; internal errors go to
 // the server's error handler, which logs them and shows no detail.
-func (s *Service) pageError(c *fiber.Ctx, d pageData, err error) error {
+func (h *HTTP) pageError(c *fiber.Ctx, d pageData, err error) error {
 	code := problem.CodeOf(err)
 	if code == problem.Internal {
 		return err

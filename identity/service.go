@@ -51,8 +51,8 @@ type Config struct {
 }
 
 // Service is identity's business logic: accounts, sign-in, sessions. It
-// knows nothing of HTTP. Every method works inside the tenant the caller
-// resolved; none takes a tenant from user input.
+// knows nothing of HTTP (HTTP serves it). Every method works inside the
+// tenant the caller resolved; none takes a tenant from user input.
 type Service struct {
 	db     *tenancy.DB
 	hasher *Hasher

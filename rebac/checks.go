@@ -2,9 +2,16 @@ package rebac
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -128,4 +135,119 @@ func (s *Service) LookupResources(ctx context.Context, t *tenancy.Tenant, subjec
 		return []string{}, nil
 	}
 	return ids, nil
+}
+
+// The check API's questions: those above, asked at the consistency token
+// the app gave (or at the tenant's latest), with a share of the answers
+// written to the audit trail.
+
+// AppCheck is Check for the check API's caller by: at the consistency
+// token given ("" for the tenant's latest), writing the decision to the
+// audit trail if audited. Returns Check's errors, and Invalid naming
+// consistency_token for a token this service did not give out.
+func (s *Service) AppCheck(ctx context.Context, t *tenancy.Tenant, by Caller, item CheckItem, given string, audited bool) (bool, ZedToken, error) {
+	at, err := s.consistency(ctx, t, given)
+	if err != nil {
+		return false, "", err
+	}
+	ok, checkedAt, err := s.Check(ctx, t, item.Subject, item.Permission, item.Resource, at)
+	if err != nil {
+		return false, "", tokenError(given, err)
+	}
+	if audited {
+		s.auditChecks(ctx, t, by, []CheckItem{item}, []bool{ok})
+	}
+	return ok, checkedAt, nil
+}
+
+// AppCheckBulk is CheckBulk for the check API's caller by, as AppCheck
+// is Check.
+func (s *Service) AppCheckBulk(ctx context.Context, t *tenancy.Tenant, by Caller, items []CheckItem, given string, audited bool) ([]bool, ZedToken, error) {
+	at, err := s.consistency(ctx, t, given)
+	if err != nil {
+		return nil, "", err
+	}
+	allowed, checkedAt, err := s.CheckBulk(ctx, t, items, at)
+	if err != nil {
+		return nil, "", tokenError(given, err)
+	}
+	if audited {
+		s.auditChecks(ctx, t, by, items, allowed)
+	}
+	return allowed, checkedAt, nil
+}
+
+// AppLookupResources is LookupResources at the consistency token given
+// ("" for the tenant's latest). Returns LookupResources' errors, and
+// Invalid naming consistency_token as AppCheck does.
+func (s *Service) AppLookupResources(ctx context.Context, t *tenancy.Tenant, subject SubjectRef, permission, typ, given string) ([]string, error) {
+	at, err := s.consistency(ctx, t, given)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := s.LookupResources(ctx, t, subject, permission, typ, at)
+	if err != nil {
+		return nil, tokenError(given, err)
+	}
+	return ids, nil
+}
+
+// consistency is the token a check for tenant t must be at least as
+// fresh as: the caller's token if it sent one (from its own write), else
+// the tenant's latest.
+func (s *Service) consistency(ctx context.Context, t *tenancy.Tenant, given string) (ZedToken, error) {
+	if given != "" {
+		if len(given) > 1000 || !plausibleToken(given) {
+			return "", problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
+		}
+		return ZedToken(given), nil
+	}
+	return s.relay.Token(ctx, t)
+}
+
+// plausibleToken reports whether s could be a token SpiceDB gave out
+// (base64 of a few bytes): anything else is refused before it is sent.
+func plausibleToken(s string) bool {
+	b, err := base64.StdEncoding.DecodeString(s)
+	return err == nil && len(b) > 0
+}
+
+// tokenError is err, or, if the caller gave the consistency token and
+// SpiceDB refused an argument, a refusal of that token: it is the one
+// input SpiceDB sees unchecked (malformed, cut short, or another
+// SpiceDB's).
+func tokenError(given string, err error) error {
+	if given != "" {
+		switch status.Code(errors.Unwrap(err)) {
+		case codes.InvalidArgument, codes.OutOfRange:
+			e := problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
+			e.Err = err
+			return e
+		}
+	}
+	return err
+}
+
+// auditChecks writes the check API's decisions allowed on items, asked
+// by by, to tenant t's audit trail in one transaction. A failure is
+// logged: the answers stand.
+func (s *Service) auditChecks(ctx context.Context, t *tenancy.Tenant, by Caller, items []CheckItem, allowed []bool) {
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
+		for i, it := range items {
+			outcome := identity.Success
+			if !allowed[i] {
+				outcome = identity.Denied
+			}
+			if err := identity.Audit(ctx, q, t, identity.Event{
+				Actor: by.Principal.User, Action: "permission.check", Target: it.Resource.Type + ":" + it.Resource.ID, Outcome: outcome, Meta: by.Meta,
+				Details: map[string]string{"subject": it.Subject.Type + ":" + it.Subject.ID, "permission": it.Permission},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("rebac: cannot audit a sampled check", "tenant", t.Slug, "err", err)
+	}
 }

@@ -1,9 +1,6 @@
 package rebac
 
 import (
-	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -11,13 +8,10 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
-	"github.com/gatehouse/gatehouse/queries"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -55,7 +49,7 @@ func (g *appGrants) remember(t tenancy.ID, user uuid.UUID) {
 }
 
 func (h *HTTP) checkRoutes(r fiber.Router) {
-	auth := h.accounts.RequireAuth
+	auth := h.auth.RequireAuth
 	r.Post("/v1/permissions/check", auth, h.requireApp, h.check)
 	r.Post("/v1/permissions/check-bulk", auth, h.requireApp, h.checkBulk)
 	r.Post("/v1/permissions/lookup-resources", auth, h.requireApp, h.lookupResources)
@@ -69,7 +63,7 @@ func (h *HTTP) requireApp(c *fiber.Ctx) error {
 	if h.grants.ok(t.ID, p.User) {
 		return c.Next()
 	}
-	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, identity.Object{}, "manage_apps")
+	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, "", "", "manage_apps")
 	if err != nil {
 		return err
 	}
@@ -95,8 +89,6 @@ func (o objectJSON) ref() Ref { return Ref{Type: o.Type, ID: o.ID} }
 func (s subjectJSON) ref() SubjectRef {
 	return SubjectRef{Ref: Ref{Type: s.Type, ID: s.ID}, Relation: s.Relation}
 }
-func (s subjectJSON) String() string     { return fmt.Sprintf("%s:%s", s.Type, s.ID) }
-func (o objectJSON) String() string      { return fmt.Sprintf("%s:%s", o.Type, o.ID) }
 func required(fields ...[2]string) error { return httpapi.Required(toMap(fields)) }
 
 func toMap(fields [][2]string) map[string]string {
@@ -112,6 +104,11 @@ type checkRequest struct {
 	Permission       string      `json:"permission"`
 	Resource         objectJSON  `json:"resource"`
 	ConsistencyToken string      `json:"consistency_token"`
+}
+
+// item is the question the request asks.
+func (r checkRequest) item() CheckItem {
+	return CheckItem{Subject: r.Subject.ref(), Permission: r.Permission, Resource: r.Resource.ref()}
 }
 
 func (r checkRequest) check(prefix string) error {
@@ -142,47 +139,12 @@ func askable(typ, permission, field string) error {
 	return nil
 }
 
-// tokenError is err, or, if the caller gave the consistency token and
-// SpiceDB refused an argument, a refusal of that token: it is the one
-// input SpiceDB sees unchecked (malformed, cut short, or another
-// SpiceDB's).
-func tokenError(given string, err error) error {
-	if given != "" {
-		switch status.Code(errors.Unwrap(err)) {
-		case codes.InvalidArgument, codes.OutOfRange:
-			e := problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
-			e.Err = err
-			return e
-		}
-	}
-	return err
-}
-
-// plausibleToken reports whether s could be a token SpiceDB gave out
-// (base64 of a few bytes): anything else is refused before it is sent.
-func plausibleToken(s string) bool {
-	b, err := base64.StdEncoding.DecodeString(s)
-	return err == nil && len(b) > 0
-}
-
 // one refuses a wildcard subject: a question is about one subject.
 func (s subjectJSON) one(field string) error {
 	if s.ID == "*" {
 		return problem.InvalidField(field, "must name one subject: wildcards are not accepted")
 	}
 	return nil
-}
-
-// token is the consistency a check for tenant t must have: the caller's
-// token if it sent one (from its own write), else the tenant's latest.
-func (h *HTTP) token(ctx context.Context, t *tenancy.Tenant, given string) (ZedToken, error) {
-	if given != "" {
-		if len(given) > 1000 || !plausibleToken(given) {
-			return "", problem.InvalidField("consistency_token", "is not a consistency token this service gave out")
-		}
-		return ZedToken(given), nil
-	}
-	return h.authz.relay.Token(ctx, t)
 }
 
 func (h *HTTP) check(c *fiber.Ctx) error {
@@ -195,20 +157,20 @@ func (h *HTTP) check(c *fiber.Ctx) error {
 		return err
 	}
 	t := tenancy.Of(c)
-	ok, checkedAt, err := func() (bool, ZedToken, error) {
-		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
-		if err != nil {
-			return false, "", err
-		}
-		ok, checkedAt, err := h.authz.Check(c.UserContext(), t, req.Subject.ref(), req.Permission, req.Resource.ref(), at)
-		return ok, checkedAt, tokenError(req.ConsistencyToken, err)
-	}()
+	ok, checkedAt, err := h.authz.AppCheck(c.UserContext(), t, h.caller(c), req.item(), req.ConsistencyToken, h.sampled())
 	if err != nil {
 		return h.failed(t, "check", 1, err)
 	}
-	h.decided(c, t, "check", []checkRequest{req}, []bool{ok})
+	h.metrics.decided(t.Slug, "check", []bool{ok})
 	httpapi.NoStore(c)
-	return c.JSON(fiber.Map{"allowed": ok, "consistency_token": checkedAt})
+	return c.JSON(checkResponse{Allowed: ok, ConsistencyToken: checkedAt})
+}
+
+// checkResponse answers a check. (Fields in the order of their names, as
+// the API has always sent them.)
+type checkResponse struct {
+	Allowed          bool     `json:"allowed"`
+	ConsistencyToken ZedToken `json:"consistency_token"`
 }
 
 type checkBulkRequest struct {
@@ -233,27 +195,31 @@ func (h *HTTP) checkBulk(c *fiber.Ctx) error {
 		if it.ConsistencyToken != "" {
 			return problem.InvalidField(fmt.Sprintf("items[%d].consistency_token", i), "goes once, beside items")
 		}
-		items[i] = CheckItem{Subject: it.Subject.ref(), Permission: it.Permission, Resource: it.Resource.ref()}
+		items[i] = it.item()
 	}
 	t := tenancy.Of(c)
-	allowed, checkedAt, err := func() ([]bool, ZedToken, error) {
-		at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
-		if err != nil {
-			return nil, "", err
-		}
-		allowed, checkedAt, err := h.authz.CheckBulk(c.UserContext(), t, items, at)
-		return allowed, checkedAt, tokenError(req.ConsistencyToken, err)
-	}()
+	allowed, checkedAt, err := h.authz.AppCheckBulk(c.UserContext(), t, h.caller(c), items, req.ConsistencyToken, h.sampled())
 	if err != nil {
 		return h.failed(t, "check_bulk", len(items), err)
 	}
-	h.decided(c, t, "check_bulk", req.Items, allowed)
-	results := make([]fiber.Map, len(allowed))
+	h.metrics.decided(t.Slug, "check_bulk", allowed)
+	results := make([]checkResult, len(allowed))
 	for i, ok := range allowed {
-		results[i] = fiber.Map{"allowed": ok}
+		results[i] = checkResult{Allowed: ok}
 	}
 	httpapi.NoStore(c)
-	return c.JSON(fiber.Map{"results": results, "consistency_token": checkedAt})
+	return c.JSON(checkBulkResponse{ConsistencyToken: checkedAt, Results: results})
+}
+
+// checkBulkResponse answers a bulk check, in the order of its items.
+// (Fields in the order of their names, as the API has always sent them.)
+type checkBulkResponse struct {
+	ConsistencyToken ZedToken      `json:"consistency_token"`
+	Results          []checkResult `json:"results"`
+}
+
+type checkResult struct {
+	Allowed bool `json:"allowed"`
 }
 
 type lookupRequest struct {
@@ -279,17 +245,19 @@ func (h *HTTP) lookupResources(c *fiber.Ctx) error {
 	if err := askable(req.ResourceType, req.Permission, "permission"); err != nil {
 		return err
 	}
-	t := tenancy.Of(c)
-	at, err := h.token(c.UserContext(), t, req.ConsistencyToken)
+	ids, err := h.authz.AppLookupResources(c.UserContext(), tenancy.Of(c), req.Subject.ref(), req.Permission, req.ResourceType, req.ConsistencyToken)
 	if err != nil {
 		return err
 	}
-	ids, err := h.authz.LookupResources(c.UserContext(), t, req.Subject.ref(), req.Permission, req.ResourceType, at)
-	if err != nil {
-		return tokenError(req.ConsistencyToken, err)
-	}
 	httpapi.NoStore(c)
-	return c.JSON(fiber.Map{"resources": ids, "truncated": len(ids) == MaxLookup})
+	return c.JSON(lookupResponse{Resources: ids, Truncated: len(ids) == MaxLookup})
+}
+
+// lookupResponse lists resources; Truncated when there may be more than
+// the MaxLookup listed.
+type lookupResponse struct {
+	Resources []string `json:"resources"`
+	Truncated bool     `json:"truncated"`
 }
 
 type relationshipJSON struct {
@@ -344,10 +312,15 @@ func (h *HTTP) writeRelationships(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"consistency_token": written})
+	return c.JSON(writeResponse{ConsistencyToken: written})
 }
 
-// sample writes a share of check-API decisions to the audit trail.
+// writeResponse gives the token a check must be at least as fresh as to
+// see a write.
+type writeResponse struct {
+	ConsistencyToken ZedToken `json:"consistency_token"`
+}
+
 // failed counts the items of a check SpiceDB could not answer (they are
 // denied: the caller gets 503), and returns err.
 func (h *HTTP) failed(t *tenancy.Tenant, endpoint string, items int, err error) error {
@@ -357,30 +330,8 @@ func (h *HTTP) failed(t *tenancy.Tenant, endpoint string, items int, err error) 
 	return err
 }
 
-// decided counts a request's decisions and writes a sample of them to the
-// audit trail.
-func (h *HTTP) decided(c *fiber.Ctx, t *tenancy.Tenant, endpoint string, reqs []checkRequest, allowed []bool) {
-	h.metrics.decided(t.Slug, endpoint, allowed)
-	if h.auditSample <= 0 || rand.Float64() >= h.auditSample {
-		return
-	}
-	p := identity.PrincipalOf(c)
-	err := h.authz.db.Tx(c.UserContext(), t, func(q *queries.Queries) error {
-		for i, r := range reqs {
-			outcome := identity.Success
-			if !allowed[i] {
-				outcome = identity.Denied
-			}
-			if err := identity.Audit(c.UserContext(), q, t, identity.Event{
-				Actor: p.User, Action: "permission.check", Target: r.Resource.String(), Outcome: outcome, Meta: identity.MetaOf(c),
-				Details: map[string]string{"subject": r.Subject.String(), "permission": r.Permission},
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		h.authz.log.Warn("rebac: cannot audit a sampled check", "tenant", t.Slug, "err", err)
-	}
+// sampled reports whether a request's decisions go to the audit trail:
+// a share of them (HTTPOptions.AuditSample).
+func (h *HTTP) sampled() bool {
+	return h.auditSample > 0 && rand.Float64() < h.auditSample
 }

@@ -47,13 +47,14 @@ func NewService(db *tenancy.DB, client *Client, relay *Relay, log *slog.Logger) 
 	return &Service{db: db, client: client, relay: relay, log: log}
 }
 
-// Allowed reports whether user holds permission on object on of tenant t
-// (the tenant itself when on is zero), seeing every change made so far.
+// Allowed reports whether user holds permission on the object
+// objectType:objectID of tenant t (the tenant itself when both are
+// empty), seeing every change made so far.
 // On a group, whoever manages the tenant's users is allowed even when the
 // group does not exist, so that they learn it does not. Returns
 // Unavailable (and false) when SpiceDB cannot answer: never allows by
 // default.
-func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, on identity.Object, permission string) (bool, error) {
+func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, objectType, objectID, permission string) (bool, error) {
 	if s.client == nil {
 		return false, problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
 	}
@@ -61,12 +62,12 @@ func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID
 	if err != nil {
 		return false, err
 	}
-	if on == (identity.Object{}) {
+	if objectType == "" && objectID == "" {
 		ok, _, err := s.client.Check(ctx, t.ID, userSubject(user), permission, tenantRef(), at)
 		return ok && err == nil, err
 	}
-	items := []CheckItem{{Subject: userSubject(user), Permission: permission, Resource: Ref{Type: on.Type, ID: on.ID}}}
-	if on.Type == "group" {
+	items := []CheckItem{{Subject: userSubject(user), Permission: permission, Resource: Ref{Type: objectType, ID: objectID}}}
+	if objectType == "group" {
 		items = append(items, CheckItem{Subject: userSubject(user), Permission: "manage_users", Resource: tenantRef()})
 	}
 	allowed, _, err := s.CheckBulk(ctx, t, items, at)
@@ -389,9 +390,9 @@ func memberSubject(typ string, id uuid.UUID) SubjectRef {
 	return userSubject(id)
 }
 
-// CreateGroup creates a group in q's transaction. Returns Invalid for a
+// createGroup creates a group in q's transaction. Returns Invalid for a
 // bad name or description, Conflict if the name is taken.
-func (s *Service) CreateGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, name, description string) (*Group, error) {
+func (s *Service) createGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, name, description string) (*Group, error) {
 	if err := checkName("name", name, 100); err != nil {
 		return nil, err
 	}
@@ -411,9 +412,9 @@ func (s *Service) CreateGroup(ctx context.Context, q *queries.Queries, t *tenanc
 	return groupFromRow(row), nil
 }
 
-// DeleteGroup deletes a group and every relationship it took part in.
+// deleteGroup deletes a group and every relationship it took part in.
 // Returns NotFound.
-func (s *Service) DeleteGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
+func (s *Service) deleteGroup(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
 	members, err := q.ListGroupMembers(ctx, queries.ListGroupMembersParams{TenantID: t.ID.UUID(), GroupID: id})
 	if err != nil {
 		return err
@@ -460,13 +461,13 @@ func (s *Service) ForgetGroup(ctx context.Context, q *queries.Queries, t *tenanc
 	return nil
 }
 
-// AddMember makes a user or a group a member of group id (a user may
+// addMember makes a user or a group a member of group id (a user may
 // also be its manager), on the authority of g. Returns NotFound for an
 // unknown group, Invalid for a bad member type or a group that would
 // contain itself, Forbidden if the group carries a permission g does not
 // hold, Conflict if it carries a manage_ permission and the member is
 // (or contains) an account whose address is not confirmed.
-func (s *Service) AddMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
+func (s *Service) addMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
 	if err := q.LockGroupGraph(ctx, t.ID.UUID()); err != nil {
 		return err
 	}
@@ -542,15 +543,8 @@ func (s *Service) contains(ctx context.Context, q *queries.Queries, t *tenancy.T
 	return reach(outer, children)[inner], nil
 }
 
-// RemoveMember removes a member from group id. Returns NotFound if it is
-// not a member.
-func (s *Service) RemoveMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, member uuid.UUID) error {
-	if typ != "user" && typ != "group" {
-		return problem.Errorf(problem.NotFound, "no such member")
-	}
-	return s.removeMember(ctx, q, t, id, typ, member)
-}
-
+// removeMember removes a member from group id. Returns NotFound if it
+// is not a member.
 func (s *Service) removeMember(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, member uuid.UUID) error {
 	if _, err := q.RemoveGroupMember(ctx, queries.RemoveGroupMemberParams{TenantID: t.ID.UUID(), GroupID: id, MemberType: typ, MemberID: member}); err != nil {
 		return queries.NotFound(err, "no such member")
@@ -565,10 +559,10 @@ func (s *Service) removeMember(ctx context.Context, q *queries.Queries, t *tenan
 	return nil
 }
 
-// CreateRole creates a custom role carrying permissions (of
+// createRole creates a custom role carrying permissions (of
 // TenantPermissions), on the authority of g. Returns Invalid, Forbidden
 // for a permission g does not hold, or Conflict if the name is taken.
-func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, name, description string, permissions []string) (*Role, error) {
+func (s *Service) createRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, name, description string, permissions []string) (*Role, error) {
 	if !roleName.MatchString(name) {
 		return nil, problem.InvalidField("name", "must be 1 to 63 of a-z, 0-9 and -, starting with a letter or digit (e.g. billing-admin)")
 	}
@@ -604,11 +598,11 @@ func (s *Service) CreateRole(ctx context.Context, q *queries.Queries, t *tenancy
 	return roleFromRow(row), nil
 }
 
-// UpdateRole changes a role's description or permission set, on the
+// updateRole changes a role's description or permission set, on the
 // authority of g. Returns NotFound, Invalid, Forbidden for an added
 // permission g does not hold, or Conflict when an added manage_
 // permission would reach an account whose address is not confirmed.
-func (s *Service) UpdateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, description *string, permissions []string) (*Role, error) {
+func (s *Service) updateRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, description *string, permissions []string) (*Role, error) {
 	old, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
 		return nil, queries.NotFound(err, "no such role")
@@ -676,8 +670,8 @@ func (s *Service) setRolePermissions(ctx context.Context, q *queries.Queries, t 
 	return nil
 }
 
-// DeleteRole deletes a role and its assignments. Returns NotFound.
-func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
+// deleteRole deletes a role and its assignments. Returns NotFound.
+func (s *Service) deleteRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
 	assigned, err := q.ListRoleAssignments(ctx, queries.ListRoleAssignmentsParams{TenantID: t.ID.UUID(), RoleID: id})
 	if err != nil {
 		return err
@@ -706,12 +700,12 @@ func (s *Service) DeleteRole(ctx context.Context, q *queries.Queries, t *tenancy
 	return nil
 }
 
-// Assign assigns role id to a user or group, on the authority of g.
+// assign assigns role id to a user or group, on the authority of g.
 // Returns NotFound for an unknown role, Invalid for an unknown subject,
 // Forbidden if the role carries a permission g does not hold, Conflict if
 // it carries a manage_ permission and the subject is (or contains) an
 // account whose address is not confirmed.
-func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
+func (s *Service) assign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, g Giver, id uuid.UUID, m Member) error {
 	role, err := q.GetRole(ctx, queries.GetRoleParams{TenantID: t.ID.UUID(), ID: id})
 	if err != nil {
 		return queries.NotFound(err, "no such role")
@@ -748,15 +742,8 @@ func (s *Service) Assign(ctx context.Context, q *queries.Queries, t *tenancy.Ten
 	return Enqueue(ctx, q, t.ID, Touch, Relationship{Resource: Ref{Type: "role", ID: id.String()}, Relation: "assignee", Subject: memberSubject(m.Type, m.ID)})
 }
 
-// Unassign takes role id from a user or group. Returns NotFound if it
+// unassign takes role id from a user or group. Returns NotFound if it
 // was not assigned.
-func (s *Service) Unassign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, subject uuid.UUID) error {
-	if typ != "user" && typ != "group" {
-		return problem.Errorf(problem.NotFound, "no such assignment")
-	}
-	return s.unassign(ctx, q, t, id, typ, subject)
-}
-
 func (s *Service) unassign(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID, typ string, subject uuid.UUID) error {
 	n, err := q.UnassignRole(ctx, queries.UnassignRoleParams{TenantID: t.ID.UUID(), RoleID: id, SubjectType: typ, SubjectID: subject})
 	if err != nil {
@@ -816,12 +803,12 @@ type Effective struct {
 	GrantedBy  []Grant `json:"granted_by"`
 }
 
-// Explain returns user's tenant permissions with what grants each. The
+// explain returns user's tenant permissions with what grants each. The
 // grants come from Postgres (what admins see) in q's transaction; whether
 // each is allowed is SpiceDB's answer at least as fresh as at (Token,
 // taken before the transaction: it may need a connection of its own), so
 // a drift between the two shows.
-func (s *Service) Explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, at ZedToken) ([]Effective, error) {
+func (s *Service) explain(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID, at ZedToken) ([]Effective, error) {
 	u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: t.ID.UUID(), ID: user})
 	if err != nil {
 		return nil, queries.NotFound(err, "no such user")

@@ -177,7 +177,7 @@ func (a *App) Routes() []func(fiber.Router) {
 		metrics = rebac.NewMetrics(a.cfg.Metrics)
 	}
 	checks := rebac.NewHTTP(a.Authz, a.Accounts, rebac.HTTPOptions{AuditSample: a.cfg.CheckAuditSample, Metrics: metrics})
-	return []func(fiber.Router){a.Accounts.Routes, checks.Routes}
+	return []func(fiber.Router){identity.NewHTTP(a.Accounts).Routes, checks.Routes}
 }
 
 // Run does the app's background work until ctx ends, and returns once

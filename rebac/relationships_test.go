@@ -1,4 +1,4 @@
-package identity_test
+package rebac_test
 
 import (
 	"context"
@@ -27,12 +27,12 @@ func TestRelationshipWritesRefuseWhatWouldBreakChecks(t *testing.T) {
 	app := e.adminLogin("acme", "app@loops.test").AccessToken
 	write := func(status int, field string, touch, del []any) {
 		t.Helper()
-		r := e.do("POST", "acme", "/v1/relationships", app, map[string]any{"touch": touch, "delete": del})
-		if r.status != status {
-			t.Fatalf("write %v / %v: %d %s; want %d", touch, del, r.status, r.body, status)
+		r := e.Do("POST", "acme", "/v1/relationships", app, map[string]any{"touch": touch, "delete": del})
+		if r.Status != status {
+			t.Fatalf("write %v / %v: %d %s; want %d", touch, del, r.Status, r.Body, status)
 		}
 		if status == 400 {
-			if d := e.problemOf(r, 400); len(d.Errors) != 1 || d.Errors[0].Field != field {
+			if d := e.ProblemOf(r, 400); len(d.Errors) != 1 || d.Errors[0].Field != field {
 				t.Fatalf("write %v: errors %+v, want one naming %s", touch, d.Errors, field)
 			}
 		}
@@ -59,7 +59,7 @@ func TestRelationshipWritesRefuseWhatWouldBreakChecks(t *testing.T) {
 	write(400, "touch[0]", []any{parentOf("bottom", "deep00")}, nil)
 	write(200, "", []any{parentOf("shortcut", "deep01"), parentOf("shortcut", fmt.Sprintf("deep%02d", rebac.MaxParentDepth))}, nil)
 	write(400, "touch[0]", []any{parentOf("under-shortcut", "shortcut")}, nil)
-	e.must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": []any{map[string]any{
+	e.Must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": []any{map[string]any{
 		"resource": obj("resource", fmt.Sprintf("deep%02d", rebac.MaxParentDepth)), "relation": "viewer", "subject": obj("user", "u1"),
 	}}})
 	if !e.allowed("acme", app, "u1", "view", "deep00") {
@@ -73,14 +73,14 @@ func TestRelationshipWritesRefuseWhatWouldBreakChecks(t *testing.T) {
 	for i := range 60 {
 		write(200, "", []any{parentOf(fmt.Sprintf("tall%02d", i), fmt.Sprintf("tall%02d", i+1))}, nil)
 	}
-	d := e.problemOf(e.do("POST", "acme", "/v1/permissions/check", app, map[string]any{
+	d := e.ProblemOf(e.Do("POST", "acme", "/v1/permissions/check", app, map[string]any{
 		"subject": obj("user", "u1"), "permission": "view", "resource": obj("resource", "tall00"),
 	}), 409)
 	if !strings.Contains(d.Detail, "too deep") {
 		t.Fatalf("a check through a chain too deep: %+v", d)
 	}
 	// Relations of Gatehouse's own objects are not questions.
-	d = e.problemOf(e.do("POST", "acme", "/v1/permissions/check", app, map[string]any{
+	d = e.ProblemOf(e.Do("POST", "acme", "/v1/permissions/check", app, map[string]any{
 		"subject": obj("user", "u1"), "permission": "admin", "resource": obj("tenant", "tenant"),
 	}), 400)
 	if len(d.Errors) != 1 || d.Errors[0].Field != "permission" {
@@ -94,7 +94,7 @@ func TestRelationshipWritesRefuseWhatWouldBreakChecks(t *testing.T) {
 	var good struct {
 		ConsistencyToken string `json:"consistency_token"`
 	}
-	e.must(200, "POST", "acme", "/v1/permissions/check", app, check("u1", "")).json(t, &good)
+	e.Must(200, "POST", "acme", "/v1/permissions/check", app, check("u1", "")).JSON(t, &good)
 	for name, c := range map[string]struct {
 		body  map[string]any
 		field string
@@ -104,12 +104,12 @@ func TestRelationshipWritesRefuseWhatWouldBreakChecks(t *testing.T) {
 		"token cut short":    {check("u1", good.ConsistencyToken[:len(good.ConsistencyToken)/2]), "consistency_token"},
 		"token of elsewhere": {check("u1", "Z2F0ZWhvdXNl"), "consistency_token"},
 	} {
-		d := e.problemOf(e.do("POST", "acme", "/v1/permissions/check", app, c.body), 400)
+		d := e.ProblemOf(e.Do("POST", "acme", "/v1/permissions/check", app, c.body), 400)
 		if len(d.Errors) != 1 || d.Errors[0].Field != c.field {
 			t.Errorf("%s: errors %+v, want one naming %s", name, d.Errors, c.field)
 		}
 	}
-	d = e.problemOf(e.do("POST", "acme", "/v1/permissions/lookup-resources", app, map[string]any{
+	d = e.ProblemOf(e.Do("POST", "acme", "/v1/permissions/lookup-resources", app, map[string]any{
 		"subject": obj("user", "*"), "permission": "view", "resource_type": "resource",
 	}), 400)
 	if !strings.Contains(d.Detail, "subject.id") {
@@ -134,7 +134,7 @@ func TestConcurrentNestingCannotMakeAGroupLoop(t *testing.T) {
 		for i := range groups {
 			groups[i] = e.group("acme", boss, fmt.Sprintf("g%d-%d", round, i))
 		}
-		hold, err := e.admin.Begin(ctx)
+		hold, err := e.Admin.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,13 +145,13 @@ func TestConcurrentNestingCannotMakeAGroupLoop(t *testing.T) {
 		statuses := make([]int, ring)
 		for i := range groups {
 			wg.Go(func() {
-				statuses[i] = e.do("POST", "acme", "/v1/admin/groups/"+groups[(i+1)%ring]+"/members", boss,
-					map[string]string{"type": "group", "id": groups[i]}).status
+				statuses[i] = e.Do("POST", "acme", "/v1/admin/groups/"+groups[(i+1)%ring]+"/members", boss,
+					map[string]string{"type": "group", "id": groups[i]}).Status
 			})
 		}
 		eventuallyTrue(t, "every addition waiting", func() bool {
 			var waiting int
-			e.admin.QueryRow(ctx, `select count(*) from pg_stat_activity
+			e.Admin.QueryRow(ctx, `select count(*) from pg_stat_activity
 				where datname = current_database() and usename = 'gatehouse_app' and wait_event_type = 'Lock'`).Scan(&waiting)
 			return waiting == ring
 		})
@@ -191,15 +191,15 @@ func TestAppWritesNeverMoveTheTenantsTokenBack(t *testing.T) {
 					return
 				default:
 				}
-				e.do("POST", "acme", "/v1/relationships", app, map[string]any{"touch": rel(fmt.Sprintf("noise-%d-%d", w, i), "n")})
+				e.Do("POST", "acme", "/v1/relationships", app, map[string]any{"touch": rel(fmt.Sprintf("noise-%d-%d", w, i), "n")})
 			}
 		})
 	}
 	defer func() { close(stop); wg.Wait() }()
 	for i := range 40 {
 		doc := fmt.Sprintf("doc-%d", i)
-		e.must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": rel(doc, "u")})
-		e.must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"delete": rel(doc, "u")})
+		e.Must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"touch": rel(doc, "u")})
+		e.Must(200, "POST", "acme", "/v1/relationships", app, map[string]any{"delete": rel(doc, "u")})
 		if e.allowed("acme", app, "u", "view", doc) {
 			t.Fatalf("round %d: a viewer removed by the last write still views", i)
 		}

@@ -1,4 +1,4 @@
-package identity_test
+package rebac_test
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 func (e *env) lookup(host, token, who, perm string) []string {
 	e.t.Helper()
 	var r struct{ Resources []string }
-	e.must(200, "POST", host, "/v1/permissions/lookup-resources", token, map[string]any{
+	e.Must(200, "POST", host, "/v1/permissions/lookup-resources", token, map[string]any{
 		"subject": obj("user", who), "permission": perm, "resource_type": "resource",
-	}).json(e.t, &r)
+	}).JSON(e.t, &r)
 	slices.Sort(r.Resources)
 	return slices.Compact(r.Resources)
 }
@@ -49,7 +49,7 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 	// Tenant membership is Gatehouse's to record (apps may not write the
 	// tenant's relationships): through the outbox, as the service does.
 	ctx := context.Background()
-	if err := e.data.Tx(ctx, acme, func(q *queries.Queries) error {
+	if err := e.Data.Tx(ctx, acme, func(q *queries.Queries) error {
 		for _, id := range []string{carol, dave} {
 			member := rebac.Relationship{
 				Resource: rebac.Ref{Type: "tenant", ID: rebac.TenantObject}, Relation: "member",
@@ -63,7 +63,7 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e.authz.Flush(ctx, acme)
+	e.Authz.Flush(ctx, acme)
 
 	rel := func(res, relation string, sub map[string]string) map[string]any {
 		return map[string]any{"resource": obj("resource", res), "relation": relation, "subject": sub}
@@ -71,7 +71,7 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 	members := func(typ, id, relation string) map[string]string {
 		return map[string]string{"type": typ, "id": id, "relation": relation}
 	}
-	e.must(200, "POST", "acme", "/v1/relationships", boss, map[string]any{"touch": []any{
+	e.Must(200, "POST", "acme", "/v1/relationships", boss, map[string]any{"touch": []any{
 		rel("doc-direct", "viewer", obj("user", carol)),
 		rel("doc-direct", "viewer", obj("user", dave)),
 		rel("doc-group", "viewer", members("group", group, "member")),
@@ -83,7 +83,7 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 	}})
 	// The same ids in another tenant are other objects: carol's id holds
 	// a grant of globex's own there.
-	e.must(200, "POST", "globex", "/v1/relationships", other, map[string]any{"touch": []any{
+	e.Must(200, "POST", "globex", "/v1/relationships", other, map[string]any{"touch": []any{
 		rel("doc-direct", "viewer", obj("user", carol)),
 	}})
 
@@ -103,7 +103,7 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 			items = append(items, map[string]any{"subject": obj("user", who), "permission": p.permission, "resource": obj("resource", p.doc)})
 		}
 		var r struct{ Results []struct{ Allowed bool } }
-		e.must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": items}).json(t, &r)
+		e.Must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": items}).JSON(t, &r)
 		if len(r.Results) != len(paths) {
 			t.Fatalf("bulk check of %d items: %d results", len(paths), len(r.Results))
 		}
@@ -136,9 +136,9 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 		// account either.
 		for who, want := range map[string]bool{carol: carolToo, dave: true} {
 			var r struct{ Allowed bool }
-			e.must(200, "POST", "acme", "/v1/permissions/check", boss, map[string]any{
+			e.Must(200, "POST", "acme", "/v1/permissions/check", boss, map[string]any{
 				"subject": obj("user", who), "permission": "assigned", "resource": obj("role", role),
-			}).json(t, &r)
+			}).JSON(t, &r)
 			if r.Allowed != want {
 				t.Errorf("%s: role assigned to %s: %v, want %v", phase, who, r.Allowed, want)
 			}
@@ -150,18 +150,18 @@ func TestDisabledAccountIsDeniedAppsResources(t *testing.T) {
 	}
 
 	holds("before", true)
-	e.must(200, "POST", "acme", "/v1/admin/users/"+carol+"/disable", boss, nil)
+	e.Must(200, "POST", "acme", "/v1/admin/users/"+carol+"/disable", boss, nil)
 	holds("disabled", false)
 	// Subject sets the account is in still answer for everyone else.
 	var sets struct{ Results []struct{ Allowed bool } }
-	e.must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": []any{
+	e.Must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": []any{
 		map[string]any{"subject": members("group", group, "member"), "permission": "view", "resource": obj("resource", "doc-group")},
 		map[string]any{"subject": members("role", role, "assignee"), "permission": "view", "resource": obj("resource", "doc-role")},
-	}}).json(t, &sets)
+	}}).JSON(t, &sets)
 	if len(sets.Results) != 2 || !sets.Results[0].Allowed || !sets.Results[1].Allowed {
 		t.Errorf("disabled: the group and the role lost their grants: %+v", sets.Results)
 	}
-	e.must(200, "POST", "acme", "/v1/admin/users/"+carol+"/enable", boss, nil)
+	e.Must(200, "POST", "acme", "/v1/admin/users/"+carol+"/enable", boss, nil)
 	holds("enabled again", true)
 }
 
@@ -183,10 +183,10 @@ func TestFullBulkCheckDeniesOnlyTheDisabled(t *testing.T) {
 		touch = append(touch, map[string]any{"resource": obj("resource", "shared"), "relation": "viewer", "subject": obj("user", u)})
 		items = append(items, map[string]any{"subject": obj("user", u), "permission": "view", "resource": obj("resource", "shared")})
 	}
-	e.must(200, "POST", "acme", "/v1/relationships", boss, map[string]any{"touch": touch})
-	e.must(200, "POST", "acme", "/v1/admin/users/"+carol+"/disable", boss, nil)
+	e.Must(200, "POST", "acme", "/v1/relationships", boss, map[string]any{"touch": touch})
+	e.Must(200, "POST", "acme", "/v1/admin/users/"+carol+"/disable", boss, nil)
 	var r struct{ Results []struct{ Allowed bool } }
-	e.must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": items}).json(t, &r)
+	e.Must(200, "POST", "acme", "/v1/permissions/check-bulk", boss, map[string]any{"items": items}).JSON(t, &r)
 	if len(r.Results) != len(items) {
 		t.Fatalf("%d results for %d items", len(r.Results), len(items))
 	}

@@ -1,4 +1,4 @@
-package identity_test
+package rebac_test
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/internal/app"
+	"github.com/gatehouse/gatehouse/internal/app/apptest"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -26,19 +28,21 @@ import (
 // items against 100 single checks.
 func BenchmarkCheck(b *testing.B) {
 	ctx := context.Background()
-	e := newBenchEnv(b, withCheckAuditSample(0.01), withCachingResolver()) // the server's default
-	tn, err := e.reg.Create(ctx, tenancy.CreateParams{Slug: "bench", Name: "Bench"})
+	// The server's default audit sample; its resolver caching tenants as
+	// a server's does.
+	e := apptest.New(b, apptest.Options{Caching: true, Config: func(c *app.Config) { c.CheckAuditSample = 0.01 }})
+	tn, err := e.Registry.Create(ctx, tenancy.CreateParams{Slug: "bench", Name: "Bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := e.svc.Signup(ctx, tn, identity.SignupInput{Email: "app@bench.test", Password: goodPassword}, identity.Meta{}); err != nil {
+	if err := e.Accounts.Signup(ctx, tn, identity.SignupInput{Email: "app@bench.test", Password: goodPassword}, identity.Meta{}); err != nil {
 		b.Fatal(err)
 	}
 	confirmAddress(b, e, "app@bench.test")
-	if _, err := e.svc.SetRole(ctx, tn, "app@bench.test", identity.RoleAdmin); err != nil {
+	if _, err := e.Accounts.SetRole(ctx, tn, "app@bench.test", identity.RoleAdmin); err != nil {
 		b.Fatal(err)
 	}
-	tokens, err := e.svc.Login(ctx, tn, "app@bench.test", goodPassword, identity.Meta{})
+	tokens, err := e.Accounts.Login(ctx, tn, "app@bench.test", goodPassword, identity.Meta{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,8 +50,8 @@ func BenchmarkCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go e.app.Listener(ln)
-	b.Cleanup(func() { e.app.Shutdown() })
+	go e.HTTP.Listener(ln)
+	b.Cleanup(func() { e.HTTP.Shutdown() })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	post := func(path string, body any) []byte {
 		raw, _ := json.Marshal(body)
@@ -103,7 +107,7 @@ func BenchmarkCheck(b *testing.B) {
 	b.Run("freshness-token", func(b *testing.B) {
 		// The tenant's consistency token from Postgres, alone.
 		timed(b, func() {
-			if _, err := e.relay.Token(ctx, tn); err != nil {
+			if _, err := e.Relay.Token(ctx, tn); err != nil {
 				b.Fatal(err)
 			}
 		})
@@ -111,11 +115,11 @@ func BenchmarkCheck(b *testing.B) {
 	b.Run("token-then-check", func(b *testing.B) {
 		// What the handler asks of Postgres and SpiceDB, in process.
 		timed(b, func() {
-			at, err := e.relay.Token(ctx, tn)
+			at, err := e.Relay.Token(ctx, tn)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if ok, _, err := e.spicedb.Check(ctx, tn.ID, alice, "view", doc, at); err != nil || !ok {
+			if ok, _, err := e.SpiceDB.Check(ctx, tn.ID, alice, "view", doc, at); err != nil || !ok {
 				b.Fatal(ok, err)
 			}
 		})
