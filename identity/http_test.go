@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/identity/client"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -242,6 +244,15 @@ func TestAccessTokensVerifyWithThePublishedKeys(t *testing.T) {
 	if c.Subject == "" || c.Session == "" || c.ID == "" || c.ExpiresAt.Sub(c.IssuedAt.Time) != 15*time.Minute {
 		t.Fatalf("claims %+v", c)
 	}
+	// A SaaS app's client verifies it too: the JWKS, the issuer and the
+	// tenant's id as the server gives them out.
+	app, err := client.New(issuer(acme), client.Options{HTTPClient: &http.Client{Transport: inProcess{e, "acme"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac, err := app.VerifyAccessToken(ctx, tok.AccessToken); err != nil || ac.Subject != c.Subject || ac.Tenant != acme.ID.String() {
+		t.Fatalf("identity/client: %+v, %v", ac, err)
+	}
 
 	// Rotation: a new key signs, the old one stays published until retired.
 	if _, err := e.keys.Rotate(ctx, acme); err != nil {
@@ -353,6 +364,19 @@ func (s staticKeys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey,
 		return k, nil
 	}
 	return nil, identity.ErrUnknownKey
+}
+
+// inProcess carries a client's requests to the env's server as tenant
+// slug's host.
+type inProcess struct {
+	e    *env
+	slug string
+}
+
+func (p inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Host = p.slug + ".localhost"
+	return p.e.app.Test(r, 30_000)
 }
 
 // jwks fetches a tenant's published keys over HTTP, as a SaaS app would.

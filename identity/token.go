@@ -12,24 +12,19 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/gatehouse/gatehouse/identity/client"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// Claims are the claims of a Gatehouse access token.
-type Claims struct {
-	jwt.RegisteredClaims
-	Tenant  string `json:"tid"` // tenant id
-	Session string `json:"sid"` // session id
-}
+// Claims are the claims of a Gatehouse access token (client.Claims).
+type Claims = client.Claims
 
 // Leeway is the clock skew tolerated when checking exp, nbf and iat.
-const Leeway = 30 * time.Second
+const Leeway = client.Leeway
 
-// KeySource finds the public key a token names by kid.
-type KeySource interface {
-	PublicKey(ctx context.Context, kid string) (ed25519.PublicKey, error)
-}
+// KeySource finds the public key a token names by kid (client.KeySource).
+type KeySource = client.KeySource
 
 // Expect is what a token must say to be accepted.
 type Expect struct {
@@ -39,57 +34,27 @@ type Expect struct {
 }
 
 // VerifyAccessToken checks a Gatehouse access token and returns its
-// claims. It pins the algorithm to EdDSA (no "none", no HMAC confusion),
-// requires exp, checks iss, aud, exp, nbf and iat with Leeway, and refuses
-// a token whose tenant is not the expected one, so that a token of tenant
-// A is worthless on tenant B's host even if both shared a key. SaaS apps
-// in Go can use it with their own KeySource (keys from the tenant's JWKS).
-// Returns Unauthorized for any token that does not pass.
+// claims: client.VerifyAccessToken (the one implementation, which SaaS
+// apps use too), its errors put in Gatehouse's terms. Returns
+// Unauthorized for any token that does not pass, and Unavailable (with
+// Retry-After) when keys could not be had: that says nothing of the
+// token, and a 401 would make clients throw a good one away.
 func VerifyAccessToken(ctx context.Context, token string, keys KeySource, want Expect) (*Claims, error) {
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(want.Issuer),
-		jwt.WithAudience(want.Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(Leeway),
-	)
-	var claims Claims
-	_, err := parser.ParseWithClaims(token, &claims, func(tok *jwt.Token) (any, error) {
-		kid, _ := tok.Header["kid"].(string)
-		if kid == "" {
-			return nil, ErrUnknownKey
+	c, err := client.VerifyAccessToken(ctx, token, keys, client.Expect{Issuer: want.Issuer, Audience: want.Audience, Tenant: want.Tenant.String()})
+	if ku, ok := errors.AsType[*client.KeysUnavailableError](err); ok {
+		if problem.CodeOf(ku.Err) == problem.Unavailable {
+			return nil, ku.Err
 		}
-		key, err := keys.PublicKey(ctx, kid)
-		if err != nil && !errors.Is(err, ErrUnknownKey) {
-			return nil, keyStoreError{err}
-		}
-		return key, err
-	})
-	if ks, ok := errors.AsType[keyStoreError](err); ok {
-		// Keys that could not be had say nothing of the token: 503.
-		if problem.CodeOf(ks.err) == problem.Unavailable {
-			return nil, ks.err
-		}
-		return nil, problem.Wrap(problem.Unavailable, ks.err, "signing keys unavailable, try again later")
+		return nil, problem.Wrap(problem.Unavailable, ku.Err, "signing keys unavailable, try again later")
 	}
-	if err != nil {
+	if errors.Is(err, client.ErrInvalidToken) {
 		return nil, problem.Wrap(problem.Unauthorized, err, "invalid or expired access token")
 	}
-	if claims.Tenant != want.Tenant.String() {
-		return nil, problem.Errorf(problem.Unauthorized, "invalid or expired access token")
+	if err != nil {
+		return nil, err
 	}
-	if claims.Subject == "" || claims.Session == "" || claims.ID == "" {
-		return nil, problem.Errorf(problem.Unauthorized, "invalid or expired access token")
-	}
-	return &claims, nil
+	return c, nil
 }
-
-// keyStoreError is a KeySource's failure to answer (not a token's fault).
-type keyStoreError struct{ err error }
-
-func (e keyStoreError) Error() string { return e.err.Error() }
-func (e keyStoreError) Unwrap() error { return e.err }
 
 // TokenParams describe an access token to issue.
 type TokenParams struct {
@@ -152,8 +117,9 @@ func (tk tenantKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 
 // ErrUnknownKey is what a KeySource answers for a kid it has no key for:
 // the token is then refused as invalid (401). Any other failure of a
-// KeySource means the keys could not be had, and is a 503.
-var ErrUnknownKey = errors.New("no key has this kid")
+// KeySource means the keys could not be had, and is a 503
+// (client.ErrUnknownKey).
+var ErrUnknownKey = client.ErrUnknownKey
 
 // keySet is the memory of one tenant's published keys.
 type keySet struct {
