@@ -1,24 +1,9 @@
 package client_test
 
-// These examples are compiled, not run: they have no Output comment, as
-// there is no Gatehouse here to answer them. Once a reusable test server
-// exists, each becomes runnable against a real Gatehouse (a tenant with
-// an account holding manage_apps, the app's own resources) with
-// // Output: lines showing:
-//   - VerifyAccessToken: a token from POST /v1/auth/login verifies, with
-//     the tenant id learned from GET /v1/tenant; the same token is
-//     ErrInvalidToken on another tenant's Client; after a key rotation
-//     the old token still verifies and a new token's kid is fetched;
-//     after the old key's retirement the old token is ErrInvalidToken;
-//     with the server stopped, kept keys go on verifying and a new kid
-//     is a *KeysUnavailableError.
-//   - Check: WriteRelationships makes a group a resource's viewers and a
-//     check with its consistency token sees it at once (allowed), then a
-//     delete and a check at its token sees that (denied); CheckBulk and
-//     LookupResources at the same token agree.
-//   - Errors: a caller without manage_apps gets *APIError 403
-//     "forbidden"; a made-up consistency token 400 with Fields naming
-//     consistency_token; SpiceDB stopped, 503 with RetryAfter.
+// The examples run against a real Gatehouse (Postgres, Vault, SpiceDB,
+// started by apptest for this test binary): tenant acme, its account
+// alice, and an app account holding the tenant's manage_apps permission
+// through a custom role. See TestMain.
 
 import (
 	"context"
@@ -26,67 +11,152 @@ import (
 	"fmt"
 	"log"
 	"net/http"
-	"strconv"
-	"strings"
+	"testing"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/identity/client"
+	"github.com/gatehouse/gatehouse/internal/app/apptest"
+	"github.com/gatehouse/gatehouse/internal/proctest"
+	"github.com/gatehouse/gatehouse/tenancy"
 )
 
-// A SaaS app's handler takes the tenant's users by their access tokens.
+// What the examples are given: a tenant's URL (its token issuer), how to
+// reach it, alice's access token and id, and the app account's token.
+var (
+	exampleURL     string
+	httpClient  *http.Client
+	aliceToken  string
+	aliceID     string
+	appToken    string
+	exampleOtherURL string // another tenant's URL
+)
+
+func TestMain(m *testing.M) {
+	env, tb, stop := apptest.Background(apptest.Options{})
+	proctest.AtExit(stop)
+	ctx := context.Background()
+	for _, slug := range []string{"acme", "globex"} {
+		if _, err := env.Registry.Create(ctx, tenancy.CreateParams{Slug: slug, Name: slug}); err != nil {
+			panic(err)
+		}
+	}
+	acme, err := env.Registry.Get(ctx, "acme")
+	if err != nil {
+		panic(err)
+	}
+	exampleURL, exampleOtherURL = apptest.Issuer(acme), "https://globex.gatehouse.test"
+	httpClient = env.HTTPClient()
+	c := env.Client(tb)
+	const password = "correct-horse-battery-staple-42"
+	signIn := func(email string) identity.Tokens {
+		c.Must(202, "POST", "acme", "/v1/auth/signup", "", map[string]string{"email": email, "password": password})
+		if _, err := env.Admin.Exec(ctx, "update app.users set email_verified_at = now() where email = $1", email); err != nil {
+			panic(err)
+		}
+		var tok identity.Tokens
+		c.Must(200, "POST", "acme", "/v1/auth/login", "", map[string]string{"email": email, "password": password}).JSON(tb, &tok)
+		return tok
+	}
+	// The tenant's admin gives the app's account a role with manage_apps.
+	admin := signIn("admin@acme.example")
+	if _, err := env.Accounts.SetRole(ctx, acme, "admin@acme.example", identity.RoleAdmin); err != nil {
+		panic(err)
+	}
+	app := signIn("app@acme.example")
+	var me identity.User
+	c.Must(200, "GET", "acme", "/v1/me", app.AccessToken, nil).JSON(tb, &me)
+	var role struct{ ID string }
+	c.Must(201, "POST", "acme", "/v1/admin/roles", admin.AccessToken, map[string]any{"name": "app", "permissions": []string{"manage_apps"}}).JSON(tb, &role)
+	c.Must(204, "POST", "acme", "/v1/admin/roles/"+role.ID+"/assignments", admin.AccessToken, map[string]string{"type": "user", "id": me.ID.String()})
+	appToken = app.AccessToken
+	alice := signIn("alice@acme.example")
+	aliceToken = alice.AccessToken
+	c.Must(200, "GET", "acme", "/v1/me", aliceToken, nil).JSON(tb, &me)
+	aliceID = me.ID.String()
+	proctest.Main(m)
+}
+
+// A SaaS app verifies its users' access tokens offline, against the
+// tenant's published keys, and tells a bad token (sign in again) from
+// keys it could not get (try again).
 func ExampleClient_VerifyAccessToken() {
-	acme, err := client.New("https://acme.gatehouse.example", client.Options{})
+	ctx := context.Background()
+	acme, err := client.New(exampleURL, client.Options{HTTPClient: httpClient})
 	if err != nil {
 		log.Fatal(err)
 	}
-	hello := func(w http.ResponseWriter, r *http.Request) {
-		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		claims, err := acme.VerifyAccessToken(r.Context(), token)
-		if _, down := errors.AsType[*client.KeysUnavailableError](err); down {
-			// Nothing is known of the token: the user keeps it.
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "try again later", http.StatusServiceUnavailable)
-			return
-		}
-		if err != nil { // errors.Is(err, client.ErrInvalidToken)
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			http.Error(w, "sign in again", http.StatusUnauthorized)
-			return
-		}
-		fmt.Fprintf(w, "hello, user %s (session %s)\n", claims.Subject, claims.Session)
+	claims, err := acme.VerifyAccessToken(ctx, aliceToken)
+	if _, down := errors.AsType[*client.KeysUnavailableError](err); down {
+		log.Fatal("keys unavailable: answer 503, the user keeps the token")
 	}
-	_ = http.HandlerFunc(hello)
+	if err != nil {
+		log.Fatal("bad token: answer 401")
+	}
+	fmt.Println("alice:", claims.Subject == aliceID)
+
+	// The same token means nothing to another tenant.
+	globex, err := client.New(exampleOtherURL, client.Options{HTTPClient: httpClient})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = globex.VerifyAccessToken(ctx, aliceToken)
+	fmt.Println("on another tenant:", errors.Is(err, client.ErrInvalidToken))
+	// Output:
+	// alice: true
+	// on another tenant: true
 }
 
-// An app shares a document with a group, then checks a user's access so
-// that the check sees the share.
+// An app shares a document with alice, then checks her access at the
+// consistency token the write returned, so that the check sees it; it
+// takes the share back and checks again.
 func ExampleClient_Check() {
 	ctx := context.Background()
-	acme, err := client.New("https://acme.gatehouse.example", client.Options{
-		// The app's own account, with the tenant's manage_apps permission.
-		Token: func(ctx context.Context) (string, error) { return appAccessToken(ctx) },
+	acme, err := client.New(exampleURL, client.Options{
+		HTTPClient: httpClient,
+		// The app's own account, holding the tenant's manage_apps.
+		Token: func(context.Context) (string, error) { return appToken, nil },
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	doc := client.Object{Type: "resource", ID: "doc-42"}
-	written, err := acme.WriteRelationships(ctx, []client.Relationship{
-		{Resource: doc, Relation: "viewer", Subject: client.Subject{Type: "group", ID: "8d1f…", Relation: "member"}},
-	}, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	d, err := acme.Check(ctx, client.Question{
-		Subject: client.Subject{Type: "user", ID: "5b7c…"}, Permission: "view", Resource: doc,
-	}, written)
-	if e, ok := errors.AsType[*client.APIError](err); ok && e.RetryAfter > 0 {
-		log.Fatalf("try again in %s: %s", strconv.Itoa(int(e.RetryAfter.Seconds())), e.Detail)
-	}
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("may view:", d.Allowed)
-}
+	share := client.Relationship{Resource: doc, Relation: "viewer", Subject: client.Subject{Type: "user", ID: aliceID}}
+	mayView := client.Question{Subject: client.Subject{Type: "user", ID: aliceID}, Permission: "view", Resource: doc}
 
-// appAccessToken stands for the app's way of holding a fresh access
-// token of its account (sign in, then refresh).
-func appAccessToken(context.Context) (string, error) { return "", errors.New("no app account here") }
+	written, err := acme.WriteRelationships(ctx, []client.Relationship{share}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, err := acme.Check(ctx, mayView, written)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("shared, may view:", d.Allowed)
+
+	written, err = acme.WriteRelationships(ctx, nil, []client.Relationship{share})
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, err = acme.Check(ctx, mayView, written)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("unshared, may view:", d.Allowed)
+
+	// alice herself may not write the app's relationships.
+	asAlice, err := client.New(exampleURL, client.Options{
+		HTTPClient: httpClient,
+		Token:      func(context.Context) (string, error) { return aliceToken, nil },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = asAlice.WriteRelationships(ctx, []client.Relationship{share}, nil)
+	if e, ok := errors.AsType[*client.APIError](err); ok {
+		fmt.Println("alice writing:", e.Status)
+	}
+	// Output:
+	// shared, may view: true
+	// unshared, may view: false
+	// alice writing: 403
+}
