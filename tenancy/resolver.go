@@ -29,7 +29,8 @@ const notifyChannel = "gatehouse_tenants"
 // used, so a missed notification can never serve a stale answer.
 //
 // Hosts that serve a tenant are few (a slug or a verified domain each)
-// and stay cached until they expire or change. Unknown hosts are anyone's
+// and stay cached until they expire or change, in a list bounded all
+// the same (knownHosts, least recently asked forgotten first). Unknown hosts are anyone's
 // to invent, so their answers go to a bounded list of their own that
 // forgets the least recently asked first: a flood of made-up hosts costs
 // a lookup each, never memory or the known hosts' entries.
@@ -49,7 +50,7 @@ type Resolver struct {
 	ttl time.Duration
 
 	mu        sync.RWMutex
-	cache     map[string]cacheEntry
+	cache     *lru.Cache[string, cacheEntry] // known host -> its tenant
 	unknown   *lru.Cache[string, time.Time] // unknown host -> until when
 	gen       uint64                        // bumped on every invalidation; see lookup
 	listening atomic.Bool
@@ -61,8 +62,9 @@ type cacheEntry struct {
 	expires time.Time
 }
 
-// Bounds of the cache of unknown hosts.
+// Bounds of the caches of known and unknown hosts.
 const (
+	knownHosts     = 200_000
 	unknownHosts   = 10_000
 	unknownHostTTL = 5 * time.Second
 )
@@ -71,14 +73,18 @@ const (
 // (gatehouse_app suffices) for hosts under baseDomain. Call Run to start
 // its change subscription; until then it resolves without caching.
 func NewResolver(pool *pgxpool.Pool, baseDomain string, log *slog.Logger) *Resolver {
-	unknown, err := lru.New[string, time.Time](unknownHosts)
+	known, err := lru.New[string, cacheEntry](knownHosts)
 	if err != nil {
 		panic(err) // only for a size below 1
+	}
+	unknown, err := lru.New[string, time.Time](unknownHosts)
+	if err != nil {
+		panic(err)
 	}
 	return &Resolver{
 		pool: pool, base: strings.ToLower(baseDomain), log: log,
 		ttl:     5 * time.Minute,
-		cache:   map[string]cacheEntry{},
+		cache:   known,
 		unknown: unknown,
 	}
 }
@@ -115,7 +121,7 @@ func (r *Resolver) Resolve(ctx context.Context, host string) (*Tenant, error) {
 func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
 	useCache := r.listening.Load()
 	r.mu.RLock()
-	e, ok := r.cache[h]
+	e, ok := r.cache.Get(h)
 	gen := r.gen
 	r.mu.RUnlock()
 	if useCache && ok && time.Now().Before(e.expires) {
@@ -136,7 +142,7 @@ func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
 			if t == nil {
 				r.unknown.Add(h, time.Now().Add(unknownHostTTL))
 			} else {
-				r.cache[h] = cacheEntry{tenant: t, expires: time.Now().Add(r.ttl)}
+				r.cache.Add(h, cacheEntry{tenant: t, expires: time.Now().Add(r.ttl)})
 			}
 		}
 		r.mu.Unlock()
@@ -182,9 +188,9 @@ func (r *Resolver) lookup(ctx context.Context, h string) (*Tenant, error) {
 func (r *Resolver) Invalidate(id ID) {
 	r.mu.Lock()
 	r.gen++
-	for h, e := range r.cache {
-		if e.tenant.ID == id {
-			delete(r.cache, h)
+	for _, h := range r.cache.Keys() {
+		if e, ok := r.cache.Peek(h); ok && e.tenant.ID == id {
+			r.cache.Remove(h)
 		}
 	}
 	r.unknown.Purge()
@@ -194,7 +200,7 @@ func (r *Resolver) Invalidate(id ID) {
 func (r *Resolver) invalidateAll() {
 	r.mu.Lock()
 	r.gen++
-	clear(r.cache)
+	r.cache.Purge()
 	r.unknown.Purge()
 	r.mu.Unlock()
 }
