@@ -29,10 +29,10 @@ const notifyChannel = "gatehouse_tenants"
 // used, so a missed notification can never serve a stale answer.
 //
 // Hosts that serve a tenant are few (a slug or a verified domain each)
-// and stay cached until they expire or change, in a list bounded all
-// the same (knownHosts, least recently asked forgotten first). Unknown hosts are anyone's
-// to invent, so their answers go to a bounded list of their own that
-// forgets the least recently asked first: a flood of made-up hosts costs
+// and stay cached until they expire or change, in a list bounded all the
+// same (knownHosts, least recently asked forgotten first). Unknown hosts
+// are anyone's to invent, so their answers go to a bounded list of their
+// own that forgets the least recently asked first: a flood of made-up hosts costs
 // a lookup each, never memory or the known hosts' entries.
 type Resolver struct {
 	pool *pgxpool.Pool
@@ -51,8 +51,8 @@ type Resolver struct {
 
 	mu        sync.RWMutex
 	cache     *lru.Cache[string, cacheEntry] // known host -> its tenant
-	unknown   *lru.Cache[string, time.Time] // unknown host -> until when
-	gen       uint64                        // bumped on every invalidation; see lookup
+	unknown   *lru.Cache[string, time.Time]  // unknown host -> until when
+	gen       uint64                         // bumped on every invalidation; see lookup
 	listening atomic.Bool
 	flight    singleflight.Group
 }
