@@ -23,11 +23,11 @@ import (
 // What the examples are given: a tenant's URL (its token issuer), how to
 // reach it, alice's access token and id, and the app account's token.
 var (
-	exampleURL     string
-	httpClient  *http.Client
-	aliceToken  string
-	aliceID     string
-	appToken    string
+	exampleURL      string
+	httpClient      *http.Client
+	aliceToken      string
+	aliceID         string
+	appToken        string
 	exampleOtherURL string // another tenant's URL
 )
 
