@@ -178,13 +178,14 @@ func (v *Vault) keepLoggedIn(ctx context.Context, cfg Config, secret *api.Secret
 
 // reloginIn is how long a token just issued or renewed may be used before
 // logging in again is safer than waiting for the next renewal: most of its
-// lease, leaving a fifth (at least half a second) to log in.
+// lease, leaving a fifth (at least a second, for a loaded machine) to log
+// in.
 func reloginIn(s *api.Secret) time.Duration {
 	lease := time.Minute
 	if s != nil && s.Auth != nil && s.Auth.LeaseDuration > 0 {
 		lease = time.Duration(s.Auth.LeaseDuration) * time.Second
 	}
-	return max(lease-max(lease/5, 500*time.Millisecond), 100*time.Millisecond)
+	return max(lease-max(lease/5, time.Second), 100*time.Millisecond)
 }
 
 // EnsureMounts enables the KV v2 and Transit mounts Gatehouse uses if they

@@ -60,7 +60,13 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 
 	type user struct {
 		slug            string
+		mu              sync.Mutex // the tokens, which refreshes change
 		access, refresh string
+	}
+	tokens := func(u *user) (access, refresh string) {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.access, u.refresh
 	}
 	var users []*user
 	for _, slug := range []string{"calm", "deep"} {
@@ -85,27 +91,22 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for _, u := range users {
-		var mu sync.Mutex // the user's tokens
 		wg.Go(func() {
 			for !stop.Load() {
-				mu.Lock()
-				access := u.access
-				mu.Unlock()
+				access, _ := tokens(u)
 				code, retry, _ := do(u, "GET", "/v1/me", access, "")
 				me.add(code, retry, u.slug+" /v1/me")
 			}
 		})
 		wg.Go(func() {
 			for !stop.Load() {
-				mu.Lock()
-				old := u.refresh
-				mu.Unlock()
+				_, old := tokens(u)
 				code, retry, body := do(u, "POST", "/v1/auth/token/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, old))
 				refresh.add(code, retry, u.slug+" refresh")
 				if code == 200 {
-					mu.Lock()
+					u.mu.Lock()
 					u.access, u.refresh = body["access_token"].(string), body["refresh_token"].(string)
-					mu.Unlock()
+					u.mu.Unlock()
 				}
 				time.Sleep(100 * time.Millisecond) // a client refreshes now and then, not in a loop
 			}
@@ -131,7 +132,8 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 	// Everyone is served again without anyone's help.
 	recovered := func() bool {
 		for _, u := range users {
-			if code, _, _ := do(u, "GET", "/v1/me", u.access, ""); code != 200 {
+			access, _ := tokens(u)
+			if code, _, _ := do(u, "GET", "/v1/me", access, ""); code != 200 {
 				return false
 			}
 		}
