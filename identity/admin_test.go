@@ -199,13 +199,3 @@ func TestAdminReadsTheAuditTrail(t *testing.T) {
 		}
 	}
 }
-
-// tenantNamed returns tenant slug as the registry has it now.
-func (e *env) tenantNamed(slug string) *tenancy.Tenant {
-	e.t.Helper()
-	tn, err := e.reg.Get(context.Background(), slug)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return tn
-}

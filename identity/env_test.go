@@ -21,7 +21,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
-	"github.com/gatehouse/gatehouse/rebac/spicedbtest"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -68,21 +67,11 @@ func withConfig(f func(*app.Config)) envOption {
 	}
 }
 
-// withCheckAuditSample audits this share of check-API decisions.
-func withCheckAuditSample(f float64) envOption {
-	return withConfig(func(c *app.Config) { c.CheckAuditSample = f })
-}
-
 // withCachingResolver runs the env's resolver as a server does, caching
 // tenants and listening for their changes (benchmarks: tests want every
 // change seen at once).
 func withCachingResolver() envOption {
 	return func(o *apptest.Options) { o.Caching = true }
-}
-
-// withSpiceDB checks an env's permissions with srv.
-func withSpiceDB(srv *spicedbtest.Server) envOption {
-	return func(o *apptest.Options) { o.SpiceDB = srv }
 }
 
 // withMail sends an env's mail to srv.
@@ -109,32 +98,6 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys,
 		app: a.HTTP, mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
 	}
-}
-
-// decisions is the count of check-API decisions of tenant slug at
-// endpoint with outcome, from the metrics.
-func (e *env) decisions(slug, endpoint, outcome string) float64 {
-	e.t.Helper()
-	families, err := e.metrics.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	want := map[string]string{"tenant": slug, "endpoint": endpoint, "outcome": outcome}
-	for _, f := range families {
-		if f.GetName() != "gatehouse_permission_decisions_total" {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if want[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 func (e *env) tenant(slug string, placement tenancy.Placement, signup tenancy.Signup) *tenancy.Tenant {
