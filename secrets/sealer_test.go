@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
@@ -325,5 +327,41 @@ func TestVaultOutage(t *testing.T) {
 		if _, err := writer.Open(ctx, a, aad, cachedBlob); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestVaultRefusingTheServerIsUnavailable: when Vault refuses the
+// server's own token (a policy without decrypt, an expired or revoked
+// token), opening a value is the dependency's failure, a 503, not the
+// caller's bad input.
+func TestVaultRefusingTheServerIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := vaulttest.Shared(t)
+	v := srv.Connect(t)
+	a := newKeyedTenant(t, v)
+	aad := secrets.AAD("signing_keys", "private_key", "kid-refused")
+	sealed, err := secrets.NewSealer(v, firstGeneration, secrets.SealerOptions{}).Seal(ctx, a, aad, []byte("value"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token that may encrypt but not decrypt.
+	if err := srv.API().Sys().PutPolicy("seal-only", `path "transit/datakey/*" { capabilities = ["update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := srv.API().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"seal-only"}, NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := srv.Config()
+	cfg.Token = tok.Auth.ClientToken
+	refused, err := secrets.Connect(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(refused.Close)
+	_, err = secrets.NewSealer(refused, firstGeneration, secrets.SealerOptions{}).Open(ctx, a, aad, sealed)
+	if problem.CodeOf(err) != problem.Unavailable {
+		t.Fatalf("Open with a token Vault refuses: %v (%s), want Unavailable", err, problem.CodeOf(err))
 	}
 }

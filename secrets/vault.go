@@ -421,7 +421,8 @@ func (v *Vault) deleteTree(ctx context.Context, folder string) error {
 }
 
 // fail turns a Vault client error into a domain error: Vault unreachable,
-// sealed or overloaded is Unavailable (503 for the caller); anything else
+// sealed, overloaded or refusing the server's token is Unavailable (503
+// for the caller); anything else
 // keeps the operation's name for operators. Vault's answers name paths,
 // never secret values.
 func (v *Vault) fail(op string, err error) error {
@@ -433,6 +434,10 @@ func (v *Vault) fail(op string, err error) error {
 		switch {
 		case re.StatusCode == http.StatusServiceUnavailable || re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:
 			return problem.Wrap(problem.Unavailable, fmt.Errorf("%s: %w", op, err), "secret store unavailable, try again later")
+		case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
+			// The server's own token was refused (expired, revoked, a
+			// policy without the path): nothing the caller did.
+			return problem.Wrap(problem.Unavailable, fmt.Errorf("%s: %w", op, err), "secret store refused this server, try again later")
 		case re.StatusCode == http.StatusNotFound:
 			return problem.Wrap(problem.NotFound, fmt.Errorf("%s: %w", op, err), "not found in the secret store")
 		}
