@@ -21,6 +21,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/rebac"
+	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
 	"github.com/gatehouse/gatehouse/tenancy/pgtest"
 )
@@ -39,6 +40,7 @@ type env struct {
 	data   *tenancy.DB
 	svc    *identity.Service
 	keys   *identity.Keys
+	sealer *secrets.Sealer
 	app    *fiber.App
 	mail   *mailtest.Server
 	outbox *mail.Outbox
@@ -95,7 +97,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	}
 	a := apptest.New(t, o)
 	return &env{
-		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys,
+		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys, sealer: a.Sealer,
 		app: a.HTTP, mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
 	}
 }
