@@ -51,6 +51,7 @@ func (h *HTTP) adminRoutes(r fiber.Router) {
 	a.Get("/users/:id/sessions", h.handleUserSessions)
 	a.Delete("/users/:id/sessions/:sid", h.handleRevokeUserSession)
 	a.Get("/audit", h.handleListAudit)
+	h.appRoutes(a)
 }
 
 func (h *HTTP) handleListUsers(c *fiber.Ctx) error {

@@ -83,6 +83,35 @@ type AppMoveMark struct {
 	MarkedAt time.Time
 }
 
+type AppOidcApp struct {
+	TenantID                uuid.UUID
+	ID                      uuid.UUID
+	ClientID                string
+	Name                    string
+	Kind                    string
+	TokenEndpointAuthMethod string
+	RedirectUris            []string
+	PostLogoutRedirectUris  []string
+	GrantTypes              []string
+	Scopes                  []string
+	AccessTokenTtl          *int32
+	FirstParty              bool
+	IDTokenAlg              string
+	Jwks                    []byte
+	Disabled                bool
+	CreatedAt               time.Time
+	UpdatedAt               time.Time
+}
+
+type AppOidcAppSecret struct {
+	TenantID   uuid.UUID
+	AppID      uuid.UUID
+	ID         uuid.UUID
+	SecretHash []byte
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+}
+
 type AppRateLimit struct {
 	TenantID    uuid.UUID
 	Key         string

@@ -24,6 +24,17 @@ import (
 // tenant_id, which also shows that unique constraints do not reveal
 // another tenant's rows.
 var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error{
+	"oidc_apps": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.oidc_apps (tenant_id, id, client_id, name, kind, token_endpoint_auth_method, redirect_uris, grant_types)
+			values ($1, '00000000-0000-4000-8000-000000000006', 'sameclientidsameclientid00', 'Same app', 'web', 'client_secret_basic',
+			'{https://same.example.com/cb}', '{authorization_code}')`, tenant)
+		return err
+	},
+	"oidc_app_secrets": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.oidc_app_secrets (tenant_id, app_id, id, secret_hash, created_at)
+			values ($1, '00000000-0000-4000-8000-000000000006', '00000000-0000-4000-8000-000000000007', sha256('same secret'), now())`, tenant)
+		return err
+	},
 	"users": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.users (tenant_id, id, email, display_name)
 			values ($1, '00000000-0000-4000-8000-000000000001', 'same@example.com', 'Same Name')`, tenant)

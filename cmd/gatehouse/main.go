@@ -53,6 +53,13 @@ Usage:
   gatehouse tenant byok import --tenant SLUG --key-file FILE   seal the tenant's data under its own AES-256 key
   gatehouse tenant admin grant|revoke --tenant SLUG --email E  make an account the tenant's admin, or not
   gatehouse tenant admin invite --tenant SLUG --email E [--name N]  create an admin account and mail its invitation
+  gatehouse app create --tenant SLUG --name N --kind web|spa|native|machine [--redirect-uri U ...]
+                          [--post-logout-redirect-uri U ...] [--grant-types G,G] [--scopes S,S] [--auth-method M]
+                          [--jwks-file F] [--access-token-ttl 15m] [--first-party] [--id-token-alg EdDSA|RS256] [--json]
+                          register an OpenID Connect app (a client secret is shown once)
+  gatehouse app list --tenant SLUG [--json] | show --tenant SLUG ID|CLIENT_ID [--json]
+  gatehouse app delete --tenant SLUG ID|CLIENT_ID [--yes]
+  gatehouse app rotate-secret --tenant SLUG ID|CLIENT_ID [--overlap 24h]  a new client secret; the old one stays valid for --overlap
   gatehouse keys rotate (--tenant SLUG | --all)                 rotate tenant keys (Transit and token signing)
   gatehouse rebac reconcile (--tenant SLUG | --all) [--dry-run] compare Postgres and SpiceDB and repair drift
   gatehouse operator serve [--operator-addr 127.0.0.1:8090] [--operator-tls-cert FILE --operator-tls-key FILE]
@@ -383,6 +390,7 @@ var commands = map[string]command{
 	"audit":    runAudit,
 	"rebac":    runRebac,
 	"operator": runOperator,
+	"app":      runApp,
 }
 
 func main() {
