@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,36 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 	}
 	if _, err := adminDB.Exec(ctx, "insert into public.sealed_probe values ($1)", sealed); err != nil {
 		t.Fatal(err)
+	}
+
+	// An app's client secret, first shown and then rotated: each shown
+	// once, by the command that made it (kept out of the output searched
+	// below), and nowhere else.
+	clientSecrets := make([]string, 0, 2)
+	var appID string
+	for _, args := range [][]string{
+		{"app", "create", "--tenant", "acme", "--name", "Portal", "--kind", "web", "--redirect-uri", "https://portal.acme.test/cb"},
+		{"app", "rotate-secret", "--tenant", "acme"}, // the app's id follows
+	} {
+		if args[1] == "rotate-secret" {
+			args = append(args, appID)
+		}
+		code, out, errOut := c.run("", args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", strings.Join(args[:2], " "), code, out, errOut)
+		}
+		printed.WriteString(errOut)
+		secret := strings.TrimSpace(out)
+		if m := regexp.MustCompile(`client secret:\s+(\S+)`).FindStringSubmatch(out); m != nil {
+			secret = m[1]
+		}
+		if m := regexp.MustCompile(`(?m)^id:\s+(\S+)`).FindStringSubmatch(out); m != nil {
+			appID = m[1]
+		}
+		if !regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`).MatchString(secret) || slices.Contains(clientSecrets, secret) {
+			t.Fatalf("%s printed no new client secret:\n%s", strings.Join(args[:2], " "), out)
+		}
+		clientSecrets = append(clientSecrets, secret)
 	}
 
 	// The server, logging everything, through a Vault outage.
@@ -193,6 +224,7 @@ func TestNoSecretInLogsOrDumps(t *testing.T) {
 		"user password": userPassword, "access token": access, "refresh token": refresh,
 		"rotated refresh token": next, "session cookie": cookieValue, "csrf token": csrf,
 		"mailed confirmation token": verifyToken, "mailed reset token": resetToken, "spicedb key": string(spicedbKey),
+		"client secret": clientSecrets[0], "rotated client secret": clientSecrets[1],
 	}
 	for where, text := range sources {
 		for what, p := range plaintexts {
