@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/app/apptest"
 	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/problem/problemtest"
 	"github.com/gatehouse/gatehouse/rebac"
 	"github.com/gatehouse/gatehouse/secrets"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -183,12 +184,7 @@ func (e *env) must(want int, method, slug, path, token string, body any) respons
 // problemOf asserts r is a problem+json answer with status and returns it.
 func (e *env) problemOf(r response, status int) problem.Details {
 	e.t.Helper()
-	if r.status != status || !strings.HasPrefix(r.header["Content-Type"], problem.ContentType) {
-		e.t.Fatalf("got %d %q %s; want %d problem+json", r.status, r.header["Content-Type"], r.body, status)
-	}
-	var d problem.Details
-	r.json(e.t, &d)
-	return d
+	return problemtest.Want(e.t, r.status, r.header["Content-Type"], r.body, status, "")
 }
 
 const goodPassword = "violet-Harbor-93-lantern"

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/proctest"
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/problem/problemtest"
 	"github.com/gatehouse/gatehouse/secrets/vaulttest"
 	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
@@ -123,20 +124,7 @@ func (in *instance) do(t *testing.T, method, host, path string, body io.Reader, 
 // wantProblem asserts r is an RFC 9457 problem with the given status.
 func wantProblem(t *testing.T, r response, status int, detail string) problem.Details {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
-	}
-	if ct := r.header.Get("Content-Type"); ct != problem.ContentType {
-		t.Fatalf("Content-Type %q, want %s", ct, problem.ContentType)
-	}
-	var d problem.Details
-	if err := json.Unmarshal(r.body, &d); err != nil {
-		t.Fatalf("problem body %s: %v", r.body, err)
-	}
-	if d.Status != status || d.Title == "" || d.RequestID == "" || !strings.Contains(d.Detail, detail) {
-		t.Fatalf("problem %+v, want status %d, a title, a request id and detail containing %q", d, status, detail)
-	}
-	return d
+	return problemtest.Want(t, r.status, r.header.Get("Content-Type"), r.body, status, detail)
 }
 
 func newTenants(t *testing.T) *pgtest.DB {

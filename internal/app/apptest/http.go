@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/problem/problemtest"
 )
 
 // Response is an answer of an Env's server.
@@ -94,10 +95,5 @@ func (c *Client) Must(want int, method, host, path, token string, body any) Resp
 // returns the problem.
 func (c *Client) ProblemOf(r Response, status int) problem.Details {
 	c.t.Helper()
-	if r.Status != status || !strings.HasPrefix(r.Header["Content-Type"], problem.ContentType) {
-		c.t.Fatalf("got %d %q %s; want %d problem+json", r.Status, r.Header["Content-Type"], r.Body, status)
-	}
-	var d problem.Details
-	r.JSON(c.t, &d)
-	return d
+	return problemtest.Want(c.t, r.Status, r.Header["Content-Type"], r.Body, status, "")
 }
