@@ -54,6 +54,16 @@ func mostSiloConns(t *testing.T, admin *pgxpool.Pool, silos []*tenancy.Tenant, s
 	return most
 }
 
+// siloTenants creates n silo tenants named prefix-0… on the second cluster.
+func (e *env) siloTenants(t *testing.T, prefix string, n int) []*tenancy.Tenant {
+	t.Helper()
+	silos := make([]*tenancy.Tenant, n)
+	for i := range silos {
+		silos[i] = e.tenant(t, fmt.Sprintf("%s-%d", prefix, i), tenancy.Silo)
+	}
+	return silos
+}
+
 // busy runs one short transaction on tenant tn.
 func busy(ctx context.Context, db *tenancy.DB, tn *tenancy.Tenant) error {
 	return db.RawTx(ctx, tn, func(tx queries.DBTX) error {
@@ -66,10 +76,7 @@ func TestSiloPoolsKeepToTheClusterBudget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	var silos []*tenancy.Tenant
-	for i := range 8 {
-		silos = append(silos, e.tenant(t, fmt.Sprintf("budget-%d", i), tenancy.Silo))
-	}
+	silos := e.siloTenants(t, "budget", 8)
 	const budget = 3
 	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{MaxConns: 2, ClusterConns: budget, Wait: 5 * time.Second})
 	t.Cleanup(pools.Close)
@@ -106,10 +113,7 @@ func TestSpentBudgetWaitsThenAnswers503(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	var silos []*tenancy.Tenant
-	for i := range 3 {
-		silos = append(silos, e.tenant(t, fmt.Sprintf("spent-%d", i), tenancy.Silo))
-	}
+	silos := e.siloTenants(t, "spent", 3)
 	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{MaxConns: 2, ClusterConns: 2, Wait: 300 * time.Millisecond})
 	t.Cleanup(pools.Close)
 	db := tenancy.NewDB(e.app, pools)
@@ -217,10 +221,7 @@ func TestSweepsAskColdSilosSparingly(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	var silos []*tenancy.Tenant
-	for i := range 3 {
-		silos = append(silos, e.tenant(t, fmt.Sprintf("sweep-%d", i), tenancy.Silo))
-	}
+	silos := e.siloTenants(t, "sweep", 3)
 	pools := tenancy.NewSiloPools(e.vault, tenancy.SiloPoolOptions{})
 	t.Cleanup(pools.Close)
 	db := tenancy.NewDB(e.app, pools)
