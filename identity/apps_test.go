@@ -17,11 +17,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/gatehouse/gatehouse/identity"
-	"github.com/gatehouse/gatehouse/internal/app"
 	"github.com/gatehouse/gatehouse/internal/app/apptest"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
-	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -747,11 +745,5 @@ func newLoggingEnv(t *testing.T) (*env, *lockedBuffer) {
 	t.Helper()
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	// No metrics: the server below registers the routes a second time.
-	a := apptest.New(t, apptest.Options{Config: func(c *app.Config) { c.Log, c.Metrics = log, nil }})
-	srv := server.New(server.Config{}, server.Deps{Log: log, Resolver: a.Resolver, Routes: a.Routes()}).App()
-	return &env{
-		t: t, appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys,
-		app: srv, mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
-	}, logs
+	return newEnv(t, func(o *apptest.Options) { o.Log = log }), logs
 }

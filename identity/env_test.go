@@ -3,9 +3,6 @@ package identity_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +40,7 @@ type env struct {
 	keys   *identity.Keys
 	sealer *secrets.Sealer
 	app    *fiber.App
+	client *apptest.Client // drives app
 	mail   *mailtest.Server
 	outbox *mail.Outbox
 	authz  *rebac.Service
@@ -99,7 +97,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	a := apptest.New(t, o)
 	return &env{
 		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys, sealer: a.Sealer,
-		app: a.HTTP, mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
+		app: a.HTTP, client: a.Client(t), mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
 	}
 }
 
@@ -133,52 +131,23 @@ func (r response) json(t *testing.T, v any) {
 // optional bearer token and JSON body.
 func (e *env) do(method, slug, path, token string, body any) response {
 	e.t.Helper()
-	h := map[string]string{}
-	var b []byte
-	if body != nil {
-		b, _ = json.Marshal(body)
-		h["Content-Type"] = "application/json"
-	}
-	if token != "" {
-		h["Authorization"] = "Bearer " + token
-	}
-	return e.send(method, slug, path, h, string(b))
+	return fromApp(e.client.Do(method, slug, path, token, body))
 }
 
 // send sends a request with the given headers and body to a tenant's host.
 func (e *env) send(method, slug, path string, headers map[string]string, body string) response {
 	e.t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	req.Host = slug + ".localhost"
-	if strings.Contains(slug, ".") { // a full host, e.g. a custom domain
-		req.Host = slug
-	}
-	for k, v := range headers {
-		if v != "" {
-			req.Header.Set(k, v)
-		}
-	}
-	res, err := e.app.Test(req, 30_000)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	h := map[string]string{}
-	for k := range res.Header {
-		h[k] = res.Header.Get(k)
-	}
-	return response{status: res.StatusCode, header: h, body: b}
+	return fromApp(e.client.Send(method, slug, path, headers, body))
 }
 
 // must sends a request that must answer want.
 func (e *env) must(want int, method, slug, path, token string, body any) response {
 	e.t.Helper()
-	r := e.do(method, slug, path, token, body)
-	if r.status != want {
-		e.t.Fatalf("%s %s on %s: %d %s; want %d", method, path, slug, r.status, r.body, want)
-	}
-	return r
+	return fromApp(e.client.Must(want, method, slug, path, token, body))
+}
+
+func fromApp(r apptest.Response) response {
+	return response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 // problemOf asserts r is a problem+json answer with status and returns it.

@@ -48,6 +48,8 @@ type Options struct {
 	// Mail and SpiceDB replace the shared servers.
 	Mail    *mailtest.Server
 	SpiceDB *spicedbtest.Server
+	// Log receives what the app and its server log; nil discards it.
+	Log *slog.Logger
 	// Caching runs the resolver's change subscription, so that it caches
 	// tenants as a server does. Off, every request reads its tenant
 	// afresh, and a test sees a change of a tenant at once.
@@ -106,6 +108,7 @@ func New(t testing.TB, o Options) *Env {
 		Sweep:            200 * time.Millisecond,
 		Backoff:          100 * time.Millisecond,
 		Uncached:         !o.Caching,
+		Log:              o.Log,
 	}
 	if o.Config != nil {
 		o.Config(&cfg)
@@ -128,8 +131,10 @@ func New(t testing.TB, o Options) *Env {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	e.HTTP = server.New(server.Config{}, server.Deps{
-		Log: slog.New(slog.DiscardHandler), Resolver: a.Resolver, Routes: a.Routes(),
-	}).App()
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e.HTTP = server.New(server.Config{}, server.Deps{Log: log, Resolver: a.Resolver, Routes: a.Routes()}).App()
 	return e
 }
