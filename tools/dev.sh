@@ -3,7 +3,9 @@
 # server, SpiceDB and a mail catcher (Mailpit) in .local/, migrations, tenants acme
 # (shared) and globex (silo), and the server on GATEHOUSE_ADDR (default
 # 127.0.0.1:8080). Ctrl-C stops everything; data stays in .local/ for the
-# next start.
+# next start. GATEHOUSE_DEV_ROOT puts a stack of its own elsewhere (the
+# benchmarks' 10,000 tenants stay out of the demo's), with the ports of
+# its own set by the GATEHOUSE_DEV_*_PORT variables below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
@@ -14,7 +16,7 @@ vault_bin=$(tool vault)
 mailpit_bin=$(tool mailpit)
 spicedb_bin=$(tool spicedb)
 port=${GATEHOUSE_DEV_PG_PORT:-54329}
-root="$PWD/.local"
+root=$(realpath -m "${GATEHOUSE_DEV_ROOT:-.local}")
 data="$root/pg"
 mkdir -p "$root"
 on_exit=()

@@ -21,11 +21,30 @@
 //     tenth of it, both at a fixed rate whatever the answers; against B
 //     signing in at that rate alone. B should see no 503 and a p99 under
 //     twice its p99 alone.
+//   - tenants: GET /v1/tenant and GET /v1/me spread over --tenants shared
+//     tenants (bench-t-00001 …) against the same over two of them, in
+//     --rounds; with --metrics-addr, the server's live Go heap before and
+//     after every tenant was resolved, signed in and verified once (run
+//     it on a freshly started server).
+//   - cold: GET /v1/me on a silo tenant whose pool the server has closed
+//     (the tenant just changed; or round-robin over --silos silos, more
+//     than the server's silo budget) against a silo whose pool is open.
+//   - silos: --tenants shared and --silos silo tenants on one cluster,
+//     served by --addr and --more-addrs: every tenant signs in, then
+//     /v1/me at --rate over the shared tenants alone, and beside the same
+//     per-tenant rate over the silos; every answer but 200 is a failure,
+//     and the shared tenants' p99 beside silo traffic is compared with
+//     alone.
+//   - idle: the server's CPU while nobody sends it a request (its
+//     background work over every tenant), from its metrics.
 //
 // The login, refresh, me and fairness scenarios sign up accounts first;
 // run the server with --rate-limits off, or the per-IP limits stop the
-// load within seconds. It only targets loopback addresses: it is for
-// measuring, not for testing someone else's server.
+// load within seconds. The tenants, cold and silos scenarios create their
+// tenants first if they are missing, as an operator would (the bench
+// reads GATEHOUSE_DATABASE_URL and GATEHOUSE_VAULT_* like gatehouse's
+// commands), and sign in to an account of each. It only targets loopback
+// addresses: it is for measuring, not for testing someone else's server.
 package main
 
 import (
@@ -56,14 +75,31 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "the server's address (loopback only)")
 	hosts := flag.String("hosts", "acme.localhost,globex.localhost", "comma-separated tenant hosts to spread requests over")
-	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me, fairness")
+	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me, fairness, tenants, cold, silos, idle")
 	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
 	concurrency := flag.Int("concurrency", 8, "concurrent clients")
 	maxRequests := flag.Int("max-requests", 1_000_000, "upper bound of requests per scenario")
 	flood := flag.Float64("flood", 10, "fairness: the flooding tenant's rate, in multiples of the hashing capacity")
+	moreAddrs := flag.String("more-addrs", "", "silos: comma-separated addresses of the deployment's other server instances (loopback only)")
+	metricsAddr := flag.String("metrics-addr", "", "the server's metrics address (serve --metrics-addr), for its heap and CPU")
+	tenants := flag.Int("tenants", 10_000, "tenants, silos: shared tenants")
+	silos := flag.Int("silos", 40, "cold, silos: silo tenants")
+	rounds := flag.Int("rounds", 2, "tenants, cold, silos: rounds of each measurement")
+	rate := flag.Float64("rate", 60, "silos: shared tenants' GET /v1/me a second")
+	baseDomain := flag.String("base-domain", "localhost", "the server's --base-domain: tenants are <slug>.<base domain>")
+	setupParallel := flag.Int("setup-parallel", 8, "tenants created at once")
 	flag.Parse()
-	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests, flood: *flood}
-	if err := b.run(strings.Split(*scenarios, ",")); err != nil {
+	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests, flood: *flood,
+		metricsAddr: *metricsAddr, nTenants: *tenants, nSilos: *silos, rounds: *rounds, rate: *rate,
+		baseDomain: *baseDomain, setupParallel: max(1, *setupParallel)}
+	if *moreAddrs != "" {
+		b.moreAddrs = strings.Split(*moreAddrs, ",")
+	}
+	err := b.run(strings.Split(*scenarios, ","))
+	if b.op != nil {
+		b.op.close()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gatehouse-bench:", err)
 		os.Exit(1)
 	}
@@ -83,15 +119,31 @@ type bench struct {
 	healthz    *result
 	failures   int
 	reportRows []string
+
+	// The scale scenarios (tenants, cold, silos, idle).
+	moreAddrs     []string // the deployment's other instances
+	metricsAddr   string
+	nTenants      int
+	nSilos        int
+	rounds        int
+	rate          float64
+	baseDomain    string
+	setupParallel int
+	op            *operator // setup access, connected on first need
 }
 
 func (b *bench) run(names []string) error {
-	host, _, err := net.SplitHostPort(b.addr)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
-		return errors.New("refusing a non-loopback target")
+	for _, addr := range append([]string{b.addr, b.metricsAddr}, b.moreAddrs...) {
+		if addr == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return err
+		}
+		if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
+			return errors.New("refusing a non-loopback target")
+		}
 	}
 	b.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.conc}, Timeout: 30 * time.Second}
 	fmt.Printf("%-34s %9s %10s %10s %10s %7s\n", "scenario", "req/s", "p50", "p95", "p99", "errors")
@@ -108,8 +160,16 @@ func (b *bench) run(names []string) error {
 			err = b.me()
 		case "fairness":
 			err = b.fairness()
+		case "tenants":
+			err = b.tenants()
+		case "cold":
+			err = b.cold()
+		case "silos":
+			err = b.silos()
+		case "idle":
+			err = b.idle()
 		default:
-			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me, fairness)", name)
+			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me, fairness, tenants, cold, silos, idle)", name)
 		}
 		if err != nil {
 			return err
@@ -424,8 +484,13 @@ func (b *bench) signIn(host string) (identity.Tokens, error) {
 }
 
 func (b *bench) jsonRequest(host, path string, body any, token string) (*http.Request, error) {
+	return b.jsonRequestTo(b.addr, host, path, body, token)
+}
+
+// jsonRequestTo is jsonRequest to the server instance at addr.
+func (b *bench) jsonRequestTo(addr, host, path string, body any, token string) (*http.Request, error) {
 	buf, _ := json.Marshal(body)
-	req, err := http.NewRequest("POST", "http://"+b.addr+path, bytes.NewReader(buf))
+	req, err := http.NewRequest("POST", "http://"+addr+path, bytes.NewReader(buf))
 	if err != nil {
 		return nil, err
 	}
