@@ -50,9 +50,10 @@ type Resolver struct {
 	ttl time.Duration
 
 	mu        sync.RWMutex
-	cache     *lru.Cache[string, cacheEntry] // known host -> its tenant
-	unknown   *lru.Cache[string, time.Time]  // unknown host -> until when
-	gen       uint64                         // bumped on every invalidation; see lookup
+	cache     *lru.Cache[string, cacheEntry]   // known host -> its tenant
+	hosts     map[ID]map[string]struct{}       // the cache's hosts of each tenant
+	unknown   *lru.Cache[string, unknownEntry] // unknown host -> until when
+	gen       uint64                           // bumped on every invalidation; see lookup
 	listening atomic.Bool
 	flight    singleflight.Group
 }
@@ -60,6 +61,13 @@ type Resolver struct {
 type cacheEntry struct {
 	tenant  *Tenant
 	expires time.Time
+}
+
+// unknownEntry says a host had no tenant, until when, as of generation
+// gen: any invalidation since (a tenant or domain created) voids it.
+type unknownEntry struct {
+	until time.Time
+	gen   uint64
 }
 
 // Bounds of the caches of known and unknown hosts.
@@ -73,20 +81,27 @@ const (
 // (gatehouse_app suffices) for hosts under baseDomain. Call Run to start
 // its change subscription; until then it resolves without caching.
 func NewResolver(pool *pgxpool.Pool, baseDomain string, log *slog.Logger) *Resolver {
-	known, err := lru.New[string, cacheEntry](knownHosts)
+	r := &Resolver{hosts: map[ID]map[string]struct{}{}}
+	// The cache's index of hosts by tenant follows it (under r.mu, as
+	// every change of the cache is).
+	known, err := lru.NewWithEvict[string, cacheEntry](knownHosts, func(h string, e cacheEntry) {
+		if hs := r.hosts[e.tenant.ID]; hs != nil {
+			delete(hs, h)
+			if len(hs) == 0 {
+				delete(r.hosts, e.tenant.ID)
+			}
+		}
+	})
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	unknown, err := lru.New[string, time.Time](unknownHosts)
+	unknown, err := lru.New[string, unknownEntry](unknownHosts)
 	if err != nil {
 		panic(err)
 	}
-	return &Resolver{
-		pool: pool, base: strings.ToLower(baseDomain), log: log,
-		ttl:     5 * time.Minute,
-		cache:   known,
-		unknown: unknown,
-	}
+	r.pool, r.base, r.log = pool, strings.ToLower(baseDomain), log
+	r.ttl, r.cache, r.unknown = 5*time.Minute, known, unknown
+	return r
 }
 
 // BaseDomain returns the domain under which <slug>. hosts resolve.
@@ -127,7 +142,7 @@ func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
 	if useCache && ok && time.Now().Before(e.expires) {
 		return e.tenant, nil
 	}
-	if until, ok := r.unknown.Get(h); useCache && ok && time.Now().Before(until) {
+	if u, ok := r.unknown.Get(h); useCache && ok && u.gen == gen && time.Now().Before(u.until) {
 		return nil, nil
 	}
 	v, err, _ := r.flight.Do(h, func() (any, error) {
@@ -140,9 +155,13 @@ func (r *Resolver) cached(ctx context.Context, h string) (*Tenant, error) {
 		// otherwise this answer may predate the change.
 		if useCache && r.listening.Load() && r.gen == gen {
 			if t == nil {
-				r.unknown.Add(h, time.Now().Add(unknownHostTTL))
+				r.unknown.Add(h, unknownEntry{until: time.Now().Add(unknownHostTTL), gen: gen})
 			} else {
 				r.cache.Add(h, cacheEntry{tenant: t, expires: time.Now().Add(r.ttl)})
+				if r.hosts[t.ID] == nil {
+					r.hosts[t.ID] = map[string]struct{}{}
+				}
+				r.hosts[t.ID][h] = struct{}{}
 			}
 		}
 		r.mu.Unlock()
@@ -183,18 +202,17 @@ func (r *Resolver) lookup(ctx context.Context, h string) (*Tenant, error) {
 	return tenantFromRow(row), nil
 }
 
-// Invalidate drops cached answers for tenant id, and every cached "no such
-// tenant" (the change may have created the tenant or domain they denied).
+// Invalidate drops cached answers for tenant id, and voids every cached
+// "no such tenant" (the change may have created the tenant or domain they
+// denied). Its cost is the tenant's own hosts, not the cache's size: a
+// rotation of every tenant's keys sends a notification each.
 func (r *Resolver) Invalidate(id ID) {
 	r.mu.Lock()
-	r.gen++
-	for _, h := range r.cache.Keys() {
-		if e, ok := r.cache.Peek(h); ok && e.tenant.ID == id {
-			r.cache.Remove(h)
-		}
+	defer r.mu.Unlock()
+	r.gen++ // voids the unknown hosts' entries
+	for h := range r.hosts[id] {
+		r.cache.Remove(h) // and, through the eviction hook, from r.hosts
 	}
-	r.unknown.Purge()
-	r.mu.Unlock()
 }
 
 func (r *Resolver) invalidateAll() {
