@@ -156,7 +156,7 @@ func (e *env) problemOf(r response, status int) problem.Details {
 	return problemtest.Want(e.t, r.status, r.header["Content-Type"], r.body, status, "")
 }
 
-const goodPassword = "violet-Harbor-93-lantern"
+const goodPassword = apptest.Password
 
 // signup creates an account and returns nothing; login returns tokens.
 func (e *env) signup(slug, email, password string) {

@@ -38,7 +38,7 @@ func BenchmarkCheck(b *testing.B) {
 	if err := e.Accounts.Signup(ctx, tn, identity.SignupInput{Email: "app@bench.test", Password: goodPassword}, identity.Meta{}); err != nil {
 		b.Fatal(err)
 	}
-	confirmAddress(b, e, "app@bench.test")
+	e.Client(b).Confirm("app@bench.test")
 	if _, err := e.Accounts.SetRole(ctx, tn, "app@bench.test", identity.RoleAdmin); err != nil {
 		b.Fatal(err)
 	}

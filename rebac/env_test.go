@@ -36,7 +36,7 @@ func withSpiceDB(srv *spicedbtest.Server) func(*apptest.Options) {
 	return func(o *apptest.Options) { o.SpiceDB = srv }
 }
 
-const goodPassword = "violet-Harbor-93-lantern"
+const goodPassword = apptest.Password
 
 func (e *env) tenant(slug string, placement tenancy.Placement, signup tenancy.Signup) *tenancy.Tenant {
 	e.t.Helper()
@@ -62,96 +62,52 @@ func (e *env) tenantNamed(slug string) *tenancy.Tenant {
 }
 
 // signup creates an account.
-func (e *env) signup(slug, email, password string) {
-	e.t.Helper()
-	e.Must(202, "POST", slug, "/v1/auth/signup", "", map[string]string{"email": email, "password": password})
-}
+func (e *env) signup(slug, email, password string) { e.t.Helper(); e.SignUp(slug, email, password) }
 
 // login signs an account in and returns its tokens.
 func (e *env) login(slug, email, password string) identity.Tokens {
 	e.t.Helper()
-	var tok identity.Tokens
-	e.Must(200, "POST", slug, "/v1/auth/login", "", map[string]string{"email": email, "password": password}).JSON(e.t, &tok)
-	return tok
+	return e.Login(slug, email, password)
 }
 
-// confirmed marks the address of an account as confirmed, as opening
-// its confirmation mail does (the mail flow has tests of its own, in
-// identity).
-func (e *env) confirmed(email string) {
-	e.t.Helper()
-	confirmAddress(e.t, e.Env, email)
-}
-
-func confirmAddress(t testing.TB, a *apptest.Env, email string) {
-	t.Helper()
-	tag, err := a.Admin.Exec(context.Background(), "update app.users set email_verified_at = now() where email = $1", email)
-	if err != nil || tag.RowsAffected() == 0 {
-		t.Fatalf("confirm %s: %v (%d accounts)", email, err, tag.RowsAffected())
-	}
-}
+// confirmed marks the address of an account as confirmed.
+func (e *env) confirmed(email string) { e.t.Helper(); e.Confirm(email) }
 
 // adminLogin signs up an account, makes it the tenant's admin and signs
 // it in.
 func (e *env) adminLogin(slug, email string) identity.Tokens {
 	e.t.Helper()
-	e.signup(slug, email, goodPassword)
-	e.confirmed(email)
-	if _, err := e.Accounts.SetRole(context.Background(), e.tenantNamed(slug), email, identity.RoleAdmin); err != nil {
-		e.t.Fatal(err)
-	}
-	return e.login(slug, email, goodPassword)
+	return e.Client.AdminLogin(slug, email)
 }
 
 // me returns the signed-in user.
-func (e *env) me(slug, token string) identity.User {
-	e.t.Helper()
-	var u identity.User
-	e.Must(200, "GET", slug, "/v1/me", token, nil).JSON(e.t, &u)
-	return u
-}
+func (e *env) me(slug, token string) identity.User { e.t.Helper(); return e.Me(slug, token) }
 
 // member signs up a confirmed account and returns its token and id.
 func (e *env) member(slug, email string) (token, id string) {
 	e.t.Helper()
-	e.signup(slug, email, goodPassword)
-	e.confirmed(email)
-	token = e.login(slug, email, goodPassword).AccessToken
-	return token, e.me(slug, token).ID.String()
+	return e.Member(slug, email)
 }
 
 // role creates a custom role as token and returns its id.
 func (e *env) role(slug, token, name string, perms ...string) string {
 	e.t.Helper()
-	var r struct{ ID string }
-	e.Must(201, "POST", slug, "/v1/admin/roles", token, map[string]any{"name": name, "permissions": perms}).JSON(e.t, &r)
-	return r.ID
+	return e.Role(slug, token, name, perms...)
 }
 
 // group creates a group as token and returns its id.
-func (e *env) group(slug, token, name string) string {
-	e.t.Helper()
-	var g struct{ ID string }
-	e.Must(201, "POST", slug, "/v1/admin/groups", token, map[string]string{"name": name}).JSON(e.t, &g)
-	return g.ID
-}
+func (e *env) group(slug, token, name string) string { e.t.Helper(); return e.Group(slug, token, name) }
 
 // assign assigns a role as token, which must answer status.
 func (e *env) assign(status int, slug, token, role, typ, id string) {
 	e.t.Helper()
-	r := e.Do("POST", slug, "/v1/admin/roles/"+role+"/assignments", token, map[string]string{"type": typ, "id": id})
-	if r.Status != status {
-		e.t.Fatalf("assign role %s to %s %s: %d %s; want %d", role, typ, id, r.Status, r.Body, status)
-	}
+	e.Assign(status, slug, token, role, typ, id)
 }
 
 // addMember adds a member to a group as token, which must answer status.
 func (e *env) addMember(status int, slug, token, group, typ, id string, manager bool) {
 	e.t.Helper()
-	r := e.Do("POST", slug, "/v1/admin/groups/"+group+"/members", token, map[string]any{"type": typ, "id": id, "manager": manager})
-	if r.Status != status {
-		e.t.Fatalf("add %s %s to group %s: %d %s; want %d", typ, id, group, r.Status, r.Body, status)
-	}
+	e.AddMember(status, slug, token, group, typ, id, manager)
 }
 
 // decisions is the count of check-API decisions of tenant slug at

@@ -33,10 +33,11 @@ func (r Response) JSON(t testing.TB, v any) {
 type Client struct {
 	t   testing.TB
 	app *fiber.App
+	env *Env
 }
 
 // Client returns a client of e's server for test t.
-func (e *Env) Client(t testing.TB) *Client { return &Client{t: t, app: e.HTTP} }
+func (e *Env) Client(t testing.TB) *Client { return &Client{t: t, app: e.HTTP, env: e} }
 
 // Do sends a request to host (a tenant's slug, or a full host) with an
 // optional bearer token and JSON body.
