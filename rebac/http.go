@@ -37,12 +37,13 @@ type HTTPOptions struct {
 }
 
 // NewHTTP returns the admin and check APIs over authz, authenticating
-// with accounts, which also guards admin actions.
-func NewHTTP(authz *Service, accounts *identity.Service, o HTTPOptions) *HTTP {
+// callers through auth (the server's identity routes) and guarding admin
+// actions with accounts.
+func NewHTTP(authz *Service, accounts *identity.Service, auth *identity.HTTP, o HTTPOptions) *HTTP {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	return &HTTP{authz: authz, accounts: accounts, auth: identity.NewHTTP(accounts), auditSample: o.AuditSample, metrics: o.Metrics}
+	return &HTTP{authz: authz, accounts: accounts, auth: auth, auditSample: o.AuditSample, metrics: o.Metrics}
 }
 
 // Routes registers the endpoints on a router whose requests have their

@@ -176,8 +176,9 @@ func (a *App) Routes() []func(fiber.Router) {
 	if a.cfg.Metrics != nil {
 		metrics = rebac.NewMetrics(a.cfg.Metrics)
 	}
-	checks := rebac.NewHTTP(a.Authz, a.Accounts, rebac.HTTPOptions{AuditSample: a.cfg.CheckAuditSample, Metrics: metrics})
-	return []func(fiber.Router){identity.NewHTTP(a.Accounts).Routes, checks.Routes}
+	accounts := identity.NewHTTP(a.Accounts)
+	checks := rebac.NewHTTP(a.Authz, a.Accounts, accounts, rebac.HTTPOptions{AuditSample: a.cfg.CheckAuditSample, Metrics: metrics})
+	return []func(fiber.Router){accounts.Routes, checks.Routes}
 }
 
 // Run does the app's background work until ctx ends, and returns once
