@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 // HTTP API.
 type env struct {
 	t      *testing.T
+	env    *apptest.Env
 	appURL string
 	admin  *pgxpool.Pool
 	reg    *tenancy.Registry
@@ -96,7 +97,7 @@ func newBenchEnv(t testing.TB, options ...envOption) *env {
 	}
 	a := apptest.New(t, o)
 	return &env{
-		appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys, sealer: a.Sealer,
+		env: a, appURL: a.DB.AppURL, admin: a.Admin, reg: a.Registry, data: a.Data, svc: a.Accounts, keys: a.Keys, sealer: a.Sealer,
 		app: a.HTTP, client: a.Client(t), mail: a.Mail, outbox: a.Outbox, authz: a.Authz, relay: a.Relay, spicedb: a.SpiceDB, metrics: a.Metrics,
 	}
 }

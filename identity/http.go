@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
@@ -20,11 +21,12 @@ import (
 // request, call the Service and encode the answer; the rules are the
 // Service's.
 type HTTP struct {
-	svc *Service
+	svc      *Service
+	provider *op.Provider
 }
 
 // NewHTTP returns the HTTP API over svc.
-func NewHTTP(svc *Service) *HTTP { return &HTTP{svc: svc} }
+func NewHTTP(svc *Service) *HTTP { return &HTTP{svc: svc, provider: newProvider(svc)} }
 
 // Routes registers identity's endpoints on a router whose requests have
 // their tenant resolved (tenancy.Resolver.Middleware).
@@ -45,8 +47,8 @@ func (h *HTTP) Routes(r fiber.Router) {
 	r.Patch("/v1/me", h.RequireAuth, h.handleUpdateMe)
 	r.Post("/v1/me/password", h.RequireAuth, h.limit("password"), h.handleChangePassword)
 	r.Post("/v1/me/email", h.RequireAuth, h.limit("password"), h.handleChangeEmail)
-	r.Get("/.well-known/jwks.json", h.handleJWKS)
-	r.Get("/.well-known/openid-configuration", h.handleDiscovery)
+	r.Get(jwksPath, h.handleJWKS)
+	h.oidcRoutes(r)
 	h.adminRoutes(r)
 	h.pageRoutes(r)
 }
@@ -288,12 +290,16 @@ func (h *HTTP) handleBrowserLogin(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	setSessionCookie(c, b)
+	httpapi.NoStore(c)
+	return c.JSON(b)
+}
+
+func setSessionCookie(c *fiber.Ctx, b *BrowserSession) {
 	c.Cookie(&fiber.Cookie{
 		Name: sessionCookie, Value: b.Cookie, Path: "/", Expires: b.ExpiresAt,
 		Secure: true, HTTPOnly: true, SameSite: fiber.CookieSameSiteLaxMode,
 	})
-	httpapi.NoStore(c)
-	return c.JSON(b)
 }
 
 func clearSessionCookie(c *fiber.Ctx) {
@@ -387,31 +393,6 @@ func (h *HTTP) handleJWKS(c *fiber.Ctx) error {
 	// lifetime.
 	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 	return c.JSON(set)
-}
-
-func (h *HTTP) handleDiscovery(c *fiber.Ctx) error {
-	iss := h.svc.cfg.Issuer(tenancy.Of(c))
-	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
-	// What the tenant's tokens are and where their keys are; the OAuth
-	// endpoints join when the OIDC provider does.
-	return c.JSON(discoveryResponse{
-		ClaimsSupported:                  []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "tid", "sid"},
-		IDTokenSigningAlgValuesSupported: []string{"EdDSA"},
-		Issuer:                           iss,
-		JWKSURI:                          iss + "/.well-known/jwks.json",
-		SubjectTypesSupported:            []string{"public"},
-	})
-}
-
-// discoveryResponse is a tenant's OpenID Provider Metadata (OpenID Connect
-// Discovery 1.0, section 3). Its fields are sorted by JSON name, the order
-// the body's keys have always had.
-type discoveryResponse struct {
-	ClaimsSupported                  []string `json:"claims_supported"`
-	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
-	Issuer                           string   `json:"issuer"`
-	JWKSURI                          string   `json:"jwks_uri"`
-	SubjectTypesSupported            []string `json:"subject_types_supported"`
 }
 
 // limit counts the request against action's rate limits and answers with

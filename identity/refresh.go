@@ -24,26 +24,38 @@ var errBadRefresh = problem.Errorf(problem.Unauthorized, "invalid or expired ref
 // session) and is audited, because only a copy of a stolen token is ever
 // presented twice. Of two concurrent refreshes with one token exactly one
 // wins. Returns Unauthorized for an unknown, spent, idle-expired or
-// revoked token, or a family past its absolute lifetime.
+// revoked token, a family past its absolute lifetime, or one of an app's
+// (those are refreshed at the app's token endpoint).
 func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, meta Meta) (*Tokens, error) {
-	if token == "" || len(token) > 128 {
-		return nil, errBadRefresh
-	}
-	hash := hashToken(token)
 	// The signing key is at hand before the rotation commits: after it,
 	// nothing can fail that would lose the new token on its way out.
 	sg, err := s.keys.signer(ctx, t)
 	if err != nil {
 		return nil, err
 	}
+	user, sess, next, err := s.rotate(ctx, t, token, nil, meta)
+	if err != nil {
+		return nil, err
+	}
+	return s.tokensSignedBy(sg, t, user, sess, next)
+}
+
+// rotate spends a refresh token of app client's families (nil: of
+// Gatehouse's own sign-ins) and issues the family's next one: Refresh's
+// rules. Returns the family's user and session and the new token.
+func (s *Service) rotate(ctx context.Context, t *tenancy.Tenant, token string, client *string, meta Meta) (uuid.UUID, uuid.UUID, string, error) {
+	if token == "" || len(token) > 128 {
+		return uuid.Nil, uuid.Nil, "", errBadRefresh
+	}
+	hash := hashToken(token)
 	var user, sess uuid.UUID
 	var next string
 	reused := false
-	err = s.db.Tx(ctx, t, func(q *queries.Queries) error {
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) error {
 		var nextHash []byte
 		next, nextHash = newRefreshToken()
 		row, err := q.RotateRefreshToken(ctx, queries.RotateRefreshTokenParams{
-			TenantID: t.ID.UUID(), TokenHash: hash, NextHash: nextHash, IdleSeconds: int32(s.cfg.RefreshIdle / time.Second),
+			TenantID: t.ID.UUID(), TokenHash: hash, NextHash: nextHash, IdleSeconds: int32(s.cfg.RefreshIdle / time.Second), ClientID: client,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			spent, err := q.GetRefreshToken(ctx, queries.GetRefreshTokenParams{TenantID: t.ID.UUID(), TokenHash: hash})
@@ -60,25 +72,29 @@ func (s *Service) Refresh(ctx context.Context, t *tenancy.Tenant, token string, 
 			return err
 		}
 		if row.UserID == uuid.Nil {
-			return errBadRefresh // the family is over; nothing is written
+			return errBadRefresh // the family is over, or another app's; nothing is written
 		}
 		user, sess = row.UserID, row.SessionID
+		details := map[string]string(nil)
+		if client != nil {
+			details = map[string]string{"app": *client}
+		}
 		return appendAudit(ctx, q, t.ID.UUID(), s.now(), Event{
-			Actor: user, Action: "token.refresh", Target: "session:" + sess.String(), Outcome: Success, Meta: meta,
+			Actor: user, Action: "token.refresh", Target: "session:" + sess.String(), Outcome: Success, Details: details, Meta: meta,
 		})
 	})
 	if reused && err == nil {
 		// The family is ended and that is committed; the caller learns
 		// only that the token is no good.
-		return nil, errBadRefresh
+		return uuid.Nil, uuid.Nil, "", errBadRefresh
 	}
 	if err != nil {
 		if problem.CodeOf(err) == problem.Unauthorized {
-			return nil, err
+			return uuid.Nil, uuid.Nil, "", err
 		}
-		return nil, fmt.Errorf("refresh: %w", err)
+		return uuid.Nil, uuid.Nil, "", fmt.Errorf("refresh: %w", err)
 	}
-	return s.tokensSignedBy(sg, t, user, sess, next)
+	return user, sess, next, nil
 }
 
 // endFamily revokes a session and its refresh-token family and audits why.

@@ -81,6 +81,15 @@ func TestBadInputSweepOfEveryEndpoint(t *testing.T) {
 				continue
 			}
 			ct := res.header["Content-Type"]
+			if strings.HasPrefix(r.Path, "/oauth/") && strings.HasPrefix(ct, "application/json") {
+				// The OAuth endpoints answer as OAuth says (RFC 6749,
+				// section 5.2): an error code and its description.
+				var oe struct{ Error string }
+				if res.json(t, &oe); oe.Error == "" {
+					t.Errorf("%s %s with %s: %d without an OAuth error: %s", r.Method, path, in.name, res.status, res.body)
+				}
+				continue
+			}
 			if !strings.HasPrefix(ct, problem.ContentType) && !strings.HasPrefix(ct, "text/html") {
 				t.Errorf("%s %s with %s: %d answered as %q", r.Method, path, in.name, res.status, ct)
 			}

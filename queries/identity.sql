@@ -100,6 +100,9 @@ with spent as (
     join app.sessions s on s.tenant_id = sqlc.arg(tenant_id) and s.id = spent.session_id
     join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
     where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+      -- A family belongs to one app (null: Gatehouse's own sign-ins) and
+      -- is refreshed only by it.
+      and s.client_id is not distinct from sqlc.narg(client_id)::text
     -- A logout or disable committing while this waits is seen: locking
     -- rechecks the conditions against the row's newest version.
     for share of s, u

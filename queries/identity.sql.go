@@ -363,7 +363,7 @@ func (q *Queries) CreateRefreshToken(ctx context.Context, arg CreateRefreshToken
 const createSession = `-- name: CreateSession :one
 insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent)
 values ($1, $2, $3, $4, $5)
-returning tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash
+returning tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash, client_id, scopes, auth_time, amr
 `
 
 type CreateSessionParams struct {
@@ -396,6 +396,10 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (A
 		&i.UserAgent,
 		&i.CookieHash,
 		&i.CsrfHash,
+		&i.ClientID,
+		&i.Scopes,
+		&i.AuthTime,
+		&i.Amr,
 	)
 	return i, err
 }
@@ -544,7 +548,7 @@ func (q *Queries) GetRefreshToken(ctx context.Context, arg GetRefreshTokenParams
 }
 
 const getSession = `-- name: GetSession :one
-select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions where tenant_id = $1 and id = $2
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash, client_id, scopes, auth_time, amr from app.sessions where tenant_id = $1 and id = $2
 `
 
 type GetSessionParams struct {
@@ -568,12 +572,16 @@ func (q *Queries) GetSession(ctx context.Context, arg GetSessionParams) (AppSess
 		&i.UserAgent,
 		&i.CookieHash,
 		&i.CsrfHash,
+		&i.ClientID,
+		&i.Scopes,
+		&i.AuthTime,
+		&i.Amr,
 	)
 	return i, err
 }
 
 const getSessionByCookie = `-- name: GetSessionByCookie :one
-select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions where tenant_id = $1 and cookie_hash = $2
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash, client_id, scopes, auth_time, amr from app.sessions where tenant_id = $1 and cookie_hash = $2
 `
 
 type GetSessionByCookieParams struct {
@@ -597,6 +605,10 @@ func (q *Queries) GetSessionByCookie(ctx context.Context, arg GetSessionByCookie
 		&i.UserAgent,
 		&i.CookieHash,
 		&i.CsrfHash,
+		&i.ClientID,
+		&i.Scopes,
+		&i.AuthTime,
+		&i.Amr,
 	)
 	return i, err
 }
@@ -811,7 +823,7 @@ func (q *Queries) ListSigningKeys(ctx context.Context, tenantID uuid.UUID) ([]Ap
 }
 
 const listUserSessions = `-- name: ListUserSessions :many
-select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash from app.sessions
+select tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash, client_id, scopes, auth_time, amr from app.sessions
 where tenant_id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
 order by last_seen_at desc
 limit 100
@@ -844,6 +856,10 @@ func (q *Queries) ListUserSessions(ctx context.Context, arg ListUserSessionsPara
 			&i.UserAgent,
 			&i.CookieHash,
 			&i.CsrfHash,
+			&i.ClientID,
+			&i.Scopes,
+			&i.AuthTime,
+			&i.Amr,
 		); err != nil {
 			return nil, err
 		}
@@ -1184,13 +1200,16 @@ with spent as (
     join app.sessions s on s.tenant_id = $1 and s.id = spent.session_id
     join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
     where s.revoked_at is null and s.expires_at > now() and spent.idle_expires_at > now() and u.status = 'active'
+      -- A family belongs to one app (null: Gatehouse's own sign-ins) and
+      -- is refreshed only by it.
+      and s.client_id is not distinct from $3::text
     -- A logout or disable committing while this waits is seen: locking
     -- rechecks the conditions against the row's newest version.
     for share of s, u
 ), fresh as (
     insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
-    select $1, $3, live.id,
-           least(now() + $4::integer * interval '1 second', live.expires_at)
+    select $1, $4, live.id,
+           least(now() + $5::integer * interval '1 second', live.expires_at)
     from live
     returning session_id
 ), touched as (
@@ -1204,6 +1223,7 @@ from spent left join live on true
 type RotateRefreshTokenParams struct {
 	TenantID    uuid.UUID
 	TokenHash   []byte
+	ClientID    *string
 	NextHash    []byte
 	IdleSeconds int32
 }
@@ -1223,6 +1243,7 @@ func (q *Queries) RotateRefreshToken(ctx context.Context, arg RotateRefreshToken
 	row := q.db.QueryRow(ctx, rotateRefreshToken,
 		arg.TenantID,
 		arg.TokenHash,
+		arg.ClientID,
 		arg.NextHash,
 		arg.IdleSeconds,
 	)

@@ -112,6 +112,39 @@ type AppOidcAppSecret struct {
 	ExpiresAt  *time.Time
 }
 
+type AppOidcAuthRequest struct {
+	TenantID      uuid.UUID
+	ID            uuid.UUID
+	ClientID      string
+	RedirectUri   string
+	Scopes        []string
+	State         *string
+	Nonce         *string
+	ResponseMode  *string
+	CodeChallenge *string
+	Prompt        []string
+	MaxAge        *int32
+	LoginHint     *string
+	UiLocales     []string
+	AcrValues     []string
+	UserID        *uuid.UUID
+	AuthTime      *time.Time
+	Amr           []string
+	CodeHash      []byte
+	SessionID     *uuid.UUID
+	ExchangedAt   *time.Time
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+}
+
+type AppOidcConsent struct {
+	TenantID  uuid.UUID
+	UserID    uuid.UUID
+	ClientID  string
+	Scopes    []string
+	GrantedAt time.Time
+}
+
 type AppRateLimit struct {
 	TenantID    uuid.UUID
 	Key         string
@@ -181,6 +214,10 @@ type AppSession struct {
 	UserAgent     *string
 	CookieHash    []byte
 	CsrfHash      []byte
+	ClientID      *string
+	Scopes        []string
+	AuthTime      *time.Time
+	Amr           []string
 }
 
 type AppSigningKey struct {

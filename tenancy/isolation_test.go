@@ -35,6 +35,17 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 			values ($1, '00000000-0000-4000-8000-000000000006', '00000000-0000-4000-8000-000000000007', sha256('same secret'), now())`, tenant)
 		return err
 	},
+	"oidc_auth_requests": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.oidc_auth_requests (tenant_id, id, client_id, redirect_uri, scopes, user_id, auth_time, code_hash, expires_at)
+			values ($1, '00000000-0000-4000-8000-000000000008', 'sameclientidsameclientid00', 'https://same.example.com/cb', '{openid}',
+			'00000000-0000-4000-8000-000000000001', now(), sha256('same code'), now() + interval '1 minute')`, tenant)
+		return err
+	},
+	"oidc_consents": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.oidc_consents (tenant_id, user_id, client_id, scopes)
+			values ($1, '00000000-0000-4000-8000-000000000001', 'sameclientidsameclientid00', '{openid}')`, tenant)
+		return err
+	},
 	"users": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.users (tenant_id, id, email, display_name)
 			values ($1, '00000000-0000-4000-8000-000000000001', 'same@example.com', 'Same Name')`, tenant)

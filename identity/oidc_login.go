@@ -1,0 +1,363 @@
+package identity
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"errors"
+	"html/template"
+	"mime"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/gatehouse/gatehouse/internal/httpapi"
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/queries"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// The hosted sign-in of the authorization code flow. op sends the browser
+// to /oauth/login?id=<request>; the sign-in goes through its steps there
+// and ends by sending the browser to op's callback, which answers the app
+// with the code:
+//
+//  1. password: skipped while the browser's session stands, unless the
+//     app asks for a new sign-in (prompt=login, or max_age passed);
+//  2. consent: for apps that are not first party, when the user has not
+//     yet allowed what the app asks for, or the app asks (prompt=consent).
+//
+// Further steps (second factors) go between the two. prompt=none ends
+// the flow at the first step that would need the user, with the error
+// the app asked for.
+
+//go:embed pages/login.html
+var loginHTML string
+
+var loginTemplate = template.Must(template.New("login").Parse(loginHTML))
+
+// loginPage is what the sign-in page shows.
+type loginPage struct {
+	Tenant, Title, App, Action, ID, CSRF string
+	Email, Error, Message                string
+	Login, Consent                       bool
+	Scopes                               []string
+}
+
+// flowCookie carries the sign-in forms' CSRF token (double submit): a
+// form posted from elsewhere cannot name it, and no other site can set a
+// __Host- cookie for this host.
+const flowCookie = "__Host-gatehouse-flow"
+
+// scopeWords say what each scope lets an app do, on the consent page.
+var scopeWords = map[string]string{
+	oidc.ScopeOpenID:        "Know who you are",
+	oidc.ScopeProfile:       "See your name",
+	oidc.ScopeEmail:         "See your email address",
+	oidc.ScopeOfflineAccess: "Stay signed in while you are away",
+}
+
+// loginFlow is one authorization request on its way through the steps.
+type loginFlow struct {
+	t   *tenancy.Tenant
+	req queries.AppOidcAuthRequest
+	app *App
+}
+
+func (h *HTTP) showFlow(c *fiber.Ctx) error {
+	f, err := h.flow(c, c.Query("id"))
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	user, authTime, err := h.svc.browserSignIn(c.UserContext(), f.t, c.Cookies(sessionCookie))
+	switch {
+	case err == nil && !f.mustSignIn(authTime, h.svc.now()):
+		return h.nextStep(c, f, user, authTime)
+	case err != nil && problem.CodeOf(err) != problem.Unauthorized:
+		return h.flowError(c, err)
+	case slices.Contains(f.req.Prompt, oidc.PromptNone):
+		return h.toApp(c, f, oidc.ErrLoginRequired().WithDescription("the user is not signed in"))
+	}
+	return h.renderFlow(c, f, fiber.StatusOK, loginPage{Login: true, Email: deref(f.req.LoginHint)})
+}
+
+// mustSignIn reports whether the request wants a sign-in newer than the
+// browser's, made at authTime.
+func (f *loginFlow) mustSignIn(authTime, now time.Time) bool {
+	if slices.Contains(f.req.Prompt, oidc.PromptLogin) {
+		return true
+	}
+	return f.req.MaxAge != nil && now.Sub(authTime) > time.Duration(*f.req.MaxAge)*time.Second
+}
+
+func (h *HTTP) handleFlow(c *fiber.Ctx) error {
+	if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
+		return h.flowError(c, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
+	}
+	if len(c.Body()) > httpapi.MaxBody {
+		return h.flowError(c, problem.Errorf(problem.TooLarge, "the form is too large"))
+	}
+	want, got := c.Cookies(flowCookie), c.FormValue("csrf")
+	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
+		return h.flowError(c, problem.Errorf(problem.Forbidden, "this form has expired; go back to the app and sign in again"))
+	}
+	f, err := h.flow(c, c.FormValue("id"))
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	ctx, meta := c.UserContext(), MetaOf(c)
+	switch c.FormValue("step") {
+	case "password":
+		email := c.FormValue("email")
+		b, err := h.svc.BrowserLogin(ctx, f.t, email, c.FormValue("password"), meta)
+		if err != nil {
+			if problem.CodeOf(err) == problem.Internal {
+				return err
+			}
+			return h.renderFlow(c, f, problem.Status(problem.CodeOf(err)), loginPage{Login: true, Email: email, Error: problem.MessageOf(err)})
+		}
+		setSessionCookie(c, b)
+		user, authTime, err := h.svc.browserSignIn(ctx, f.t, b.Cookie)
+		if err != nil {
+			return h.flowError(c, err)
+		}
+		return h.nextStep(c, f, user, authTime)
+	case "consent", "deny":
+		user, authTime, err := h.svc.browserSignIn(ctx, f.t, c.Cookies(sessionCookie))
+		if err != nil {
+			if problem.CodeOf(err) == problem.Unauthorized {
+				return h.renderFlow(c, f, fiber.StatusUnauthorized, loginPage{Login: true, Error: "Your session has ended; sign in again."})
+			}
+			return h.flowError(c, err)
+		}
+		if c.FormValue("step") == "deny" {
+			return h.toApp(c, f, oidc.ErrAccessDenied().WithDescription("the user did not allow the app"))
+		}
+		if err := h.svc.completeAuthRequest(ctx, f, user, authTime, true, meta); err != nil {
+			return h.flowError(c, err)
+		}
+		return h.toCallback(c, f)
+	}
+	return h.flowError(c, problem.InvalidField("step", "must be password, consent or deny"))
+}
+
+// nextStep goes on after user signed in (at authTime): to consent if the
+// app needs it, else back to the app.
+func (h *HTTP) nextStep(c *fiber.Ctx, f *loginFlow, user uuid.UUID, authTime time.Time) error {
+	ask := slices.Contains(f.req.Prompt, oidc.PromptConsent)
+	if !ask && !f.app.FirstParty {
+		ok, err := h.svc.consented(c.UserContext(), f.t, user, f.app.ClientID, f.req.Scopes)
+		if err != nil {
+			return h.flowError(c, err)
+		}
+		ask = !ok
+	}
+	if ask {
+		if slices.Contains(f.req.Prompt, oidc.PromptNone) {
+			return h.toApp(c, f, &oidc.Error{ErrorType: "consent_required", Description: "the user has not allowed this app"})
+		}
+		words := make([]string, 0, len(f.req.Scopes))
+		for _, s := range f.req.Scopes {
+			words = append(words, scopeWords[s])
+		}
+		return h.renderFlow(c, f, fiber.StatusOK, loginPage{Consent: true, Scopes: words})
+	}
+	if err := h.svc.completeAuthRequest(c.UserContext(), f, user, authTime, false, MetaOf(c)); err != nil {
+		return h.flowError(c, err)
+	}
+	return h.toCallback(c, f)
+}
+
+// toCallback sends the browser to op's callback, which answers the app.
+func (h *HTTP) toCallback(c *fiber.Ctx, f *loginFlow) error {
+	return c.Redirect(oauthCallback+"?id="+f.req.ID.String(), fiber.StatusSeeOther)
+}
+
+// toApp ends the flow with an error for the app, at its redirect URI,
+// which was checked when the request was made.
+func (h *HTTP) toApp(c *fiber.Ctx, f *loginFlow, e *oidc.Error) error {
+	u, err := url.Parse(f.req.RedirectUri)
+	if err != nil {
+		return err
+	}
+	q := u.Query()
+	q.Set("error", string(e.ErrorType))
+	q.Set("error_description", e.Description)
+	if f.req.State != nil {
+		q.Set("state", *f.req.State)
+	}
+	q.Set("iss", h.svc.cfg.Issuer(f.t))
+	u.RawQuery = q.Encode()
+	return c.Redirect(u.String(), fiber.StatusSeeOther)
+}
+
+// flow loads the pending authorization request id and its app.
+func (h *HTTP) flow(c *fiber.Ctx, id string) (*loginFlow, error) {
+	t := tenancy.Of(c)
+	req, err := h.svc.authRequest(c.UserContext(), t, id)
+	if err != nil {
+		return nil, err
+	}
+	a, err := h.svc.AppByClientID(c.UserContext(), t, req.ClientID)
+	if problem.CodeOf(err) == problem.NotFound || (err == nil && a.Disabled) {
+		return nil, problem.Errorf(problem.NotFound, "this app can no longer sign you in")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &loginFlow{t: t, req: req, app: a}, nil
+}
+
+func (h *HTTP) renderFlow(c *fiber.Ctx, f *loginFlow, status int, p loginPage) error {
+	p.Tenant, p.App, p.ID, p.Action = f.t.Name, f.app.Name, f.req.ID.String(), oauthLogin
+	p.Title = "Sign in"
+	if p.Consent {
+		p.Title = "Allow " + f.app.Name + "?"
+	}
+	p.CSRF = c.Cookies(flowCookie)
+	if p.CSRF == "" {
+		p.CSRF, _ = newRefreshToken()
+		c.Cookie(&fiber.Cookie{Name: flowCookie, Value: p.CSRF, Path: "/", Secure: true, HTTPOnly: true,
+			SameSite: fiber.CookieSameSiteStrictMode, MaxAge: int(authRequestTTL / time.Second)})
+	}
+	// A form's answer redirects, through the callback, to the app:
+	// browsers hold the redirect to form-action too.
+	action := "'self'"
+	if u, err := url.Parse(f.req.RedirectUri); err == nil && u.Scheme != "" && u.Host != "" {
+		action += " " + u.Scheme + "://" + u.Host
+	}
+	return renderFlowPage(c, status, p, "default-src 'none'; style-src 'unsafe-inline'; form-action "+action+"; frame-ancestors 'none'; base-uri 'none'")
+}
+
+// flowError shows a page that ends the sign-in: what went wrong, and that
+// the app is where to start again.
+func (h *HTTP) flowError(c *fiber.Ctx, err error) error {
+	code := problem.CodeOf(err)
+	if code == problem.Internal {
+		return err
+	}
+	if retry := problem.RetryAfterOf(err); retry > 0 {
+		c.Set(fiber.HeaderRetryAfter, seconds(retry))
+	}
+	return renderFlowPage(c, problem.Status(code), loginPage{Tenant: tenancy.Of(c).Name, Title: "Sign-in failed", Error: problem.MessageOf(err)}, pageCSP)
+}
+
+// loginRefused answers a sign-in refused by the rate limit.
+func (h *HTTP) loginRefused(c *fiber.Ctx, err error) error { return h.flowError(c, err) }
+
+func (h *HTTP) showLoggedOut(c *fiber.Ctx) error {
+	return renderFlowPage(c, fiber.StatusOK, loginPage{Tenant: tenancy.Of(c).Name, Title: "Signed out",
+		Message: "You are signed out. You can close this page."}, pageCSP)
+}
+
+func renderFlowPage(c *fiber.Ctx, status int, p loginPage, csp string) error {
+	var b bytes.Buffer
+	if err := loginTemplate.Execute(&b, p); err != nil {
+		return err
+	}
+	c.Set("Content-Security-Policy", csp)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	return c.Status(status).Send(b.Bytes())
+}
+
+// authRequest returns tenant t's authorization request id while it waits
+// for its sign-in. Returns NotFound otherwise.
+func (s *Service) authRequest(ctx context.Context, t *tenancy.Tenant, id string) (queries.AppOidcAuthRequest, error) {
+	gone := problem.Errorf(problem.NotFound, "this sign-in has expired or is over; go back to the app and start again")
+	rid, err := uuid.Parse(id)
+	if err != nil {
+		return queries.AppOidcAuthRequest{}, gone
+	}
+	var row queries.AppOidcAuthRequest
+	err = s.db.Once(ctx, t, func(q *queries.Queries) (err error) {
+		row, err = q.GetAuthRequest(ctx, queries.GetAuthRequestParams{TenantID: t.ID.UUID(), ID: rid})
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return row, gone
+	}
+	return row, err
+}
+
+// browserSignIn returns the user of a browser session cookie and when
+// they signed in. Returns Unauthorized without a standing session.
+func (s *Service) browserSignIn(ctx context.Context, t *tenancy.Tenant, cookie string) (uuid.UUID, time.Time, error) {
+	ended := problem.Errorf(problem.Unauthorized, "the session has ended; sign in again")
+	if cookie == "" || len(cookie) > 128 {
+		return uuid.Nil, time.Time{}, ended
+	}
+	var sess queries.AppSession
+	err := s.db.Tx(ctx, t, func(q *queries.Queries) (err error) {
+		sess, err = q.GetSessionByCookie(ctx, queries.GetSessionByCookieParams{TenantID: t.ID.UUID(), CookieHash: hashToken(cookie)})
+		if err != nil {
+			return err
+		}
+		_, err = s.liveSession(ctx, q, t, &Principal{User: sess.UserID, Session: sess.ID})
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) || problem.CodeOf(err) == problem.Unauthorized {
+		return uuid.Nil, time.Time{}, ended
+	}
+	if err != nil {
+		return uuid.Nil, time.Time{}, err
+	}
+	return sess.UserID, sess.CreatedAt, nil
+}
+
+// consented reports whether user allowed app clientID all of scopes.
+func (s *Service) consented(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, clientID string, scopes []string) (bool, error) {
+	var granted []string
+	err := s.db.Once(ctx, t, func(q *queries.Queries) (err error) {
+		granted, err = q.GetConsent(ctx, queries.GetConsentParams{TenantID: t.ID.UUID(), UserID: user, ClientID: clientID})
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(granted, sc) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// completeAuthRequest records that user signed in (at authTime) for f's
+// request, and their consent to its scopes if they gave it now.
+func (s *Service) completeAuthRequest(ctx context.Context, f *loginFlow, user uuid.UUID, authTime time.Time, consent bool, meta Meta) error {
+	return s.db.Tx(ctx, f.t, func(q *queries.Queries) error {
+		if consent {
+			if err := q.SaveConsent(ctx, queries.SaveConsentParams{TenantID: f.t.ID.UUID(), UserID: user, ClientID: f.app.ClientID, Scopes: f.req.Scopes}); err != nil {
+				return err
+			}
+			if err := appendAudit(ctx, q, f.t.ID.UUID(), s.now(), Event{
+				Actor: user, Action: "oidc.consent", Target: "app:" + f.app.ClientID, Outcome: Success,
+				Details: map[string]string{"scope": joinScopes(f.req.Scopes)}, Meta: meta,
+			}); err != nil {
+				return err
+			}
+		}
+		n, err := q.CompleteAuthRequest(ctx, queries.CompleteAuthRequestParams{
+			TenantID: f.t.ID.UUID(), ID: f.req.ID, UserID: &user, AuthTime: &authTime, Amr: []string{"pwd"},
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return problem.Errorf(problem.Conflict, "this sign-in is over; go back to the app and start again")
+		}
+		return nil
+	})
+}
+
+func joinScopes(s []string) string { return oidc.SpaceDelimitedArray(s).String() }

@@ -1,0 +1,77 @@
+-- The OpenID Connect provider's authorization code flow: authorization
+-- requests, their codes, consents and the sessions codes open. Every query
+-- runs inside tenancy.DB.Tx.
+
+-- name: CreateAuthRequest :one
+insert into app.oidc_auth_requests (tenant_id, client_id, redirect_uri, scopes, state, nonce, response_mode,
+                                    code_challenge, prompt, max_age, login_hint, ui_locales, acr_values, expires_at)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+returning *;
+
+-- name: GetAuthRequest :one
+-- A request still waiting for its sign-in or its code's exchange.
+select * from app.oidc_auth_requests
+where tenant_id = $1 and id = $2 and expires_at > now() and exchanged_at is null;
+
+-- name: CompleteAuthRequest :execrows
+-- Records who signed in for a request that has no user yet.
+update app.oidc_auth_requests set user_id = $3, auth_time = $4, amr = $5
+where tenant_id = $1 and id = $2 and user_id is null and expires_at > now();
+
+-- name: SaveAuthCode :execrows
+-- Gives a signed-in request its one code, which must be exchanged within
+-- a minute.
+update app.oidc_auth_requests set code_hash = $3, expires_at = now() + interval '60 seconds'
+where tenant_id = $1 and id = $2 and user_id is not null and code_hash is null and expires_at > now();
+
+-- name: GetAuthRequestByCode :one
+-- Exchanged and expired ones too: the caller tells them apart.
+select * from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2;
+
+-- name: ExchangeAuthRequest :execrows
+-- Spends a code for the session it opens; of two exchanges one wins.
+update app.oidc_auth_requests set exchanged_at = now(), session_id = $3
+where tenant_id = $1 and id = $2 and code_hash is not null and exchanged_at is null and expires_at > now();
+
+-- name: DeleteAuthRequest :exec
+-- Exchanged requests stay until they expire, to catch a replayed code.
+delete from app.oidc_auth_requests where tenant_id = $1 and id = $2 and exchanged_at is null;
+
+-- name: PruneAuthRequests :exec
+delete from app.oidc_auth_requests where tenant_id = $1 and expires_at < now();
+
+-- name: GetConsent :one
+select scopes from app.oidc_consents where tenant_id = $1 and user_id = $2 and client_id = $3;
+
+-- name: SaveConsent :exec
+insert into app.oidc_consents (tenant_id, user_id, client_id, scopes)
+values ($1, $2, $3, $4)
+on conflict (tenant_id, user_id, client_id) do update set scopes = excluded.scopes, granted_at = now();
+
+-- name: CreateAppSession :one
+insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent, client_id, scopes, auth_time, amr)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+returning *;
+
+-- name: GetLiveAppSession :one
+-- An app's session that stands, with its account: not revoked, the
+-- account active, the app enabled. (Expiry is compared by the caller.)
+select sqlc.embed(u), sqlc.embed(s)
+from app.sessions s
+join app.users u on u.tenant_id = s.tenant_id and u.id = s.user_id
+join app.oidc_apps a on a.tenant_id = s.tenant_id and a.client_id = s.client_id
+where s.tenant_id = $1 and s.id = $2
+  and s.revoked_at is null and u.status = 'active' and not a.disabled;
+
+-- name: GetRefreshSession :one
+-- The session a refresh token belongs to, spent or not, for the app that
+-- presents it.
+select s.*, r.used_at as token_used_at, r.idle_expires_at as token_idle_expires_at
+from app.refresh_tokens r
+join app.sessions s on s.tenant_id = r.tenant_id and s.id = r.session_id
+where r.tenant_id = $1 and r.token_hash = $2;
+
+-- name: RevokeAppSessions :execrows
+-- Ends a user's sessions with one app.
+update app.sessions set revoked_at = now(), revoked_reason = $4
+where tenant_id = $1 and user_id = $2 and client_id = $3 and revoked_at is null;
