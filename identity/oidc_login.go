@@ -103,6 +103,11 @@ func (h *HTTP) handleFlow(c *fiber.Ctx) error {
 	if len(c.Body()) > httpapi.MaxBody {
 		return h.flowError(c, problem.Errorf(problem.TooLarge, "the form is too large"))
 	}
+	// The sign-in sets the session cookie, which browsers keep only from
+	// https origins (and localhost, for development).
+	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
+		return h.flowError(c, problem.Errorf(problem.Forbidden, "signing in needs https"))
+	}
 	want, got := c.Cookies(flowCookie), c.FormValue("csrf")
 	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
 		return h.flowError(c, problem.Errorf(problem.Forbidden, "this form has expired; go back to the app and sign in again"))
