@@ -180,12 +180,25 @@ func (h *HTTP) addIssuer(c *fiber.Ctx, t *tenancy.Tenant) {
 	if strings.HasPrefix(loc, oauthLogin) {
 		return
 	}
-	if u, err := url.Parse(loc); err == nil {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return
+	}
+	// The answer's parameters are in the query, or in the fragment for a
+	// refusal of a request that asked for fragment responses.
+	if u.Fragment != "" {
+		f, err := url.ParseQuery(u.Fragment)
+		if err != nil {
+			return
+		}
+		f.Set("iss", h.svc.cfg.Issuer(t))
+		u.Fragment = f.Encode()
+	} else {
 		q := u.Query()
 		q.Set("iss", h.svc.cfg.Issuer(t))
 		u.RawQuery = q.Encode()
-		c.Response().Header.Set(fiber.HeaderLocation, u.String())
 	}
+	c.Response().Header.Set(fiber.HeaderLocation, u.String())
 }
 
 // handleDiscovery serves the tenant's provider metadata: op's, with what

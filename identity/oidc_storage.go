@@ -700,28 +700,29 @@ func (st opStorage) liveSession(ctx context.Context, sess uuid.UUID, subject str
 func (st opStorage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.IntrospectionResponse, id, subject, clientID string) error {
 	r := reqOf(ctx)
 	sess, app, exp, ok := parseTokenID(id)
-	if !ok {
+	if !ok || (app && subject != clientID) {
 		return errInactive
 	}
+	var row queries.GetLiveAppSessionRow
+	if !app {
+		var err error
+		if row, err = st.liveSession(ctx, sess, subject); err != nil {
+			return err
+		}
+		if row.AppSession.ClientID == nil || *row.AppSession.ClientID != clientID {
+			return errInactive
+		}
+	}
+	// Active, and the asking app's own: only now is anything told.
 	resp.Issuer = st.s.cfg.Issuer(r.t)
 	resp.JWTID = id
 	resp.TokenType = oidc.BearerToken
 	resp.Expiration = oidc.FromTime(exp)
 	resp.Audience = oidc.Audience{clientID}
 	resp.ClientID = clientID
+	resp.Subject = subject
 	if app {
-		if subject != clientID {
-			return errInactive
-		}
-		resp.Subject = subject
 		return nil // the app is enabled: it just authenticated
-	}
-	row, err := st.liveSession(ctx, sess, subject)
-	if err != nil {
-		return err
-	}
-	if row.AppSession.ClientID == nil || *row.AppSession.ClientID != clientID {
-		return errInactive
 	}
 	ui := new(oidc.UserInfo)
 	setUserinfo(ui, row.AppUser, row.AppSession.Scopes)
