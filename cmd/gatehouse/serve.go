@@ -37,6 +37,9 @@ type listening struct{ Addr, MetricsAddr string }
 // listen addresses once requests are accepted.
 func serve(ctx context.Context, cfg config, std stdio, ready func(listening)) error {
 	log := cfg.logger(std.err)
+	// Libraries that log through slog's default (the OpenID Connect
+	// provider's refusals) log as the server does.
+	slog.SetDefault(log)
 	if err := cfg.requireDatabase(); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package proctest
 
 import (
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -77,6 +78,8 @@ func AtExit(f func()) {
 // Main is every test binary's TestMain: it runs the tests, stops what
 // they shared (AtExit), and exits with their status.
 func Main(m *testing.M) {
+	// What libraries log through slog's default is not the tests' output.
+	slog.SetDefault(slog.New(slog.DiscardHandler))
 	code := m.Run()
 	exitMu.Lock()
 	fs := atExit
