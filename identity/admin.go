@@ -47,6 +47,9 @@ type Authorizer interface {
 	// ForgetUser removes, in q's transaction, every grant of a deleted
 	// user.
 	ForgetUser(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, user uuid.UUID) error
+	// ForgetApp removes, in q's transaction, every grant of a deleted
+	// machine app.
+	ForgetApp(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, app uuid.UUID) error
 	// Flush makes t's recorded changes take effect now (after commit).
 	Flush(ctx context.Context, t *tenancy.Tenant)
 }

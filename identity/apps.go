@@ -409,13 +409,18 @@ func (s *Service) UpdateApp(ctx context.Context, t *tenancy.Tenant, p *Principal
 // manage_apps, and an admin for a first-party app (nil: an operator).
 // Returns NotFound, Forbidden, Unauthorized, Unavailable.
 func (s *Service) DeleteApp(ctx context.Context, t *tenancy.Tenant, p *Principal, id uuid.UUID, meta Meta) error {
-	return s.appTx(ctx, t, p, "app.delete", meta, func(q *queries.Queries, admin bool) error {
+	err := s.appTx(ctx, t, p, "app.delete", meta, func(q *queries.Queries, admin bool) error {
 		row, err := q.LockApp(ctx, queries.LockAppParams{TenantID: t.ID.UUID(), ID: id})
 		if err = queries.NotFound(err, "no such app"); err != nil {
 			return err
 		}
 		if row.FirstParty && !admin {
 			return errNeedsAdmin
+		}
+		if row.Kind == AppMachine {
+			if err := s.cfg.Authorizer.ForgetApp(ctx, q, t, id); err != nil {
+				return err
+			}
 		}
 		if _, err := q.DeleteApp(ctx, queries.DeleteAppParams{TenantID: t.ID.UUID(), ID: id}); err != nil {
 			return err
@@ -424,6 +429,11 @@ func (s *Service) DeleteApp(ctx context.Context, t *tenancy.Tenant, p *Principal
 			"client_id": row.ClientID, "name": row.Name,
 		}))
 	})
+	if err != nil {
+		return err
+	}
+	s.cfg.Authorizer.Flush(ctx, t)
+	return nil
 }
 
 // RotateAppSecret gives one of tenant t's apps a new client secret,

@@ -465,6 +465,24 @@ func (h *HTTP) RequireAuth(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// RequireUserOrApp is RequireAuth that also admits a machine app's own
+// access token (client_credentials): for the endpoints apps call as
+// service accounts (the check and relationship APIs), which then ask what
+// the app's roles grant.
+func (h *HTTP) RequireUserOrApp(c *fiber.Ctx) error {
+	scheme, token, _ := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
+	if token = strings.TrimSpace(token); !strings.EqualFold(scheme, "Bearer") || !isAppToken(token) {
+		return h.RequireAuth(c)
+	}
+	p, err := h.svc.AuthenticateApp(c.UserContext(), tenancy.Of(c), token)
+	if err != nil {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
+		return err
+	}
+	c.Locals(principalKey{}, p)
+	return c.Next()
+}
+
 type principalKey struct{}
 
 func safeMethod(m string) bool {

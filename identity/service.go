@@ -402,10 +402,13 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Principal is who a verified access token speaks for.
+// Principal is who a verified access token speaks for: a user in a
+// session, or a machine app acting as itself (App set, User zero; only
+// the endpoints behind RequireUserOrApp admit one).
 type Principal struct {
 	User    uuid.UUID
 	Session uuid.UUID
+	App     uuid.UUID
 
 	// account is the user as Authenticate found it, with its session
 	// standing, for the rest of the same request.

@@ -189,7 +189,7 @@ func boolWord(b bool) string {
 // users. Returns the Guard's errors, or NotFound if it is not a member.
 func (s *Service) RemoveMember(ctx context.Context, t *tenancy.Tenant, by Caller, id uuid.UUID, typ string, member uuid.UUID) error {
 	return s.flushed(ctx, t, s.groupTx(ctx, t, by, id, "group.remove_member", func(q *queries.Queries) error {
-		if typ != "user" && typ != "group" {
+		if typ != "user" && typ != "group" && typ != "app" {
 			return problem.Errorf(problem.NotFound, "no such member")
 		}
 		if err := s.removeMember(ctx, q, t, id, typ, member); err != nil {
@@ -332,7 +332,7 @@ func (s *Service) Assign(ctx context.Context, t *tenancy.Tenant, by Caller, id u
 // NotFound if it was not assigned.
 func (s *Service) Unassign(ctx context.Context, t *tenancy.Tenant, by Caller, id uuid.UUID, typ string, subject uuid.UUID) error {
 	return s.flushed(ctx, t, s.adminTx(ctx, t, by, "role.unassign", func(q *queries.Queries) error {
-		if typ != "user" && typ != "group" {
+		if typ != "user" && typ != "group" && typ != "app" {
 			return problem.Errorf(problem.NotFound, "no such assignment")
 		}
 		if err := s.unassign(ctx, q, t, id, typ, subject); err != nil {

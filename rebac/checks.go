@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/google/uuid"
+
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/queries"
@@ -238,9 +240,13 @@ func (s *Service) auditChecks(ctx context.Context, t *tenancy.Tenant, by Caller,
 			if !allowed[i] {
 				outcome = identity.Denied
 			}
+			details := map[string]string{"subject": it.Subject.Type + ":" + it.Subject.ID, "permission": it.Permission}
+			actor := by.Principal.User
+			if by.Principal.App != uuid.Nil {
+				actor, details["app"] = by.Principal.App, by.Principal.App.String()
+			}
 			if err := identity.Audit(ctx, q, t, identity.Event{
-				Actor: by.Principal.User, Action: "permission.check", Target: it.Resource.Type + ":" + it.Resource.ID, Outcome: outcome, Meta: by.Meta,
-				Details: map[string]string{"subject": it.Subject.Type + ":" + it.Subject.ID, "permission": it.Permission},
+				Actor: actor, Action: "permission.check", Target: it.Resource.Type + ":" + it.Resource.ID, Outcome: outcome, Meta: by.Meta, Details: details,
 			}); err != nil {
 				return err
 			}

@@ -49,28 +49,33 @@ func (g *appGrants) remember(t tenancy.ID, user uuid.UUID) {
 }
 
 func (h *HTTP) checkRoutes(r fiber.Router) {
-	auth := h.auth.RequireAuth
+	auth := h.auth.RequireUserOrApp
 	r.Post("/v1/permissions/check", auth, h.requireApp, h.check)
 	r.Post("/v1/permissions/check-bulk", auth, h.requireApp, h.checkBulk)
 	r.Post("/v1/permissions/lookup-resources", auth, h.requireApp, h.lookupResources)
 	r.Post("/v1/relationships", auth, h.requireApp, h.writeRelationships)
 }
 
-// requireApp admits callers with the tenant's manage_apps permission.
+// requireApp admits callers with the tenant's manage_apps permission:
+// users, and machine apps through the roles assigned to them.
 func (h *HTTP) requireApp(c *fiber.Ctx) error {
 	t := tenancy.Of(c)
 	p := identity.PrincipalOf(c)
-	if h.grants.ok(t.ID, p.User) {
+	who, subject := p.User, userSubject(p.User)
+	if p.App != uuid.Nil {
+		who, subject = p.App, appSubject(p.App)
+	}
+	if h.grants.ok(t.ID, who) {
 		return c.Next()
 	}
-	ok, err := h.authz.Allowed(c.UserContext(), t, p.User, "", "", "manage_apps")
+	ok, err := h.authz.SubjectAllowed(c.UserContext(), t, subject, "manage_apps")
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return problem.Errorf(problem.Forbidden, "the check API needs the tenant's manage_apps permission")
+		return problem.Errorf(problem.Forbidden, "the check API needs the tenant's manage_apps permission (for a machine app: a role that carries it)")
 	}
-	h.grants.remember(t.ID, p.User)
+	h.grants.remember(t.ID, who)
 	return c.Next()
 }
 

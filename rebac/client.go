@@ -162,10 +162,10 @@ func objectRef(t tenancy.ID, field string, r Ref) (*v1.ObjectReference, error) {
 }
 
 func subjectRef(t tenancy.ID, field string, s SubjectRef) (*v1.SubjectReference, error) {
-	if s.Type == "user" && s.ID == "*" && s.Relation == "" {
-		// A wildcard: every user of the schema, used only to carry a
-		// role's permissions. Its id is SpiceDB's own.
-		return &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "*"}}, nil
+	if (s.Type == "user" || s.Type == "app") && s.ID == "*" && s.Relation == "" {
+		// A wildcard: every user (or app) of the schema, used only to
+		// carry a role's permissions. Its id is SpiceDB's own.
+		return &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: s.Type, ObjectId: "*"}}, nil
 	}
 	o, err := objectRef(t, field, s.Ref)
 	if err != nil {

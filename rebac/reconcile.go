@@ -59,7 +59,9 @@ func expected(ctx context.Context, q *queries.Queries, t *tenancy.Tenant) ([]Rel
 		add("role", r.ID.String(), "tenant", SubjectRef{Ref: tenantRef()})
 		add("tenant", TenantObject, "role", SubjectRef{Ref: Ref{Type: "role", ID: r.ID.String()}})
 		for _, p := range r.Permissions {
-			add("role", r.ID.String(), p, SubjectRef{Ref: Ref{Type: "user", ID: "*"}})
+			for _, every := range grantees {
+				add("role", r.ID.String(), p, every)
+			}
 		}
 	}
 	assigned, err := q.ListAllRoleAssignments(ctx, t.ID.UUID())

@@ -55,16 +55,15 @@ func NewService(db *tenancy.DB, client *Client, relay *Relay, log *slog.Logger) 
 // Unavailable (and false) when SpiceDB cannot answer: never allows by
 // default.
 func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID, objectType, objectID, permission string) (bool, error) {
+	if objectType == "" && objectID == "" {
+		return s.SubjectAllowed(ctx, t, userSubject(user), permission)
+	}
 	if s.client == nil {
 		return false, problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
 	}
 	at, err := s.relay.Token(ctx, t)
 	if err != nil {
 		return false, err
-	}
-	if objectType == "" && objectID == "" {
-		ok, _, err := s.client.Check(ctx, t.ID, userSubject(user), permission, tenantRef(), at)
-		return ok && err == nil, err
 	}
 	items := []CheckItem{{Subject: userSubject(user), Permission: permission, Resource: Ref{Type: objectType, ID: objectID}}}
 	if objectType == "group" {
@@ -74,9 +73,25 @@ func (s *Service) Allowed(ctx context.Context, t *tenancy.Tenant, user uuid.UUID
 	return err == nil && slices.Contains(allowed, true), err
 }
 
+// SubjectAllowed reports whether subject (a user or a machine app) holds
+// permission on tenant t, seeing every change made so far.
+func (s *Service) SubjectAllowed(ctx context.Context, t *tenancy.Tenant, subject SubjectRef, permission string) (bool, error) {
+	if s.client == nil {
+		return false, problem.Errorf(problem.Unavailable, "%s", unavailableMessage)
+	}
+	at, err := s.relay.Token(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	ok, _, err := s.client.Check(ctx, t.ID, subject, permission, tenantRef(), at)
+	return ok && err == nil, err
+}
+
 func tenantRef() Ref { return Ref{Type: "tenant", ID: TenantObject} }
 
 func userSubject(id uuid.UUID) SubjectRef { return SubjectRef{Ref: Ref{Type: "user", ID: id.String()}} }
+
+func appSubject(id uuid.UUID) SubjectRef { return SubjectRef{Ref: Ref{Type: "app", ID: id.String()}} }
 
 // AdminPermission is the tenant permission of its admins: the admin
 // relation, unless the account is disabled.
@@ -123,6 +138,21 @@ func (s *Service) Flush(ctx context.Context, t *tenancy.Tenant) {
 	if _, err := s.relay.Deliver(ctx, t); err != nil {
 		s.log.Warn("rebac: changes wait for SpiceDB", "tenant", t.Slug, "err", err)
 	}
+}
+
+// ForgetApp removes, in q's transaction, the role assignments of a
+// deleted machine app of tenant t. Call Flush after the commit.
+func (s *Service) ForgetApp(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, app uuid.UUID) error {
+	roles, err := q.AssignmentsOf(ctx, queries.AssignmentsOfParams{TenantID: t.ID.UUID(), SubjectType: "app", SubjectID: app})
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if err := s.unassign(ctx, q, t, r.ID, "app", app); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ForgetUser removes, in q's transaction, everything that grants user
@@ -384,8 +414,11 @@ func roleFromRow(r queries.AppRole) *Role {
 
 // memberSubject is the SpiceDB subject a member stands for.
 func memberSubject(typ string, id uuid.UUID) SubjectRef {
-	if typ == "group" {
+	switch typ {
+	case "group":
 		return SubjectRef{Ref: Ref{Type: "group", ID: id.String()}, Relation: "member"}
+	case "app":
+		return SubjectRef{Ref: Ref{Type: "app", ID: id.String()}}
 	}
 	return userSubject(id)
 }
@@ -661,14 +694,18 @@ func (s *Service) setRolePermissions(ctx context.Context, q *queries.Queries, t 
 		if has[p] {
 			op = Touch
 		}
-		if err := Enqueue(ctx, q, t.ID, op, Relationship{
-			Resource: Ref{Type: "role", ID: id.String()}, Relation: p, Subject: SubjectRef{Ref: Ref{Type: "user", ID: "*"}},
-		}); err != nil {
-			return err
+		for _, every := range grantees {
+			if err := Enqueue(ctx, q, t.ID, op, Relationship{Resource: Ref{Type: "role", ID: id.String()}, Relation: p, Subject: every}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+// grantees are the wildcards a role's permission relations hold: its
+// assignees, users and machine apps alike, get what it carries.
+var grantees = []SubjectRef{{Ref: Ref{Type: "user", ID: "*"}}, {Ref: Ref{Type: "app", ID: "*"}}}
 
 // deleteRole deletes a role and its assignments. Returns NotFound.
 func (s *Service) deleteRole(ctx context.Context, q *queries.Queries, t *tenancy.Tenant, id uuid.UUID) error {
@@ -728,10 +765,18 @@ func (s *Service) assign(ctx context.Context, q *queries.Queries, t *tenancy.Ten
 			}
 			return err
 		}
+	case "app":
+		a, err := q.GetApp(ctx, queries.GetAppParams{TenantID: t.ID.UUID(), ID: m.ID})
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && a.Kind != "machine") {
+			return problem.InvalidField("id", "is not a machine app of this tenant (only machine apps act as themselves)")
+		}
+		if err != nil {
+			return err
+		}
 	default:
-		return problem.InvalidField("type", "must be user or group")
+		return problem.InvalidField("type", "must be user, group or app")
 	}
-	if managing(role.Permissions) {
+	if managing(role.Permissions) && m.Type != "app" {
 		if err := s.requireConfirmed(ctx, q, t, m); err != nil {
 			return err
 		}
