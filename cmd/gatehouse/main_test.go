@@ -232,6 +232,7 @@ func TestDevServesDemoTenants(t *testing.T) {
 		"--vault-kv-mount", "kv-" + suffix, "--vault-transit-mount", "transit-" + suffix, "--smtp-url", catcher.URL(),
 		"--metrics-addr", "127.0.0.1:0"}, c.vault...)
 	args = append(args, spicedbFlags(t)...)
+	var demoSecret string
 	for round := range 2 { // the second run finds everything in place
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuffer{}
@@ -284,6 +285,21 @@ func TestDevServesDemoTenants(t *testing.T) {
 			admin := acceptDemoInvitation(t, catcher, "127.0.0.1:"+ready[1])
 			checkIsCounted(t, "127.0.0.1:"+ready[1], admin, out.String())
 		}
+		// The demo app's command names its client and a secret that
+		// authenticates it; each start gives a new one and ends the last.
+		demo := regexp.MustCompile(`GATEHOUSE_CLIENT_SECRET=(\S+) go run ./examples/webapp[^\n]*\n\s*-issuer http://acme\.localhost:\d+ -client-id (\S+)`).FindStringSubmatch(out.String())
+		if demo == nil {
+			t.Fatalf("dev printed no demo app command:\n%s", out.String())
+		}
+		if got := introspectAs(t, "127.0.0.1:"+ready[1], demo[2], demo[1]); got != 200 {
+			t.Fatalf("round %d: the demo app's printed secret: %d", round, got)
+		}
+		if round == 1 {
+			if got := introspectAs(t, "127.0.0.1:"+ready[1], demo[2], demoSecret); got != 401 {
+				t.Fatalf("the last start's demo secret still works: %d", got)
+			}
+		}
+		demoSecret = demo[1]
 		cancel()
 		select {
 		case code := <-done:
@@ -294,6 +310,22 @@ func TestDevServesDemoTenants(t *testing.T) {
 			t.Fatal("dev did not stop")
 		}
 	}
+}
+
+// introspectAs authenticates to acme's introspection endpoint at addr as
+// a client and returns the status: 200 for good credentials.
+func introspectAs(t *testing.T, addr, clientID, secret string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/oauth/introspect", strings.NewReader("token=x"))
+	req.Host = "acme.localhost"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(clientID, secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }
 
 // acceptDemoInvitation reads the invitation dev sent acme's first admin,
