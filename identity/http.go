@@ -1,9 +1,12 @@
 package identity
 
 import (
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"strings"
 
@@ -365,14 +368,26 @@ func (h *HTTP) handleChangePassword(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-// JWK is one public key in JWKS form (RFC 8037 for Ed25519).
+// JWK is one public key in JWKS form (RFC 8037 for Ed25519, RFC 7518
+// for RSA).
 type JWK struct {
 	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
 	Kid string `json:"kid"`
 	Alg string `json:"alg"`
 	Use string `json:"use"`
+}
+
+// jwkOf is k in JWKS form.
+func jwkOf(k SigningKey) JWK {
+	if rk, ok := k.Public.(*rsa.PublicKey); ok {
+		return JWK{Kty: "RSA", N: base64.RawURLEncoding.EncodeToString(rk.N.Bytes()),
+			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(rk.E)).Bytes()), Kid: k.Kid, Alg: AlgRS256, Use: "sig"}
+	}
+	return JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public.(ed25519.PublicKey)), Kid: k.Kid, Alg: AlgEdDSA, Use: "sig"}
 }
 
 // jwkSet is a JWK Set (RFC 7517, section 5).
@@ -387,7 +402,7 @@ func (h *HTTP) handleJWKS(c *fiber.Ctx) error {
 	}
 	set := jwkSet{Keys: make([]JWK, len(keys))}
 	for i, k := range keys {
-		set.Keys[i] = JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.Kid, Alg: "EdDSA", Use: "sig"}
+		set.Keys[i] = jwkOf(k)
 	}
 	// Short enough that a rotated key is picked up well within a token's
 	// lifetime.

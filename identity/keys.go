@@ -1,9 +1,13 @@
 package identity
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -29,13 +33,18 @@ type Sealer interface {
 // and row (secrets.AAD has the same layout).
 type AAD func(table, column, row string) []byte
 
-// SigningKey is one of a tenant's Ed25519 token signing keys.
+// SigningKey is one of a tenant's token signing keys: Ed25519 (EdDSA,
+// every token by default) or RSA (RS256, for the apps that ask for it).
 type SigningKey struct {
 	Kid       string
-	Public    ed25519.PublicKey
+	Alg       string           // AlgEdDSA or AlgRS256
+	Public    crypto.PublicKey // ed25519.PublicKey or *rsa.PublicKey
 	CreatedAt time.Time
 	Retiring  bool // replaced: signs nothing new, still published
 }
+
+// rsaBits is the size of tenants' RSA keys.
+const rsaBits = 2048
 
 // Keys manages tenants' token signing keys: created on first need (or
 // with the tenant), the private half sealed under the tenant's own key,
@@ -47,8 +56,9 @@ type Keys struct {
 
 	// Tenants' opened current keys and published keys; bounded, least
 	// recently used tenants forgotten first.
-	signers *lru.Cache[tenancy.ID, *signer]
-	keySets *lru.Cache[tenancy.ID, *keySet]
+	signers    *lru.Cache[tenancy.ID, *signer]
+	rsaSigners *lru.Cache[tenancy.ID, *rsaSigner]
+	keySets    *lru.Cache[tenancy.ID, *keySet]
 	// gen is bumped by every Forget: a read that began before a change was
 	// heard of is not kept (see read).
 	mu  sync.Mutex
@@ -70,11 +80,19 @@ type signer struct {
 	until   time.Time
 }
 
+// rsaSigner is a tenant's current RSA key, opened.
+type rsaSigner struct {
+	kid     string
+	private *rsa.PrivateKey
+	until   time.Time
+}
+
 // NewKeys returns the signing-key store over db, sealing private keys with
 // sealer (aad binds them to their row).
 func NewKeys(db *tenancy.DB, sealer Sealer, aad AAD) *Keys {
 	return &Keys{db: db, sealer: sealer, aad: aad,
-		signers: newLRU[tenancy.ID, *signer](keyTenants), keySets: newLRU[tenancy.ID, *keySet](keyTenants),
+		signers: newLRU[tenancy.ID, *signer](keyTenants), rsaSigners: newLRU[tenancy.ID, *rsaSigner](keyTenants),
+		keySets:     newLRU[tenancy.ID, *keySet](keyTenants),
 		unknownKids: newLRU[publishedKey, time.Time](unknownKids), lastRead: newLRU[tenancy.ID, time.Time](keyTenants),
 		ttl: KeyCacheTTL, now: time.Now}
 }
@@ -122,11 +140,31 @@ func (k *Keys) list(ctx context.Context, t *tenancy.Tenant) ([]SigningKey, error
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
-	keys := make([]SigningKey, len(rows))
-	for i, r := range rows {
-		keys[i] = SigningKey{Kid: r.Kid, Public: ed25519.PublicKey(r.PublicKey), CreatedAt: r.CreatedAt, Retiring: r.RetiringAt != nil}
+	keys := make([]SigningKey, 0, len(rows))
+	for _, r := range rows {
+		k := SigningKey{Kid: r.Kid, Alg: r.Algorithm, Public: ed25519.PublicKey(r.PublicKey), CreatedAt: r.CreatedAt, Retiring: r.RetiringAt != nil}
+		if r.Algorithm == AlgRS256 {
+			pub, err := x509.ParsePKIXPublicKey(r.PublicKey)
+			rp, ok := pub.(*rsa.PublicKey)
+			if err != nil || !ok {
+				return nil, fmt.Errorf("signing key %s: not an RSA public key", r.Kid)
+			}
+			k.Public = rp
+		}
+		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// current returns the newest of rows of algorithm alg that is not
+// retiring, or nil.
+func current(rows []queries.AppSigningKey, alg string) *queries.AppSigningKey {
+	for _, r := range rows {
+		if r.RetiringAt == nil && r.Algorithm == alg {
+			return &r
+		}
+	}
+	return nil
 }
 
 // signer returns tenant t's current signing key, opened. Opened keys stay
@@ -140,19 +178,9 @@ func (k *Keys) signer(ctx context.Context, t *tenancy.Tenant) (*signer, error) {
 	// The newest key that is not retiring signs; a tenant without one
 	// gets its first key now.
 	for attempt := 0; ; attempt++ {
-		var row *queries.AppSigningKey
-		err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
-			rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
-			for _, r := range rows {
-				if r.RetiringAt == nil {
-					row = &r
-					break
-				}
-			}
-			return err
-		})
+		row, err := k.current(ctx, t, AlgEdDSA)
 		if err != nil {
-			return nil, fmt.Errorf("load signing key: %w", err)
+			return nil, err
 		}
 		if row != nil {
 			return k.open(t, row)
@@ -161,6 +189,56 @@ func (k *Keys) signer(ctx context.Context, t *tenancy.Tenant) (*signer, error) {
 			return nil, errors.New("load signing key: the new key vanished")
 		}
 		if _, err := k.Rotate(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// current reads tenant t's current key of algorithm alg (nil: none).
+func (k *Keys) current(ctx context.Context, t *tenancy.Tenant, alg string) (*queries.AppSigningKey, error) {
+	var row *queries.AppSigningKey
+	err := k.db.Tx(ctx, t, func(q *queries.Queries) error {
+		rows, err := q.ListSigningKeys(ctx, t.ID.UUID())
+		row = current(rows, alg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	return row, nil
+}
+
+// rsaSigner returns tenant t's current RSA key, opened, made on first
+// need: only tenants with apps that ask for RS256 have one.
+func (k *Keys) rsaSigner(ctx context.Context, t *tenancy.Tenant) (*rsaSigner, error) {
+	now := k.now()
+	if s, ok := k.rsaSigners.Get(t.ID); ok && now.Before(s.until) {
+		return s, nil
+	}
+	for attempt := 0; ; attempt++ {
+		row, err := k.current(ctx, t, AlgRS256)
+		if err != nil {
+			return nil, err
+		}
+		if row != nil {
+			der, err := k.sealer.Open(context.Background(), t.ID, k.keyAAD(t.ID, row.Kid), row.PrivateKeySealed)
+			if err != nil {
+				return nil, fmt.Errorf("open signing key %s: %w", row.Kid, err)
+			}
+			private, err := x509.ParsePKCS8PrivateKey(der)
+			clear(der)
+			rk, ok := private.(*rsa.PrivateKey)
+			if err != nil || !ok {
+				return nil, fmt.Errorf("open signing key %s: not an RSA key", row.Kid)
+			}
+			s := &rsaSigner{kid: row.Kid, private: rk, until: k.now().Add(k.ttl)}
+			k.rsaSigners.Add(t.ID, s)
+			return s, nil
+		}
+		if attempt > 0 {
+			return nil, errors.New("load signing key: the new key vanished")
+		}
+		if _, err := k.rotate(ctx, t, AlgRS256); err != nil {
 			return nil, err
 		}
 	}
@@ -180,31 +258,67 @@ func (k *Keys) open(t *tenancy.Tenant, row *queries.AppSigningKey) (*signer, err
 	return s, nil
 }
 
-// Rotate makes a new signing key for tenant t, which signs from now on;
-// the previous keys stop signing but stay published until Retire drops
-// them (once every token they signed has expired). Returns the new kid.
+// Rotate makes a new signing key for tenant t, which signs from now on,
+// and a new RSA key too if t has one; the previous keys stop signing but
+// stay published until Retire drops them (once every token they signed
+// has expired). Returns the new Ed25519 key's kid.
 func (k *Keys) Rotate(ctx context.Context, t *tenancy.Tenant) (string, error) {
-	public, private, err := ed25519.GenerateKey(rand.Reader)
+	kid, err := k.rotate(ctx, t, AlgEdDSA)
 	if err != nil {
 		return "", err
 	}
-	seed := private.Seed()
-	defer clear(seed)
+	if row, err := k.current(ctx, t, AlgRS256); err != nil || row == nil {
+		return kid, err
+	}
+	_, err = k.rotate(ctx, t, AlgRS256)
+	return kid, err
+}
+
+// newKey makes a key pair of algorithm alg: its public key as stored and
+// its private key as sealed.
+func newKey(alg string) (public, private []byte, err error) {
+	if alg == AlgRS256 {
+		rk, err := rsa.GenerateKey(rand.Reader, rsaBits)
+		if err != nil {
+			return nil, nil, err
+		}
+		public, err = x509.MarshalPKIXPublicKey(&rk.PublicKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		private, err = x509.MarshalPKCS8PrivateKey(rk)
+		return public, private, err
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(priv)
+	return pub, bytes.Clone(priv.Seed()), nil
+}
+
+// rotate makes tenant t's new key of algorithm alg, and stops its others
+// of alg from signing.
+func (k *Keys) rotate(ctx context.Context, t *tenancy.Tenant, alg string) (string, error) {
+	public, private, err := newKey(alg)
+	if err != nil {
+		return "", err
+	}
 	defer clear(private)
 	kidBytes := make([]byte, 12)
 	rand.Read(kidBytes)
 	kid := base64.RawURLEncoding.EncodeToString(kidBytes)
-	sealed, err := k.sealer.Seal(ctx, t.ID, k.keyAAD(t.ID, kid), seed)
+	sealed, err := k.sealer.Seal(ctx, t.ID, k.keyAAD(t.ID, kid), private)
 	if err != nil {
 		return "", fmt.Errorf("seal signing key: %w", err)
 	}
 	err = k.db.Tx(ctx, t, func(q *queries.Queries) error {
 		if err := q.CreateSigningKey(ctx, queries.CreateSigningKeyParams{
-			TenantID: t.ID.UUID(), Kid: kid, PublicKey: public, PrivateKeySealed: sealed,
+			TenantID: t.ID.UUID(), Kid: kid, Algorithm: alg, PublicKey: public, PrivateKeySealed: sealed,
 		}); err != nil {
 			return err
 		}
-		_, err := q.RetireSigningKeys(ctx, queries.RetireSigningKeysParams{TenantID: t.ID.UUID(), Kid: kid})
+		_, err := q.RetireSigningKeys(ctx, queries.RetireSigningKeysParams{TenantID: t.ID.UUID(), Kid: kid, Algorithm: alg})
 		return err
 	})
 	if err != nil {
@@ -247,6 +361,7 @@ func (k *Keys) Forget(t tenancy.ID) {
 	defer k.mu.Unlock()
 	k.gen.Add(1)
 	k.signers.Remove(t)
+	k.rsaSigners.Remove(t)
 	k.keySets.Remove(t)
 }
 
@@ -257,6 +372,7 @@ func (k *Keys) ForgetAll() {
 	defer k.mu.Unlock()
 	k.gen.Add(1)
 	k.signers.Purge()
+	k.rsaSigners.Purge()
 	k.keySets.Purge()
 }
 

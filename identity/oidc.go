@@ -66,8 +66,8 @@ func newProvider(svc *Service) *op.Provider {
 		op.WithCustomIntrospectionEndpoint(endpoint(oauthIntrospect)),
 		op.WithAccessTokenKeySet(keys),
 		op.WithIDTokenHintKeySet(keys),
-		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(string(jose.EdDSA))),
-		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(string(jose.EdDSA))),
+		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(string(jose.EdDSA), string(jose.RS256))),
+		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(string(jose.EdDSA), string(jose.RS256))),
 		op.WithCrypto(randomCodes{}),
 		// Apps in browsers call the token and userinfo endpoints from
 		// their own origins; no call needs the browser's cookies.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -59,6 +60,10 @@ type oidcRequest struct {
 	meta   Meta
 	cookie string
 	apps   map[string]*App
+	// signFor is the app whose tokens this request signs: the last one op
+	// looked up as the request's client (ID tokens in its
+	// id_token_signed_response_alg).
+	signFor *App
 	// err is the first failure that says nothing of the request (the
 	// database or Vault unavailable): the bridge answers 503 for it
 	// rather than the provider's server_error.
@@ -109,6 +114,7 @@ func (st opStorage) GetClientByClientID(ctx context.Context, clientID string) (o
 	if a.Disabled {
 		return nil, oidc.ErrInvalidClient().WithDescription("the app is disabled")
 	}
+	reqOf(ctx).signFor = a
 	return opClient{a}, nil
 }
 
@@ -571,18 +577,26 @@ func (st opStorage) endSessions(ctx context.Context, userID, clientID string) er
 	}))
 }
 
-// SigningKey is the tenant's current Ed25519 key.
+// SigningKey is the tenant's current Ed25519 key, or its RSA key for an
+// app that asks for RS256.
 func (st opStorage) SigningKey(ctx context.Context) (op.SigningKey, error) {
 	r := reqOf(ctx)
+	if r.signFor != nil && r.signFor.IDTokenAlg == AlgRS256 {
+		s, err := st.s.keys.rsaSigner(ctx, r.t)
+		if err != nil {
+			return nil, r.fail(err)
+		}
+		return opKey{s.kid, jose.RS256, s.private}, nil
+	}
 	s, err := st.s.keys.signer(ctx, r.t)
 	if err != nil {
 		return nil, r.fail(err)
 	}
-	return opKey{s.kid, s.private}, nil
+	return opKey{s.kid, jose.EdDSA, s.private}, nil
 }
 
 func (opStorage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
-	return []jose.SignatureAlgorithm{jose.EdDSA}, nil
+	return []jose.SignatureAlgorithm{jose.EdDSA, jose.RS256}, nil
 }
 
 // KeySet is the tenant's published keys (the JWKS endpoint serves them
@@ -595,19 +609,20 @@ func (st opStorage) KeySet(ctx context.Context) ([]op.Key, error) {
 	}
 	out := make([]op.Key, len(keys))
 	for i, k := range keys {
-		out[i] = opKey{k.Kid, k.Public}
+		out[i] = opKey{k.Kid, jose.SignatureAlgorithm(k.Alg), k.Public}
 	}
 	return out, nil
 }
 
-// opKey is one of the tenant's Ed25519 keys, private (to sign) or public.
+// opKey is one of the tenant's keys, private (to sign) or public.
 type opKey struct {
 	kid string
+	alg jose.SignatureAlgorithm
 	key any
 }
 
-func (k opKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.EdDSA }
-func (k opKey) Algorithm() jose.SignatureAlgorithm          { return jose.EdDSA }
+func (k opKey) SignatureAlgorithm() jose.SignatureAlgorithm { return k.alg }
+func (k opKey) Algorithm() jose.SignatureAlgorithm          { return k.alg }
 func (k opKey) Key() any                                    { return k.key }
 func (k opKey) ID() string                                  { return k.kid }
 func (k opKey) Use() string                                 { return "sig" }
@@ -617,18 +632,30 @@ func (k opKey) Use() string                                 { return "sig" }
 type tenantKeySet struct{ s *Service }
 
 func (ks tenantKeySet) VerifySignature(ctx context.Context, jws *jose.JSONWebSignature) ([]byte, error) {
-	if len(jws.Signatures) != 1 || jws.Signatures[0].Header.Algorithm != string(jose.EdDSA) {
+	if len(jws.Signatures) != 1 {
 		return nil, errors.New("not a token of this tenant")
 	}
+	h := jws.Signatures[0].Header
 	r := reqOf(ctx)
-	pub, err := ks.s.keys.publicKey(ctx, r.t, jws.Signatures[0].Header.KeyID)
+	key, err := ks.s.keys.key(ctx, r.t, h.KeyID)
 	if err != nil {
 		if !errors.Is(err, ErrUnknownKey) {
 			r.fail(err)
 		}
 		return nil, err
 	}
-	return jws.Verify(ed25519.PublicKey(pub))
+	// The header's algorithm must be the key's own.
+	switch key.(type) {
+	case ed25519.PublicKey:
+		if h.Algorithm != string(jose.EdDSA) {
+			return nil, errors.New("not a token of this tenant")
+		}
+	case *rsa.PublicKey:
+		if h.Algorithm != string(jose.RS256) {
+			return nil, errors.New("not a token of this tenant")
+		}
+	}
+	return jws.Verify(key)
 }
 
 // SetUserinfoFromScopes fills an ID token's claims.

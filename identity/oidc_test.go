@@ -2,6 +2,8 @@ package identity_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -227,5 +229,68 @@ func TestAuthorizationCodeIsSingleUse(t *testing.T) {
 	}
 	if _, err := rp.provider.UserInfo(rp.ctx, oauth2.StaticTokenSource(tok)); err == nil {
 		t.Fatal("the token of a replayed code still works")
+	}
+}
+
+// TestAppsMayAskForRS256: an app registered with RS256 gets ID and access
+// tokens signed with the tenant's RSA key (made on first need, published
+// in the JWKS, rotated with the tenant's keys); the tenant's other apps
+// keep EdDSA.
+func TestAppsMayAskForRS256(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rsaApp := e.relyingParty(tn.Tenant, tn.admin, map[string]any{"name": "Legacy", "kind": "web", "first_party": true,
+		"redirect_uris": []string{"https://legacy.example.com/cb"}, "id_token_signed_response_alg": "RS256"})
+	edApp := e.webRP(tn, "web")
+	alg := func(jwt string) string {
+		t.Helper()
+		h, _ := base64.RawURLEncoding.DecodeString(strings.Split(jwt, ".")[0])
+		var head struct{ Alg, Kid string }
+		json.Unmarshal(h, &head)
+		return head.Alg + "/" + head.Kid
+	}
+	flow := func(rp oidcApp) (*oauth2.Token, string) {
+		_, tok := e.signedIn(rp)
+		raw, _ := tok.Extra("id_token").(string)
+		if _, err := rp.provider.Verifier(&gooidc.Config{ClientID: rp.config.ClientID}).Verify(rp.ctx, raw); err != nil {
+			t.Fatalf("ID token: %v", err)
+		}
+		if _, err := rp.provider.UserInfo(rp.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+			t.Fatalf("userinfo: %v", err)
+		}
+		return tok, raw
+	}
+	tok, id := flow(rsaApp)
+	if !strings.HasPrefix(alg(id), "RS256/") || !strings.HasPrefix(alg(tok.AccessToken), "RS256/") {
+		t.Fatalf("the RS256 app's tokens: %s, %s", alg(id), alg(tok.AccessToken))
+	}
+	tok2, id2 := flow(edApp)
+	if !strings.HasPrefix(alg(id2), "EdDSA/") || !strings.HasPrefix(alg(tok2.AccessToken), "EdDSA/") {
+		t.Fatalf("the EdDSA app's tokens: %s, %s", alg(id2), alg(tok2.AccessToken))
+	}
+	// Rotation makes a new RSA key too; the old one stays published, and
+	// its tokens keep working.
+	if _, err := e.keys.Rotate(context.Background(), tn.Tenant); err != nil {
+		t.Fatal(err)
+	}
+	var jwks struct {
+		Keys []struct{ Kty, Kid, Alg string }
+	}
+	e.must(200, "GET", "acme", "/.well-known/jwks.json", "", nil).json(t, &jwks)
+	rsaKeys := 0
+	for _, k := range jwks.Keys {
+		if k.Kty == "RSA" && k.Alg == "RS256" {
+			rsaKeys++
+		}
+	}
+	if rsaKeys != 2 {
+		t.Fatalf("JWKS %+v; want the RSA key and its successor", jwks.Keys)
+	}
+	if _, err := rsaApp.provider.UserInfo(rsaApp.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+		t.Fatalf("userinfo with a token of the replaced RSA key: %v", err)
+	}
+	tok3, id3 := flow(rsaApp)
+	if alg(id3) == alg(id) || !strings.HasPrefix(alg(tok3.AccessToken), "RS256/") {
+		t.Fatalf("after rotation the RS256 app's ID token is signed %s (before: %s)", alg(id3), alg(id))
 	}
 }

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -123,9 +124,9 @@ var ErrUnknownKey = client.ErrUnknownKey
 
 // keySet is the memory of one tenant's published keys.
 type keySet struct {
-	keys  map[string]ed25519.PublicKey // by kid
-	fresh time.Time                    // until when it is used without reading again
-	began time.Time                    // when the read that made it began
+	keys  map[string]crypto.PublicKey // by kid: ed25519.PublicKey or *rsa.PublicKey
+	fresh time.Time                   // until when it is used without reading again
+	began time.Time                   // when the read that made it began
 }
 
 // publicKey returns tenant t's published key kid.
@@ -136,8 +137,24 @@ type keySet struct {
 // read, the keys last read go on verifying tokens: a short outage does
 // not stop verification, and never turns a valid token into a 401.
 func (k *Keys) publicKey(ctx context.Context, t *tenancy.Tenant, kid string) (ed25519.PublicKey, error) {
+	key, err := k.key(ctx, t, kid)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.(ed25519.PublicKey)
+	if !ok {
+		return nil, ErrUnknownKey // an RSA key's kid: no Ed25519 key has it
+	}
+	return pub, nil
+}
+
+// key is publicKey for a key of either algorithm.
+func (k *Keys) key(ctx context.Context, t *tenancy.Tenant, kid string) (crypto.PublicKey, error) {
 	if s, ok := k.signers.Get(t.ID); ok && s.kid == kid && k.now().Before(s.until) {
-		return s.private.Public().(ed25519.PublicKey), nil
+		return s.private.Public(), nil
+	}
+	if s, ok := k.rsaSigners.Get(t.ID); ok && s.kid == kid && k.now().Before(s.until) {
+		return &s.private.PublicKey, nil
 	}
 	known, _ := k.keySets.Get(t.ID)
 	if known != nil && k.now().Before(known.fresh) {
@@ -175,7 +192,7 @@ func (k *Keys) publicKey(ctx context.Context, t *tenancy.Tenant, kid string) (ed
 	return nil, ErrUnknownKey
 }
 
-func (s *keySet) lookup(kid string) (ed25519.PublicKey, bool) {
+func (s *keySet) lookup(kid string) (crypto.PublicKey, bool) {
 	if s == nil {
 		return nil, false
 	}
@@ -217,7 +234,7 @@ func (k *Keys) read(ctx context.Context, t *tenancy.Tenant) (*keySet, error) {
 			}
 			return nil, err
 		}
-		set := &keySet{keys: make(map[string]ed25519.PublicKey, len(keys)), fresh: k.now().Add(KeySetTTL), began: began}
+		set := &keySet{keys: make(map[string]crypto.PublicKey, len(keys)), fresh: k.now().Add(KeySetTTL), began: began}
 		for _, key := range keys {
 			set.keys[key.Kid] = key.Public
 		}

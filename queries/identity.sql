@@ -38,13 +38,14 @@ values ($1, $2, $3, $4);
 select * from app.signing_keys where tenant_id = $1 and retired_at is null order by created_at desc;
 
 -- name: CreateSigningKey :exec
-insert into app.signing_keys (tenant_id, kid, public_key, private_key_sealed)
-values ($1, $2, $3, $4);
+insert into app.signing_keys (tenant_id, kid, algorithm, public_key, private_key_sealed)
+values ($1, $2, $3, $4, $5);
 
 -- name: RetireSigningKeys :execrows
--- Stops every key but the newest from signing; they stay published.
+-- Stops every key of the newest one's algorithm but it from signing; they
+-- stay published.
 update app.signing_keys set retiring_at = now()
-where tenant_id = $1 and kid <> $2 and retiring_at is null;
+where tenant_id = $1 and kid <> $2 and retiring_at is null and algorithm = $3;
 
 -- name: DropRetiredSigningKeys :execrows
 -- Unpublishes keys that stopped signing before the cutoff: no token they

@@ -405,13 +405,14 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (A
 }
 
 const createSigningKey = `-- name: CreateSigningKey :exec
-insert into app.signing_keys (tenant_id, kid, public_key, private_key_sealed)
-values ($1, $2, $3, $4)
+insert into app.signing_keys (tenant_id, kid, algorithm, public_key, private_key_sealed)
+values ($1, $2, $3, $4, $5)
 `
 
 type CreateSigningKeyParams struct {
 	TenantID         uuid.UUID
 	Kid              string
+	Algorithm        string
 	PublicKey        []byte
 	PrivateKeySealed []byte
 }
@@ -420,6 +421,7 @@ func (q *Queries) CreateSigningKey(ctx context.Context, arg CreateSigningKeyPara
 	_, err := q.db.Exec(ctx, createSigningKey,
 		arg.TenantID,
 		arg.Kid,
+		arg.Algorithm,
 		arg.PublicKey,
 		arg.PrivateKeySealed,
 	)
@@ -1084,17 +1086,19 @@ func (q *Queries) RefundSignInAttempt(ctx context.Context, arg RefundSignInAttem
 
 const retireSigningKeys = `-- name: RetireSigningKeys :execrows
 update app.signing_keys set retiring_at = now()
-where tenant_id = $1 and kid <> $2 and retiring_at is null
+where tenant_id = $1 and kid <> $2 and retiring_at is null and algorithm = $3
 `
 
 type RetireSigningKeysParams struct {
-	TenantID uuid.UUID
-	Kid      string
+	TenantID  uuid.UUID
+	Kid       string
+	Algorithm string
 }
 
-// Stops every key but the newest from signing; they stay published.
+// Stops every key of the newest one's algorithm but it from signing; they
+// stay published.
 func (q *Queries) RetireSigningKeys(ctx context.Context, arg RetireSigningKeysParams) (int64, error) {
-	result, err := q.db.Exec(ctx, retireSigningKeys, arg.TenantID, arg.Kid)
+	result, err := q.db.Exec(ctx, retireSigningKeys, arg.TenantID, arg.Kid, arg.Algorithm)
 	if err != nil {
 		return 0, err
 	}
