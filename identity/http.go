@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/big"
+	"net/http"
 	"net/netip"
 	"strings"
 
@@ -26,10 +27,14 @@ import (
 type HTTP struct {
 	svc      *Service
 	provider *op.Provider
+	oidc     http.Handler // the provider's endpoints
 }
 
 // NewHTTP returns the HTTP API over svc.
-func NewHTTP(svc *Service) *HTTP { return &HTTP{svc: svc, provider: newProvider(svc)} }
+func NewHTTP(svc *Service) *HTTP {
+	p := newProvider(svc)
+	return &HTTP{svc: svc, provider: p, oidc: newOIDCHandler(svc, p, corsOptions)}
+}
 
 // Routes registers identity's endpoints on a router whose requests have
 // their tenant resolved (tenancy.Resolver.Middleware).

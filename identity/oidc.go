@@ -69,19 +69,20 @@ func newProvider(svc *Service) *op.Provider {
 		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(string(jose.EdDSA), string(jose.RS256))),
 		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(string(jose.EdDSA), string(jose.RS256))),
 		op.WithCrypto(randomCodes{}),
-		// Apps in browsers call the token and userinfo endpoints from
-		// their own origins; no call needs the browser's cookies.
-		op.WithCORSOptions(&cors.Options{
-			AllowOriginFunc: func(string) bool { return true },
-			AllowedHeaders:  []string{"Accept", "Accept-Language", "Authorization", "Content-Type"},
-			AllowedMethods:  []string{http.MethodGet, http.MethodPost},
-		}),
 	)
 	if err != nil {
 		panic(err) // only from the issuer function, which cannot fail
 	}
 	return p
 }
+
+// corsOptions let apps in browsers call the token and userinfo endpoints
+// from their own origins; no call needs the browser's cookies.
+var corsOptions = op.WithServerCORSOptions(&cors.Options{
+	AllowOriginFunc: func(string) bool { return true },
+	AllowedHeaders:  []string{"Accept", "Accept-Language", "Authorization", "Content-Type"},
+	AllowedMethods:  []string{http.MethodGet, http.MethodPost},
+})
 
 // randomCodes is the provider's Crypto: op encrypts an auth request's id
 // into its code, and decrypts opaque access tokens. Here a code is 256
@@ -127,7 +128,7 @@ func (h *HTTP) serveProvider(c *fiber.Ctx) error {
 	ctx := context.WithValue(c.UserContext(), oidcRequestKey{}, req)
 	fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(op.ContextWithIssuer(ctx, h.svc.cfg.Issuer(req.t)))
-		h.provider.ServeHTTP(w, r)
+		h.oidc.ServeHTTP(w, r)
 	}))(c.Context())
 	if req.err != nil {
 		c.Response().Reset()

@@ -2,6 +2,8 @@ package identity_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,8 +11,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -430,12 +434,12 @@ func TestOneTenantsCodesAndTokensAreRefusedByAnother(t *testing.T) {
 	verifier := oauth2.GenerateVerifier()
 	back := e.browser().signIn(rpA.config.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)), userEmail, goodPassword)
 
-	// A's code at B's token endpoint, with A's client or B's: B knows
-	// no such code.
+	// A's code at B's token endpoint, with A's client (B knows no such
+	// client) or B's (B knows no such code).
 	atB := rpA.config
 	atB.Endpoint = rpB.config.Endpoint
 	_, err := atB.Exchange(rpA.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
-	oauthError(t, err, "invalid_grant")
+	oauthError(t, err, "invalid_client")
 	_, err = rpB.config.Exchange(rpB.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
 	oauthError(t, err, "invalid_grant")
 	tok, err := rpA.config.Exchange(rpA.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
@@ -483,5 +487,64 @@ func TestOneTenantsCodesAndTokensAreRefusedByAnother(t *testing.T) {
 	}
 	if _, err := rpA.config.TokenSource(rpA.ctx, &expired).Token(); err != nil {
 		t.Fatalf("A's refresh after B refused it: %v", err)
+	}
+}
+
+// TestPrivateKeyJWTClients: an app that registered a JWKS proves itself
+// with a signed assertion; an assertion by another key, for another
+// audience or expired is invalid_client, and so is a secret.
+func TestPrivateKeyJWTClients(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	rp := e.relyingParty(tn.Tenant, tn.admin, map[string]any{"name": "Signed", "kind": "web", "first_party": true,
+		"redirect_uris": []string{"https://signed.example.com/cb"}, "token_endpoint_auth_method": "private_key_jwt",
+		"jwks": jwks(edJWK(pub, "k1"))})
+	iss := issuer(tn.Tenant)
+	assertion := func(key ed25519.PrivateKey, aud string, exp time.Duration) string {
+		claims := jwt.MapClaims{"iss": rp.config.ClientID, "sub": rp.config.ClientID, "aud": aud, "jti": rand.Text(),
+			"iat": time.Now().Unix(), "exp": time.Now().Add(exp).Unix()}
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	exchange := func(auth url.Values) (int, map[string]any) {
+		verifier := oauth2.GenerateVerifier()
+		back := e.browser().signIn(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)), userEmail, goodPassword)
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
+			"redirect_uri": {rp.config.RedirectURL}, "code_verifier": {verifier}}
+		for k, v := range auth {
+			form[k] = v
+		}
+		res, err := e.env.HTTPClient().PostForm(iss+"/oauth/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		json.NewDecoder(res.Body).Decode(&out)
+		return res.StatusCode, out
+	}
+	const jwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	with := func(a string) url.Values {
+		return url.Values{"client_assertion_type": {jwtBearer}, "client_assertion": {a}, "client_id": {rp.config.ClientID}}
+	}
+	if code, out := exchange(with(assertion(priv, iss, time.Minute))); code != 200 || out["id_token"] == nil {
+		t.Fatalf("a good assertion: %d %v", code, out)
+	}
+	for name, auth := range map[string]url.Values{
+		"another key":      with(assertion(stranger, iss, time.Minute)),
+		"another audience": with(assertion(priv, "https://globex.gatehouse.test", time.Minute)),
+		"expired":          with(assertion(priv, iss, -time.Minute)),
+		"a secret instead": {"client_id": {rp.config.ClientID}, "client_secret": {"whatever"}},
+	} {
+		if code, out := exchange(auth); code < 400 || out["access_token"] != nil {
+			t.Errorf("%s: %d %v", name, code, out)
+		}
 	}
 }

