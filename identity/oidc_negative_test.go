@@ -548,3 +548,49 @@ func TestPrivateKeyJWTClients(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInAgainWhenTheAppAsks: a signed-in browser goes straight back,
+// unless the app asks for a fresh sign-in (prompt=login, or max_age
+// passed); login_hint fills the address in.
+func TestSignInAgainWhenTheAppAsks(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.webRP(tn, "web")
+	b, _ := e.signedIn(rp)
+	iss := issuer(tn.Tenant)
+	next := func(params ...string) page {
+		opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(oauth2.GenerateVerifier())}
+		for i := 0; i < len(params); i += 2 {
+			opts = append(opts, oauth2.SetAuthURLParam(params[i], params[i+1]))
+		}
+		return b.get(iss + b.get(rp.config.AuthCodeURL("s", opts...)).redirected(t).RequestURI())
+	}
+	if p := next(); p.location == nil || p.location.Path != "/oauth/authorize/callback" {
+		t.Fatalf("signed in: %d %v", p.status, p.location)
+	}
+	if p := next("max_age", "3600"); p.location == nil || p.location.Path != "/oauth/authorize/callback" {
+		t.Fatalf("max_age an hour: %d %v", p.status, p.location)
+	}
+	if _, err := e.admin.Exec(context.Background(), "update app.sessions set created_at = now() - interval '2 minutes' where cookie_hash is not null"); err != nil {
+		t.Fatal(err)
+	}
+	for _, params := range [][]string{{"prompt", "login"}, {"max_age", "60"}, {"max_age", "0"}} {
+		p := next(params...)
+		if p.status != 200 || !strings.Contains(p.body, `name="password"`) {
+			t.Errorf("%v: no sign-in form: %d %v", params, p.status, p.location)
+		}
+	}
+	if p := next("prompt", "login", "login_hint", "hint@acme.test"); !strings.Contains(p.body, `value="hint@acme.test"`) {
+		t.Errorf("login_hint not filled in: %.400s", p.body)
+	}
+	if p := next("prompt", "none", "max_age", "60"); p.location == nil || p.location.Query().Get("error") != "login_required" {
+		t.Errorf("prompt=none past max_age: %d %v", p.status, p.location)
+	}
+	// Signing in again goes on to the app.
+	form := next("prompt", "login")
+	back := b.post(iss+"/oauth/login", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")}, "step": {"password"},
+		"email": {userEmail}, "password": {goodPassword}}).redirected(t)
+	if back.Path != "/oauth/authorize/callback" {
+		t.Fatalf("after signing in again: %s", back)
+	}
+}
