@@ -141,8 +141,8 @@ func (h *HTTP) serveProvider(c *fiber.Ctx) error {
 			// page for the user rather than op's plain text.
 			msg := strings.TrimSpace(string(c.Response().Body()))
 			c.Response().Reset()
-			return renderFlowPage(c, status, loginPage{Tenant: req.t.Name, Title: "Sign-in failed",
-				Error: "The app's sign-in request is not valid: " + msg}, pageCSP)
+			lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+			return renderFlowPage(c, status, browserPage(c, lang, "failed", catalog[lang]["invalid_request"]+" "+oauthDescription(msg)), pageCSP)
 		}
 		h.addIssuer(c, req.t)
 		return nil
@@ -228,4 +228,20 @@ func (h *HTTP) handleDiscovery(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(b)
+}
+
+// oauthDescription is what an answer of op's says went wrong: its
+// error_description if it is an OAuth error, else its text.
+func oauthDescription(body string) string {
+	var e struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if json.Unmarshal([]byte(body), &e) == nil && e.Error != "" {
+		if e.Description != "" {
+			return e.Description
+		}
+		return e.Error
+	}
+	return body
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"mime"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"golang.org/x/text/language"
 
 	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
@@ -48,20 +50,14 @@ type loginPage struct {
 	Email, Error, Message                string
 	Login, Consent                       bool
 	Scopes                               []string
+	Lang                                 string // the page's language (BCP 47)
+	T                                    words  // its texts
 }
 
 // flowCookie carries the sign-in forms' CSRF token (double submit): a
 // form posted from elsewhere cannot name it, and no other site can set a
 // __Host- cookie for this host.
 const flowCookie = "__Host-gatehouse-flow"
-
-// scopeWords say what each scope lets an app do, on the consent page.
-var scopeWords = map[string]string{
-	oidc.ScopeOpenID:        "Know who you are",
-	oidc.ScopeProfile:       "See your name",
-	oidc.ScopeEmail:         "See your email address",
-	oidc.ScopeOfflineAccess: "Stay signed in while you are away",
-}
 
 // loginFlow is one authorization request on its way through the steps.
 type loginFlow struct {
@@ -125,7 +121,7 @@ func (h *HTTP) handleFlow(c *fiber.Ctx) error {
 			if problem.CodeOf(err) == problem.Internal {
 				return err
 			}
-			return h.renderFlow(c, f, problem.Status(problem.CodeOf(err)), loginPage{Login: true, Email: email, Error: problem.MessageOf(err)})
+			return h.renderFlow(c, f, problem.Status(problem.CodeOf(err)), loginPage{Login: true, Email: email, Error: errorText(f.lang(c), err)})
 		}
 		setSessionCookie(c, b)
 		user, authTime, err := h.svc.browserSignIn(ctx, f.t, b.Cookie)
@@ -137,7 +133,7 @@ func (h *HTTP) handleFlow(c *fiber.Ctx) error {
 		user, authTime, err := h.svc.browserSignIn(ctx, f.t, c.Cookies(sessionCookie))
 		if err != nil {
 			if problem.CodeOf(err) == problem.Unauthorized {
-				return h.renderFlow(c, f, fiber.StatusUnauthorized, loginPage{Login: true, Error: "Your session has ended; sign in again."})
+				return h.renderFlow(c, f, fiber.StatusUnauthorized, loginPage{Login: true, Error: catalog[f.lang(c)]["session_ended"]})
 			}
 			return h.flowError(c, err)
 		}
@@ -167,11 +163,12 @@ func (h *HTTP) nextStep(c *fiber.Ctx, f *loginFlow, user uuid.UUID, authTime tim
 		if slices.Contains(f.req.Prompt, oidc.PromptNone) {
 			return h.toApp(c, f, &oidc.Error{ErrorType: "consent_required", Description: "the user has not allowed this app"})
 		}
-		words := make([]string, 0, len(f.req.Scopes))
+		t := catalog[f.lang(c)]
+		scopes := make([]string, 0, len(f.req.Scopes))
 		for _, s := range f.req.Scopes {
-			words = append(words, scopeWords[s])
+			scopes = append(scopes, t["scope_"+s])
 		}
-		return h.renderFlow(c, f, fiber.StatusOK, loginPage{Consent: true, Scopes: words})
+		return h.renderFlow(c, f, fiber.StatusOK, loginPage{Consent: true, Scopes: scopes})
 	}
 	if err := h.svc.completeAuthRequest(c.UserContext(), f, user, authTime, false, MetaOf(c)); err != nil {
 		return h.flowError(c, err)
@@ -219,11 +216,18 @@ func (h *HTTP) flow(c *fiber.Ctx, id string) (*loginFlow, error) {
 	return &loginFlow{t: t, req: req, app: a}, nil
 }
 
+// lang is the language of f's pages.
+func (f *loginFlow) lang(c *fiber.Ctx) language.Tag {
+	return pageLanguage(f.req.UiLocales, c.Get(fiber.HeaderAcceptLanguage))
+}
+
 func (h *HTTP) renderFlow(c *fiber.Ctx, f *loginFlow, status int, p loginPage) error {
 	p.Tenant, p.App, p.ID, p.Action = f.t.Name, f.app.Name, f.req.ID.String(), oauthLogin
-	p.Title = "Sign in"
+	lang := f.lang(c)
+	p.Lang, p.T = lang.String(), catalog[lang]
+	p.Title = p.T["sign_in"]
 	if p.Consent {
-		p.Title = "Allow " + f.app.Name + "?"
+		p.Title = fmt.Sprintf(p.T["allow_title"], f.app.Name)
 	}
 	p.CSRF = c.Cookies(flowCookie)
 	if p.CSRF == "" {
@@ -250,15 +254,25 @@ func (h *HTTP) flowError(c *fiber.Ctx, err error) error {
 	if retry := problem.RetryAfterOf(err); retry > 0 {
 		c.Set(fiber.HeaderRetryAfter, seconds(retry))
 	}
-	return renderFlowPage(c, problem.Status(code), loginPage{Tenant: tenancy.Of(c).Name, Title: "Sign-in failed", Error: problem.MessageOf(err)}, pageCSP)
+	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+	return renderFlowPage(c, problem.Status(code), browserPage(c, lang, "failed", errorText(lang, err)), pageCSP)
+}
+
+// browserPage is a page of the sign-in outside a flow: its title (a
+// catalog key) and its error.
+func browserPage(c *fiber.Ctx, lang language.Tag, title, errText string) loginPage {
+	t := catalog[lang]
+	return loginPage{Tenant: tenancy.Of(c).Name, Title: t[title], Error: errText, Lang: lang.String(), T: t}
 }
 
 // loginRefused answers a sign-in refused by the rate limit.
 func (h *HTTP) loginRefused(c *fiber.Ctx, err error) error { return h.flowError(c, err) }
 
 func (h *HTTP) showLoggedOut(c *fiber.Ctx) error {
-	return renderFlowPage(c, fiber.StatusOK, loginPage{Tenant: tenancy.Of(c).Name, Title: "Signed out",
-		Message: "You are signed out. You can close this page."}, pageCSP)
+	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+	p := browserPage(c, lang, "signed_out", "")
+	p.Message = p.T["signed_out_text"]
+	return renderFlowPage(c, fiber.StatusOK, p, pageCSP)
 }
 
 func renderFlowPage(c *fiber.Ctx, status int, p loginPage, csp string) error {
@@ -267,6 +281,8 @@ func renderFlowPage(c *fiber.Ctx, status int, p loginPage, csp string) error {
 		return err
 	}
 	c.Set("Content-Security-Policy", csp)
+	c.Set(fiber.HeaderContentLanguage, p.Lang)
+	c.Set(fiber.HeaderVary, fiber.HeaderAcceptLanguage)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
 	return c.Status(status).Send(b.Bytes())

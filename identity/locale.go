@@ -1,0 +1,77 @@
+package identity
+
+import (
+	"golang.org/x/text/language"
+
+	"github.com/gatehouse/gatehouse/problem"
+)
+
+// The hosted sign-in speaks English and German: the language the app asks
+// for (ui_locales), else the browser's (Accept-Language), else English.
+
+// words are one language's texts of the sign-in pages, by key.
+type words map[string]string
+
+var pageLanguages = []language.Tag{language.English, language.German}
+
+var pageMatcher = language.NewMatcher(pageLanguages)
+
+var catalog = map[language.Tag]words{
+	language.English: {
+		"sign_in": "Sign in", "continue_to": "to continue to", "email": "Email address", "password": "Password",
+		"asks_to": "asks to:", "allow": "Allow", "deny": "Deny", "allow_title": "Allow %s?",
+		"failed": "Sign-in failed", "signed_out": "Signed out", "signed_out_text": "You are signed out. You can close this page.",
+		"invalid_request": "The app's sign-in request is not valid:", "session_ended": "Your session has ended; sign in again.",
+		"scope_openid": "Know who you are", "scope_profile": "See your name", "scope_email": "See your email address",
+		"scope_offline_access": "Stay signed in while you are away",
+	},
+	language.German: {
+		"sign_in": "Anmelden", "continue_to": "um fortzufahren zu", "email": "E-Mail-Adresse", "password": "Passwort",
+		"asks_to": "möchte:", "allow": "Erlauben", "deny": "Ablehnen", "allow_title": "%s erlauben?",
+		"failed": "Anmeldung fehlgeschlagen", "signed_out": "Abgemeldet", "signed_out_text": "Sie sind abgemeldet. Sie können diese Seite schließen.",
+		"invalid_request": "Die Anmeldeanfrage der App ist ungültig:", "session_ended": "Ihre Sitzung ist beendet; bitte melden Sie sich erneut an.",
+		"scope_openid": "Wissen, wer Sie sind", "scope_profile": "Ihren Namen sehen", "scope_email": "Ihre E-Mail-Adresse sehen",
+		"scope_offline_access": "Angemeldet bleiben, während Sie nicht da sind",
+	},
+}
+
+// problemWords say, in German, what the errors the sign-in shows mean;
+// other errors keep their English message.
+var problemWords = map[problem.Code]string{
+	problem.Unauthorized: "E-Mail-Adresse oder Passwort ist falsch.",
+	problem.TooMany:      "Zu viele Versuche; bitte versuchen Sie es später erneut.",
+	problem.Unavailable:  "Der Dienst ist gerade nicht erreichbar; bitte versuchen Sie es gleich erneut.",
+	problem.NotFound:     "Diese Anmeldung ist abgelaufen oder beendet; kehren Sie zur App zurück und beginnen Sie erneut.",
+	problem.Forbidden:    "Dieses Formular ist abgelaufen; kehren Sie zur App zurück und melden Sie sich erneut an.",
+}
+
+// pageLanguage picks the sign-in's language: the first of the app's
+// ui_locales Gatehouse speaks, else the browser's Accept-Language.
+func pageLanguage(uiLocales []string, acceptLanguage string) language.Tag {
+	for _, l := range uiLocales {
+		if t, err := language.Parse(l); err == nil {
+			if _, i, c := pageMatcher.Match(t); c >= language.High {
+				return pageLanguages[i]
+			}
+		}
+	}
+	tags, _, err := language.ParseAcceptLanguage(acceptLanguage)
+	if err != nil || len(tags) == 0 {
+		return language.English
+	}
+	_, i, c := pageMatcher.Match(tags...)
+	if c == language.No {
+		return language.English
+	}
+	return pageLanguages[i]
+}
+
+// errorText is err as the sign-in shows it in lang.
+func errorText(lang language.Tag, err error) string {
+	if lang != language.English {
+		if w, ok := problemWords[problem.CodeOf(err)]; ok {
+			return w
+		}
+	}
+	return problem.MessageOf(err)
+}
