@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"errors"
+
 	"golang.org/x/text/language"
 
 	"github.com/gatehouse/gatehouse/problem"
@@ -24,6 +26,12 @@ var catalog = map[language.Tag]words{
 		"invalid_request": "The app's sign-in request is not valid:", "session_ended": "Your session has ended; sign in again.",
 		"scope_openid": "Know who you are", "scope_profile": "See your name", "scope_email": "See your email address",
 		"scope_offline_access": "Stay signed in while you are away",
+		"forgot_link":          "Forgot your password?", "forgot_title": "Choose a new password", "send_link": "Send me a link",
+		"forgot_text": "We will mail you a link to choose a new password.", "back": "Back to sign-in",
+		"reset_sent":  "If this address has an account, a link to choose a new password is on its way. Sign in here once you have chosen it.",
+		"signup_link": "Create an account", "signup_title": "Create an account", "name": "Your name", "create": "Create my account",
+		"new_password_hint": "At least 12 characters; common or breached passwords are refused.",
+		"signup_sent":       "Check your mail: confirm your address with the link we sent, then sign in here.",
 	},
 	language.German: {
 		"sign_in": "Anmelden", "continue_to": "um fortzufahren zu", "email": "E-Mail-Adresse", "password": "Passwort",
@@ -32,6 +40,12 @@ var catalog = map[language.Tag]words{
 		"invalid_request": "Die Anmeldeanfrage der App ist ungültig:", "session_ended": "Ihre Sitzung ist beendet; bitte melden Sie sich erneut an.",
 		"scope_openid": "Wissen, wer Sie sind", "scope_profile": "Ihren Namen sehen", "scope_email": "Ihre E-Mail-Adresse sehen",
 		"scope_offline_access": "Angemeldet bleiben, während Sie nicht da sind",
+		"forgot_link":          "Passwort vergessen?", "forgot_title": "Neues Passwort wählen", "send_link": "Link senden",
+		"forgot_text": "Wir senden Ihnen einen Link, mit dem Sie ein neues Passwort wählen.", "back": "Zurück zur Anmeldung",
+		"reset_sent":  "Falls diese Adresse ein Konto hat, ist ein Link zum Wählen eines neuen Passworts unterwegs. Melden Sie sich danach hier an.",
+		"signup_link": "Konto erstellen", "signup_title": "Konto erstellen", "name": "Ihr Name", "create": "Konto erstellen",
+		"new_password_hint": "Mindestens 12 Zeichen; häufige oder geleakte Passwörter werden abgelehnt.",
+		"signup_sent":       "Sehen Sie in Ihr Postfach: Bestätigen Sie Ihre Adresse mit dem gesendeten Link und melden Sie sich dann hier an.",
 	},
 }
 
@@ -74,4 +88,13 @@ func errorText(lang language.Tag, err error) string {
 		}
 	}
 	return problem.MessageOf(err)
+}
+
+// fieldText is errorText for a form whose error may name a field: the
+// field's rule, in English (its words are the service's).
+func fieldText(lang language.Tag, err error) string {
+	if e, ok := errors.AsType[*problem.Error](err); ok && len(e.Fields) > 0 {
+		return fieldLabel(e.Fields[0].Field) + " " + e.Fields[0].Reason
+	}
+	return errorText(lang, err)
 }

@@ -43,6 +43,8 @@ const (
 	oauthEndSession = "/oauth/end_session"
 	oauthLogin      = "/oauth/login"
 	oauthLoggedOut  = "/oauth/logged-out"
+	oauthForgot     = "/oauth/forgot"
+	oauthSignup     = "/oauth/signup"
 	jwksPath        = "/.well-known/jwks.json"
 )
 
@@ -116,6 +118,10 @@ func (h *HTTP) oidcRoutes(r fiber.Router) {
 	}
 	r.Get(oauthLogin, h.showFlow)
 	r.Post(oauthLogin, h.limitOr("login", h.loginRefused), h.handleFlow)
+	r.Get(oauthForgot, h.showFlowForgot)
+	r.Post(oauthForgot, h.limitOr("forgot", h.loginRefused), h.handleFlowForgot)
+	r.Get(oauthSignup, h.showFlowSignup)
+	r.Post(oauthSignup, h.limitOr("signup", h.loginRefused), h.handleFlowSignup)
 	r.Get(oauthLoggedOut, h.showLoggedOut)
 }
 

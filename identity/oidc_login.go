@@ -48,7 +48,9 @@ var loginTemplate = template.Must(template.New("login").Parse(loginHTML))
 type loginPage struct {
 	Tenant, Title, App, Action, ID, CSRF string
 	Email, Error, Message                string
-	Login, Consent                       bool
+	Name                                 string
+	Login, Consent, Forgot, Signup       bool
+	SignupOpen                           bool // the tenant allows self sign-up
 	Scopes                               []string
 	Lang                                 string // the page's language (BCP 47)
 	T                                    words  // its texts
@@ -92,23 +94,29 @@ func (f *loginFlow) mustSignIn(authTime, now time.Time) bool {
 	return f.req.MaxAge != nil && now.Sub(authTime) > time.Duration(*f.req.MaxAge)*time.Second
 }
 
-func (h *HTTP) handleFlow(c *fiber.Ctx) error {
+// postedFlow checks a form posted to one of the sign-in's pages (its
+// type, size, origin and CSRF token) and loads its flow.
+func (h *HTTP) postedFlow(c *fiber.Ctx) (*loginFlow, error) {
 	if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
-		return h.flowError(c, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
+		return nil, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded")
 	}
 	if len(c.Body()) > httpapi.MaxBody {
-		return h.flowError(c, problem.Errorf(problem.TooLarge, "the form is too large"))
+		return nil, problem.Errorf(problem.TooLarge, "the form is too large")
 	}
 	// The sign-in sets the session cookie, which browsers keep only from
 	// https origins (and localhost, for development).
 	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
-		return h.flowError(c, problem.Errorf(problem.Forbidden, "signing in needs https"))
+		return nil, problem.Errorf(problem.Forbidden, "signing in needs https")
 	}
 	want, got := c.Cookies(flowCookie), c.FormValue("csrf")
 	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
-		return h.flowError(c, problem.Errorf(problem.Forbidden, "this form has expired; go back to the app and sign in again"))
+		return nil, problem.Errorf(problem.Forbidden, "this form has expired; go back to the app and sign in again")
 	}
-	f, err := h.flow(c, c.FormValue("id"))
+	return h.flow(c, c.FormValue("id"))
+}
+
+func (h *HTTP) handleFlow(c *fiber.Ctx) error {
+	f, err := h.postedFlow(c)
 	if err != nil {
 		return h.flowError(c, err)
 	}
@@ -146,6 +154,63 @@ func (h *HTTP) handleFlow(c *fiber.Ctx) error {
 		return h.toCallback(c, f)
 	}
 	return h.flowError(c, problem.InvalidField("step", "must be password, consent or deny"))
+}
+
+// showFlowForgot shows the form that asks for a password-reset link.
+func (h *HTTP) showFlowForgot(c *fiber.Ctx) error {
+	f, err := h.flow(c, c.Query("id"))
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	return h.renderFlow(c, f, fiber.StatusOK, loginPage{Forgot: true, Email: deref(f.req.LoginHint)})
+}
+
+// handleFlowForgot mails a password-reset link (the account pages' reset
+// form), and goes back to the sign-in: the answer is the same whether
+// the address has an account or not.
+func (h *HTTP) handleFlowForgot(c *fiber.Ctx) error {
+	f, err := h.postedFlow(c)
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	email := c.FormValue("email")
+	if err := h.svc.ForgotPassword(c.UserContext(), f.t, email, MetaOf(c)); err != nil {
+		if problem.CodeOf(err) == problem.Internal {
+			return err
+		}
+		return h.renderFlow(c, f, problem.Status(problem.CodeOf(err)), loginPage{Forgot: true, Email: email, Error: errorText(f.lang(c), err)})
+	}
+	return h.renderFlow(c, f, fiber.StatusOK, loginPage{Login: true, Email: email, Message: catalog[f.lang(c)]["reset_sent"]})
+}
+
+// showFlowSignup shows the sign-up form, on tenants that allow self sign-up.
+func (h *HTTP) showFlowSignup(c *fiber.Ctx) error {
+	f, err := h.flow(c, c.Query("id"))
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	if f.t.Signup != tenancy.SignupOpen {
+		return h.flowError(c, problem.Errorf(problem.Forbidden, "this organisation's accounts are made by invitation"))
+	}
+	return h.renderFlow(c, f, fiber.StatusOK, loginPage{Signup: true, Email: deref(f.req.LoginHint)})
+}
+
+// handleFlowSignup creates an account (Service.Signup: its address is
+// confirmed by mail) and goes back to the sign-in.
+func (h *HTTP) handleFlowSignup(c *fiber.Ctx) error {
+	f, err := h.postedFlow(c)
+	if err != nil {
+		return h.flowError(c, err)
+	}
+	email, name := c.FormValue("email"), c.FormValue("display_name")
+	err = h.svc.Signup(c.UserContext(), f.t, SignupInput{Email: email, Password: c.FormValue("password"), DisplayName: name}, MetaOf(c))
+	if err != nil {
+		if problem.CodeOf(err) == problem.Internal {
+			return err
+		}
+		return h.renderFlow(c, f, problem.Status(problem.CodeOf(err)), loginPage{Signup: true, Email: email, Name: name, Error: fieldText(f.lang(c), err)})
+	}
+	return h.renderFlow(c, f, fiber.StatusOK, loginPage{Login: true, Email: email, Message: catalog[f.lang(c)]["signup_sent"]})
 }
 
 // nextStep goes on after user signed in (at authTime): to consent if the
@@ -225,9 +290,16 @@ func (h *HTTP) renderFlow(c *fiber.Ctx, f *loginFlow, status int, p loginPage) e
 	p.Tenant, p.App, p.ID, p.Action = f.t.Name, f.app.Name, f.req.ID.String(), oauthLogin
 	lang := f.lang(c)
 	p.Lang, p.T = lang.String(), catalog[lang]
-	p.Title = p.T["sign_in"]
-	if p.Consent {
+	p.SignupOpen = f.t.Signup == tenancy.SignupOpen
+	switch {
+	case p.Consent:
 		p.Title = fmt.Sprintf(p.T["allow_title"], f.app.Name)
+	case p.Forgot:
+		p.Title = p.T["forgot_title"]
+	case p.Signup:
+		p.Title = p.T["signup_title"]
+	default:
+		p.Title = p.T["sign_in"]
 	}
 	p.CSRF = c.Cookies(flowCookie)
 	if p.CSRF == "" {

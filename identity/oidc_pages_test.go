@@ -1,12 +1,15 @@
 package identity_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
 	"golang.org/x/oauth2"
+
+	"github.com/gatehouse/gatehouse/tenancy"
 )
 
 // TestSignInSpeaksTheUsersLanguage: the hosted sign-in is in German when
@@ -58,5 +61,78 @@ func TestSignInSpeaksTheUsersLanguage(t *testing.T) {
 		"email": {userEmail}, "password": {"not-the-password-at-all"}})
 	if wrong.status != 401 || !strings.Contains(wrong.body, "E-Mail-Adresse oder Passwort ist falsch.") {
 		t.Fatalf("a wrong password in German: %d %.600s", wrong.status, wrong.body)
+	}
+}
+
+// TestSignInOffersResetAndSignUp: from the hosted sign-in a user asks for
+// a password-reset link and, on a tenant that allows it, creates an
+// account; either way the flow goes on to the app once they sign in. An
+// invitation-only tenant offers no sign-up.
+func TestSignInOffersResetAndSignUp(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.webRP(tn, "web")
+	iss := issuer(tn.Tenant)
+	start := func() (*browser, page) {
+		b := e.browser()
+		login := b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+		return b, b.get(iss + login.RequestURI())
+	}
+	signIn := func(b *browser, p page, email, password string) {
+		t.Helper()
+		back := b.post(iss+"/oauth/login", url.Values{"id": {p.field(t, "id")}, "csrf": {p.field(t, "csrf")}, "step": {"password"},
+			"email": {email}, "password": {password}}).redirected(t)
+		if back.Path != "/oauth/authorize/callback" {
+			t.Fatalf("signing in as %s went to %s", email, back)
+		}
+	}
+
+	// Forgot: the link mails a reset link; the new password signs in.
+	b, p := start()
+	id := p.field(t, "id")
+	if !strings.Contains(p.body, `href="/oauth/forgot?id=`+id+`"`) || !strings.Contains(p.body, `href="/oauth/signup?id=`+id+`"`) {
+		t.Fatalf("the sign-in links to neither reset nor sign-up: %.800s", p.body)
+	}
+	form := b.get(iss + "/oauth/forgot?id=" + id)
+	sent := b.post(iss+"/oauth/forgot", url.Values{"id": {id}, "csrf": {form.field(t, "csrf")}, "email": {userEmail}})
+	if sent.status != 200 || !strings.Contains(sent.body, "a link to choose a new password is on its way") {
+		t.Fatalf("forgot: %d %.600s", sent.status, sent.body)
+	}
+	token := e.mails(userEmail, 2)[1].Token(t, "/account/reset-password")
+	const fresh = "another-Harbor-77-lantern"
+	e.send("POST", "acme", "/account/reset-password", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
+		url.Values{"token": {token}, "password": {fresh}, "confirm": {fresh}}.Encode())
+	signIn(b, sent, userEmail, fresh)
+
+	// Sign up: the account is made, its address confirmed by mail, and
+	// it signs in.
+	b, p = start()
+	form = b.get(iss + "/oauth/signup?id=" + p.field(t, "id"))
+	bad := b.post(iss+"/oauth/signup", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")},
+		"email": {"new@acme.test"}, "password": {"short"}, "display_name": {"New"}})
+	if bad.status != 400 || !strings.Contains(bad.body, "The password") {
+		t.Fatalf("a short password: %d %.600s", bad.status, bad.body)
+	}
+	made := b.post(iss+"/oauth/signup", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")},
+		"email": {"new@acme.test"}, "password": {goodPassword}, "display_name": {"New"}})
+	if made.status != 200 || !strings.Contains(made.body, "confirm your address") {
+		t.Fatalf("sign-up: %d %.600s", made.status, made.body)
+	}
+	verify := e.mails("new@acme.test", 1)[0].Token(t, "/account/verify-email")
+	e.send("POST", "acme", "/account/verify-email", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
+		url.Values{"token": {verify}}.Encode())
+	signIn(b, made, "new@acme.test", goodPassword)
+
+	// An invitation-only tenant: no link, and the page refuses.
+	invite := tenancy.SignupInvite
+	if _, err := e.reg.UpdateSettings(context.Background(), "acme", tenancy.Settings{Signup: &invite}); err != nil {
+		t.Fatal(err)
+	}
+	b, p = start()
+	if strings.Contains(p.body, "/oauth/signup") {
+		t.Fatalf("an invitation-only tenant offers sign-up: %.600s", p.body)
+	}
+	if r := b.get(iss + "/oauth/signup?id=" + p.field(t, "id")); r.status != 403 {
+		t.Fatalf("sign-up page of an invitation-only tenant: %d", r.status)
 	}
 }
