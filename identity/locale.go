@@ -32,6 +32,7 @@ var catalog = map[language.Tag]words{
 		"signup_link": "Create an account", "signup_title": "Create an account", "name": "Your name", "create": "Create my account",
 		"new_password_hint": "At least 12 characters; common or breached passwords are refused.",
 		"signup_sent":       "Check your mail: confirm your address with the link we sent, then sign in here.",
+		"sign_out_title":    "Sign out?", "sign_out_text": "Do you want to sign out of this organisation?", "sign_out": "Sign out",
 	},
 	language.German: {
 		"sign_in": "Anmelden", "continue_to": "um fortzufahren zu", "email": "E-Mail-Adresse", "password": "Passwort",
@@ -46,6 +47,7 @@ var catalog = map[language.Tag]words{
 		"signup_link": "Konto erstellen", "signup_title": "Konto erstellen", "name": "Ihr Name", "create": "Konto erstellen",
 		"new_password_hint": "Mindestens 12 Zeichen; häufige oder geleakte Passwörter werden abgelehnt.",
 		"signup_sent":       "Sehen Sie in Ihr Postfach: Bestätigen Sie Ihre Adresse mit dem gesendeten Link und melden Sie sich dann hier an.",
+		"sign_out_title":    "Abmelden?", "sign_out_text": "Möchten Sie sich von dieser Organisation abmelden?", "sign_out": "Abmelden",
 	},
 }
 

@@ -105,7 +105,7 @@ func (h *HTTP) oidcRoutes(r fiber.Router) {
 	for path, methods := range map[string][]string{
 		oauthAuthorize:  {fiber.MethodGet, fiber.MethodPost},
 		oauthCallback:   {fiber.MethodGet},
-		oauthEndSession: {fiber.MethodGet, fiber.MethodPost},
+		oauthEndSession: {fiber.MethodGet, fiber.MethodPost}, // behind confirmLogout
 		// Called by apps in browsers too: CORS preflights.
 		oauthToken:      {fiber.MethodPost, fiber.MethodOptions},
 		oauthUserinfo:   {fiber.MethodGet, fiber.MethodPost, fiber.MethodOptions},
@@ -113,6 +113,10 @@ func (h *HTTP) oidcRoutes(r fiber.Router) {
 		oauthRevoke:     {fiber.MethodPost, fiber.MethodOptions},
 	} {
 		for _, m := range methods {
+			if path == oauthEndSession {
+				r.Add(m, path, h.confirmLogout, h.serveProvider)
+				continue
+			}
 			r.Add(m, path, h.serveProvider)
 		}
 	}

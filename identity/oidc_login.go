@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -50,7 +51,9 @@ type loginPage struct {
 	Email, Error, Message                string
 	Name                                 string
 	Login, Consent, Forgot, Signup       bool
-	SignupOpen                           bool // the tenant allows self sign-up
+	Logout                               bool
+	Hidden                               []hidden // the logout form's parameters
+	SignupOpen                           bool     // the tenant allows self sign-up
 	Scopes                               []string
 	Lang                                 string // the page's language (BCP 47)
 	T                                    words  // its texts
@@ -301,20 +304,67 @@ func (h *HTTP) renderFlow(c *fiber.Ctx, f *loginFlow, status int, p loginPage) e
 	default:
 		p.Title = p.T["sign_in"]
 	}
-	p.CSRF = c.Cookies(flowCookie)
-	if p.CSRF == "" {
-		p.CSRF, _ = newRefreshToken()
-		c.Cookie(&fiber.Cookie{Name: flowCookie, Value: p.CSRF, Path: "/", Secure: true, HTTPOnly: true,
+	p.CSRF = flowCSRF(c)
+	return renderFlowPage(c, status, p, formCSP(f.req.RedirectUri))
+}
+
+// flowCSRF returns the browser's CSRF token for the sign-in's forms,
+// giving it one if it has none.
+func flowCSRF(c *fiber.Ctx) string {
+	token := c.Cookies(flowCookie)
+	if token == "" {
+		token, _ = newRefreshToken()
+		c.Cookie(&fiber.Cookie{Name: flowCookie, Value: token, Path: "/", Secure: true, HTTPOnly: true,
 			SameSite: fiber.CookieSameSiteStrictMode, MaxAge: int(authRequestTTL / time.Second)})
 	}
-	// A form's answer redirects, through the callback, to the app:
-	// browsers hold the redirect to form-action too.
+	return token
+}
+
+// formCSP is the policy of a page whose form's answer redirects to
+// target's origin (through the callback, to the app): browsers hold the
+// redirect to form-action too.
+func formCSP(target string) string {
 	action := "'self'"
-	if u, err := url.Parse(f.req.RedirectUri); err == nil && u.Scheme != "" && u.Host != "" {
+	if u, err := url.Parse(target); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
 		action += " " + u.Scheme + "://" + u.Host
 	}
-	return renderFlowPage(c, status, p, "default-src 'none'; style-src 'unsafe-inline'; form-action "+action+"; frame-ancestors 'none'; base-uri 'none'")
+	return "default-src 'none'; style-src 'unsafe-inline'; form-action " + action + "; frame-ancestors 'none'; base-uri 'none'"
 }
+
+// confirmLogout asks the user before a logout no app vouched for: without
+// an id_token_hint, any site could send a user to end_session and sign
+// them out (OpenID Connect RP-Initiated Logout, section 2). The confirmed
+// form goes on to the provider, which checks the rest.
+func (h *HTTP) confirmLogout(c *fiber.Ctx) error {
+	param := func(name string) string {
+		if v := c.Query(name); v != "" {
+			return v
+		}
+		return c.FormValue(name)
+	}
+	if param("id_token_hint") != "" {
+		return c.Next()
+	}
+	if c.Method() == fiber.MethodPost && c.FormValue("confirm") == "yes" {
+		want := c.Cookies(flowCookie)
+		if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(c.FormValue("csrf"))) != 1 {
+			return h.flowError(c, problem.Errorf(problem.Forbidden, "this form has expired; sign out again from the app"))
+		}
+		return c.Next()
+	}
+	lang := pageLanguage(strings.Fields(param("ui_locales")), c.Get(fiber.HeaderAcceptLanguage))
+	p := browserPage(c, lang, "sign_out_title", "")
+	p.Logout, p.CSRF = true, flowCSRF(c)
+	for _, name := range []string{"client_id", "post_logout_redirect_uri", "state", "ui_locales", "logout_hint"} {
+		if v := param(name); v != "" {
+			p.Hidden = append(p.Hidden, hidden{name, v})
+		}
+	}
+	return renderFlowPage(c, fiber.StatusOK, p, formCSP(param("post_logout_redirect_uri")))
+}
+
+// hidden is a hidden field of a form.
+type hidden struct{ Name, Value string }
 
 // flowError shows a page that ends the sign-in: what went wrong, and that
 // the app is where to start again.

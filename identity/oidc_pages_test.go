@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/text/language"
 
+	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
 
@@ -98,7 +100,12 @@ func TestSignInOffersResetAndSignUp(t *testing.T) {
 	if sent.status != 200 || !strings.Contains(sent.body, "a link to choose a new password is on its way") {
 		t.Fatalf("forgot: %d %.600s", sent.status, sent.body)
 	}
-	token := e.mails(userEmail, 2)[1].Token(t, "/account/reset-password")
+	var token string
+	for _, m := range e.mails(userEmail, 2) { // the sign-up's confirmation, and this
+		if strings.Contains(m.Text, "/account/reset-password") {
+			token = m.Token(t, "/account/reset-password")
+		}
+	}
 	const fresh = "another-Harbor-77-lantern"
 	e.send("POST", "acme", "/account/reset-password", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
 		url.Values{"token": {token}, "password": {fresh}, "confirm": {fresh}}.Encode())
@@ -134,5 +141,63 @@ func TestSignInOffersResetAndSignUp(t *testing.T) {
 	}
 	if r := b.get(iss + "/oauth/signup?id=" + p.field(t, "id")); r.status != 403 {
 		t.Fatalf("sign-up page of an invitation-only tenant: %d", r.status)
+	}
+}
+
+// TestLogoutWithoutHintAsksFirst: a logout no app vouched for (no
+// id_token_hint) is a question to the user, not a link any site can use to
+// sign them out; confirmed, it ends the browser's session and goes back to
+// the app's registered URI; a forged confirmation does nothing.
+func TestLogoutWithoutHintAsksFirst(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.webRP(tn, "web")
+	b, tok := e.signedIn(rp)
+	iss := issuer(tn.Tenant)
+	params := url.Values{"client_id": {rp.config.ClientID}, "post_logout_redirect_uri": {"https://web.example.com/bye"}, "state": {"z"}}
+	ask := b.get(iss + "/oauth/end_session?" + params.Encode())
+	if ask.status != 200 || !strings.Contains(ask.body, "Sign out?") || ask.location != nil {
+		t.Fatalf("logout without a hint: %d %v %.500s", ask.status, ask.location, ask.body)
+	}
+	if _, err := rp.provider.UserInfo(rp.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+		t.Fatalf("asking ended the session: %v", err)
+	}
+	// Another site's form: no CSRF token of this browser.
+	forged := url.Values{"confirm": {"yes"}, "csrf": {"guess"}}
+	for k, v := range params {
+		forged[k] = v
+	}
+	if p := b.post(iss+"/oauth/end_session", forged); p.status != 403 {
+		t.Fatalf("a forged confirmation: %d %v", p.status, p.location)
+	}
+	confirmed := url.Values{"confirm": {"yes"}, "csrf": {ask.field(t, "csrf")}}
+	for k, v := range params {
+		confirmed[k] = v
+	}
+	back := b.post(iss+"/oauth/end_session", confirmed).redirected(t)
+	if back.String() != "https://web.example.com/bye?state=z" {
+		t.Fatalf("confirmed logout went to %s", back)
+	}
+	if _, err := rp.provider.UserInfo(rp.ctx, oauth2.StaticTokenSource(tok)); err == nil {
+		t.Fatal("the app's session outlived the confirmed logout")
+	}
+	login := b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+	if p := b.get(iss + login.RequestURI()); !strings.Contains(p.body, `name="password"`) {
+		t.Fatalf("after logout the browser is still signed in: %.300s", p.body)
+	}
+}
+
+// TestPageCatalogsAreComplete: every text of the sign-in exists in every
+// language it speaks (a missing one would show as nothing).
+func TestPageCatalogsAreComplete(t *testing.T) {
+	for lang, words := range identity.PageCatalog() {
+		for key := range identity.PageCatalog()[language.English] {
+			if words[key] == "" {
+				t.Errorf("%s has no %q", lang, key)
+			}
+		}
+		if len(words) != len(identity.PageCatalog()[language.English]) {
+			t.Errorf("%s has %d texts; English has %d", lang, len(words), len(identity.PageCatalog()[language.English]))
+		}
 	}
 }
