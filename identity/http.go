@@ -59,6 +59,7 @@ func (h *HTTP) Routes(r fiber.Router) {
 	h.oidcRoutes(r)
 	h.adminRoutes(r)
 	h.pageRoutes(r)
+	h.accountRoutes(r)
 }
 
 type signupRequest struct {

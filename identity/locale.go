@@ -33,6 +33,10 @@ var catalog = map[language.Tag]words{
 		"new_password_hint": "At least 12 characters; common or breached passwords are refused.",
 		"signup_sent":       "Check your mail: confirm your address with the link we sent, then sign in here.",
 		"sign_out_title":    "Sign out?", "sign_out_text": "Do you want to sign out of this organisation?", "sign_out": "Sign out",
+		"account_title": "Your account", "change_password": "Change password", "current_password": "Current password",
+		"new_password": "New password", "sessions": "Where you are signed in", "session_device": "Device", "session_last_seen": "Last seen",
+		"session_action": "End", "this_session": "This browser", "end_session": "Sign out there",
+		"password_changed": "Your password is changed, and every other session ended.", "session_ended_done": "That session is ended.",
 	},
 	language.German: {
 		"sign_in": "Anmelden", "continue_to": "um fortzufahren zu", "email": "E-Mail-Adresse", "password": "Passwort",
@@ -48,6 +52,10 @@ var catalog = map[language.Tag]words{
 		"new_password_hint": "Mindestens 12 Zeichen; häufige oder geleakte Passwörter werden abgelehnt.",
 		"signup_sent":       "Sehen Sie in Ihr Postfach: Bestätigen Sie Ihre Adresse mit dem gesendeten Link und melden Sie sich dann hier an.",
 		"sign_out_title":    "Abmelden?", "sign_out_text": "Möchten Sie sich von dieser Organisation abmelden?", "sign_out": "Abmelden",
+		"account_title": "Ihr Konto", "change_password": "Passwort ändern", "current_password": "Aktuelles Passwort",
+		"new_password": "Neues Passwort", "sessions": "Wo Sie angemeldet sind", "session_device": "Gerät", "session_last_seen": "Zuletzt aktiv",
+		"session_action": "Beenden", "this_session": "Dieser Browser", "end_session": "Dort abmelden",
+		"password_changed": "Ihr Passwort ist geändert, und alle anderen Sitzungen sind beendet.", "session_ended_done": "Diese Sitzung ist beendet.",
 	},
 }
 

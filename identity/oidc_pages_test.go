@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -199,5 +200,65 @@ func TestPageCatalogsAreComplete(t *testing.T) {
 		if len(words) != len(identity.PageCatalog()[language.English]) {
 			t.Errorf("%s has %d texts; English has %d", lang, len(words), len(identity.PageCatalog()[language.English]))
 		}
+	}
+}
+
+// TestAccountPage: a user signs in to the account page, sees where they
+// are signed in (an app's session too), ends that session, changes their
+// password and signs out; every form needs the browser's CSRF token.
+func TestAccountPage(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.webRP(tn, "web")
+	_, appTok := e.signedIn(rp)
+	iss := issuer(tn.Tenant)
+	b := e.browser()
+	p := b.get(iss + "/account")
+	if p.status != 200 || !strings.Contains(p.body, `name="password"`) {
+		t.Fatalf("the account page signed out: %d %.300s", p.status, p.body)
+	}
+	csrf := p.field(t, "csrf")
+	form := func(v url.Values) page {
+		v.Set("csrf", csrf)
+		return b.post(iss+"/account", v)
+	}
+	if r := b.post(iss+"/account", url.Values{"csrf": {"forged"}, "step": {"login"}, "email": {userEmail}, "password": {goodPassword}}); r.status != 403 {
+		t.Fatalf("a forged form: %d", r.status)
+	}
+	p = form(url.Values{"step": {"login"}, "email": {userEmail}, "password": {goodPassword}})
+	if p.status != 200 || !strings.Contains(p.body, "&lt;"+userEmail+"&gt;") {
+		t.Fatalf("signed in: %d %.600s", p.status, p.body)
+	}
+	// Three sessions: this browser, the one that signed in to the app,
+	// and the app's; end the other two.
+	ends := regexp.MustCompile(`name="session" value="([0-9a-f-]{36})"`).FindAllStringSubmatch(p.body, -1)
+	if len(ends) != 2 || !strings.Contains(p.body, "This browser") {
+		t.Fatalf("sessions: %d others listed: %.1500s", len(ends), p.body)
+	}
+	for _, end := range ends {
+		if r := form(url.Values{"step": {"end_session"}, "session": {end[1]}}); r.status != 200 || !strings.Contains(r.body, "That session is ended.") {
+			t.Fatalf("end session: %d %.300s", r.status, r.body)
+		}
+	}
+	if _, err := rp.provider.UserInfo(rp.ctx, oauth2.StaticTokenSource(appTok)); err == nil {
+		t.Fatal("the app's session outlived its end on the account page")
+	}
+	// Another user's session cannot be named.
+	if r := form(url.Values{"step": {"end_session"}, "session": {"00000000-0000-4000-8000-000000000000"}}); r.status != 404 {
+		t.Fatalf("ending no session of mine: %d", r.status)
+	}
+	const fresh = "brand-New-Harbor-55"
+	if r := form(url.Values{"step": {"password"}, "current_password": {"wrong-wrong-wrong"}, "new_password": {fresh}}); r.status != 401 {
+		t.Fatalf("a wrong current password: %d", r.status)
+	}
+	if r := form(url.Values{"step": {"password"}, "current_password": {goodPassword}, "new_password": {fresh}}); r.status != 200 || !strings.Contains(r.body, "Your password is changed") {
+		t.Fatalf("change password: %d %.300s", r.status, r.body)
+	}
+	e.login("acme", userEmail, fresh)
+	if r := form(url.Values{"step": {"logout"}}); r.status != 200 || !strings.Contains(r.body, `name="password"`) {
+		t.Fatalf("sign out: %d %.300s", r.status, r.body)
+	}
+	if r := form(url.Values{"step": {"password"}, "current_password": {fresh}, "new_password": {goodPassword}}); r.status != 401 {
+		t.Fatalf("a form after signing out: %d", r.status)
 	}
 }

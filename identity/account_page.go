@@ -1,0 +1,147 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/subtle"
+	_ "embed"
+	"html/template"
+	"mime"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/internal/httpapi"
+	"github.com/gatehouse/gatehouse/problem"
+	"github.com/gatehouse/gatehouse/tenancy"
+)
+
+// The account page (/account): a user's own sign-in to their account at
+// the tenant, to change their password and see and end their sessions
+// (apps' included). It runs on the browser session like the hosted
+// sign-in, its forms guarded by the same CSRF cookie.
+
+//go:embed pages/account.html
+var accountHTML string
+
+var accountTemplate = template.Must(template.New("account").Parse(accountHTML))
+
+// accountPage is what the account page shows.
+type accountPage struct {
+	Tenant, CSRF, Lang, Error, Done string
+	T                               words
+	User                            *User
+	Sessions                        []Session
+}
+
+func (h *HTTP) accountRoutes(r fiber.Router) {
+	r.Get("/account", h.showAccount)
+	r.Post("/account", h.limitOr("password", h.accountRefused), h.handleAccount)
+}
+
+func (h *HTTP) showAccount(c *fiber.Ctx) error {
+	return h.renderAccount(c, fiber.StatusOK, accountPage{})
+}
+
+// renderAccount shows the page: the sign-in form without a standing
+// browser session, else the account with its sessions.
+func (h *HTTP) renderAccount(c *fiber.Ctx, status int, p accountPage) error {
+	t := tenancy.Of(c)
+	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+	p.Tenant, p.Lang, p.T, p.CSRF = t.Name, lang.String(), catalog[lang], flowCSRF(c)
+	if principal, _, err := h.svc.AuthenticateCookie(c.UserContext(), t, c.Cookies(sessionCookie)); err == nil {
+		u, err := h.svc.Me(c.UserContext(), t, principal)
+		if err == nil {
+			p.Sessions, err = h.svc.Sessions(c.UserContext(), t, principal)
+		}
+		switch {
+		case err == nil:
+			p.User = u
+		case problem.CodeOf(err) != problem.Unauthorized:
+			return err
+		}
+	}
+	var b bytes.Buffer
+	if err := accountTemplate.Execute(&b, p); err != nil {
+		return err
+	}
+	c.Set("Content-Security-Policy", pageCSP)
+	c.Set(fiber.HeaderContentLanguage, p.Lang)
+	c.Set(fiber.HeaderVary, fiber.HeaderAcceptLanguage)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	return c.Status(status).Send(b.Bytes())
+}
+
+// accountRefused answers a form refused by the rate limit.
+func (h *HTTP) accountRefused(c *fiber.Ctx, err error) error {
+	if retry := problem.RetryAfterOf(err); retry > 0 {
+		c.Set(fiber.HeaderRetryAfter, seconds(retry))
+	}
+	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+	return h.renderAccount(c, problem.Status(problem.CodeOf(err)), accountPage{Error: errorText(lang, err)})
+}
+
+// handleAccount does what one of the page's forms asks, then shows the
+// page again with the outcome.
+func (h *HTTP) handleAccount(c *fiber.Ctx) error {
+	t, ctx, meta := tenancy.Of(c), c.UserContext(), MetaOf(c)
+	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
+	fail := func(err error) error {
+		if problem.CodeOf(err) == problem.Internal {
+			return err
+		}
+		return h.renderAccount(c, problem.Status(problem.CodeOf(err)), accountPage{Error: fieldText(lang, err)})
+	}
+	if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
+		return fail(problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
+	}
+	if len(c.Body()) > httpapi.MaxBody {
+		return fail(problem.Errorf(problem.TooLarge, "the form is too large"))
+	}
+	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
+		return fail(problem.Errorf(problem.Forbidden, "signing in needs https"))
+	}
+	want := c.Cookies(flowCookie)
+	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(c.FormValue("csrf"))) != 1 {
+		return fail(problem.Errorf(problem.Forbidden, "this form has expired; open the page again"))
+	}
+	if c.FormValue("step") == "login" {
+		b, err := h.svc.BrowserLogin(ctx, t, c.FormValue("email"), c.FormValue("password"), meta)
+		if err != nil {
+			return fail(err)
+		}
+		setSessionCookie(c, b)
+		c.Request().Header.SetCookie(sessionCookie, b.Cookie) // the page shown now is signed in
+		return h.renderAccount(c, fiber.StatusOK, accountPage{})
+	}
+	p, _, err := h.svc.AuthenticateCookie(ctx, t, c.Cookies(sessionCookie))
+	if err != nil {
+		clearSessionCookie(c)
+		return fail(err)
+	}
+	done := ""
+	switch c.FormValue("step") {
+	case "password":
+		err = h.svc.ChangePassword(ctx, t, p, c.FormValue("current_password"), c.FormValue("new_password"), meta)
+		done = catalog[lang]["password_changed"]
+	case "end_session":
+		id, perr := uuid.Parse(c.FormValue("session"))
+		if perr != nil {
+			return fail(problem.InvalidField("session", "must be one of your sessions"))
+		}
+		err = h.svc.EndSession(ctx, t, p, id, meta)
+		done = catalog[lang]["session_ended_done"]
+	case "logout":
+		if err = h.svc.Logout(ctx, t, p, meta); err == nil {
+			clearSessionCookie(c)
+			c.Request().Header.DelCookie(sessionCookie)
+		}
+		done = catalog[lang]["signed_out_text"]
+	default:
+		err = problem.InvalidField("step", "must be login, password, end_session or logout")
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return h.renderAccount(c, fiber.StatusOK, accountPage{Done: done})
+}
