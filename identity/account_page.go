@@ -29,6 +29,7 @@ var accountTemplate = template.Must(template.New("account").Parse(accountHTML))
 type accountPage struct {
 	Tenant, CSRF, Lang, Error, Done string
 	T                               words
+	Style                           pageStyle
 	User                            *User
 	Sessions                        []Session
 }
@@ -47,7 +48,7 @@ func (h *HTTP) showAccount(c *fiber.Ctx) error {
 func (h *HTTP) renderAccount(c *fiber.Ctx, status int, p accountPage) error {
 	t := tenancy.Of(c)
 	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
-	p.Tenant, p.Lang, p.T, p.CSRF = t.Name, lang.String(), catalog[lang], flowCSRF(c)
+	p.Tenant, p.Lang, p.T, p.CSRF, p.Style = t.Name, lang.String(), catalog[lang], flowCSRF(c), h.styleOf(c.UserContext(), t)
 	if principal, _, err := h.svc.AuthenticateCookie(c.UserContext(), t, c.Cookies(sessionCookie)); err == nil {
 		u, err := h.svc.Me(c.UserContext(), t, principal)
 		if err == nil {

@@ -65,6 +65,8 @@ func permissionFor(action string) string {
 		return "view_audit"
 	case strings.HasPrefix(action, "role."):
 		return "manage_roles"
+	case strings.HasPrefix(action, "branding."):
+		return adminPermission // how the tenant's pages look is its admins' to say
 	case action == "user.role":
 		// Making admins is for admins: a custom role that manages users
 		// must not be a way to become one.

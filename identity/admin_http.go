@@ -32,6 +32,9 @@ func (a AdminRouter) Post(path string, h fiber.Handler) { a.r.Post("/v1/admin"+p
 // Patch registers a PATCH route.
 func (a AdminRouter) Patch(path string, h fiber.Handler) { a.r.Patch("/v1/admin"+path, a.auth, h) }
 
+// Put registers a PUT route.
+func (a AdminRouter) Put(path string, h fiber.Handler) { a.r.Put("/v1/admin"+path, a.auth, h) }
+
 // Delete registers a DELETE route.
 func (a AdminRouter) Delete(path string, h fiber.Handler) { a.r.Delete("/v1/admin"+path, a.auth, h) }
 
@@ -52,6 +55,7 @@ func (h *HTTP) adminRoutes(r fiber.Router) {
 	a.Delete("/users/:id/sessions/:sid", h.handleRevokeUserSession)
 	a.Get("/audit", h.handleListAudit)
 	h.appRoutes(a)
+	h.brandingRoutes(r, a)
 }
 
 func (h *HTTP) handleListUsers(c *fiber.Ctx) error {

@@ -152,7 +152,7 @@ func (h *HTTP) serveProvider(c *fiber.Ctx) error {
 			msg := strings.TrimSpace(string(c.Response().Body()))
 			c.Response().Reset()
 			lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
-			return renderFlowPage(c, status, browserPage(c, lang, "failed", catalog[lang]["invalid_request"]+" "+oauthDescription(msg)), pageCSP)
+			return renderFlowPage(c, status, h.browserPage(c, lang, "failed", catalog[lang]["invalid_request"]+" "+oauthDescription(msg)), pageCSP)
 		}
 		h.addIssuer(c, req.t)
 		return nil

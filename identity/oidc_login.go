@@ -55,8 +55,9 @@ type loginPage struct {
 	Hidden                               []hidden // the logout form's parameters
 	SignupOpen                           bool     // the tenant allows self sign-up
 	Scopes                               []string
-	Lang                                 string // the page's language (BCP 47)
-	T                                    words  // its texts
+	Lang                                 string    // the page's language (BCP 47)
+	T                                    words     // its texts
+	Style                                pageStyle // the tenant's branding
 }
 
 // flowCookie carries the sign-in forms' CSRF token (double submit): a
@@ -291,6 +292,7 @@ func (f *loginFlow) lang(c *fiber.Ctx) language.Tag {
 
 func (h *HTTP) renderFlow(c *fiber.Ctx, f *loginFlow, status int, p loginPage) error {
 	p.Tenant, p.App, p.ID, p.Action = f.t.Name, f.app.Name, f.req.ID.String(), oauthLogin
+	p.Style = h.styleOf(c.UserContext(), f.t)
 	lang := f.lang(c)
 	p.Lang, p.T = lang.String(), catalog[lang]
 	p.SignupOpen = f.t.Signup == tenancy.SignupOpen
@@ -328,7 +330,7 @@ func formCSP(target string) string {
 	if u, err := url.Parse(target); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
 		action += " " + u.Scheme + "://" + u.Host
 	}
-	return "default-src 'none'; style-src 'unsafe-inline'; form-action " + action + "; frame-ancestors 'none'; base-uri 'none'"
+	return "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action " + action + "; frame-ancestors 'none'; base-uri 'none'"
 }
 
 // confirmLogout asks the user before a logout no app vouched for: without
@@ -353,7 +355,7 @@ func (h *HTTP) confirmLogout(c *fiber.Ctx) error {
 		return c.Next()
 	}
 	lang := pageLanguage(strings.Fields(param("ui_locales")), c.Get(fiber.HeaderAcceptLanguage))
-	p := browserPage(c, lang, "sign_out_title", "")
+	p := h.browserPage(c, lang, "sign_out_title", "")
 	p.Logout, p.CSRF = true, flowCSRF(c)
 	for _, name := range []string{"client_id", "post_logout_redirect_uri", "state", "ui_locales", "logout_hint"} {
 		if v := param(name); v != "" {
@@ -377,14 +379,15 @@ func (h *HTTP) flowError(c *fiber.Ctx, err error) error {
 		c.Set(fiber.HeaderRetryAfter, seconds(retry))
 	}
 	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
-	return renderFlowPage(c, problem.Status(code), browserPage(c, lang, "failed", errorText(lang, err)), pageCSP)
+	return renderFlowPage(c, problem.Status(code), h.browserPage(c, lang, "failed", errorText(lang, err)), pageCSP)
 }
 
 // browserPage is a page of the sign-in outside a flow: its title (a
 // catalog key) and its error.
-func browserPage(c *fiber.Ctx, lang language.Tag, title, errText string) loginPage {
+func (h *HTTP) browserPage(c *fiber.Ctx, lang language.Tag, title, errText string) loginPage {
 	t := catalog[lang]
-	return loginPage{Tenant: tenancy.Of(c).Name, Title: t[title], Error: errText, Lang: lang.String(), T: t}
+	tn := tenancy.Of(c)
+	return loginPage{Tenant: tn.Name, Title: t[title], Error: errText, Lang: lang.String(), T: t, Style: h.styleOf(c.UserContext(), tn)}
 }
 
 // loginRefused answers a sign-in refused by the rate limit.
@@ -392,7 +395,7 @@ func (h *HTTP) loginRefused(c *fiber.Ctx, err error) error { return h.flowError(
 
 func (h *HTTP) showLoggedOut(c *fiber.Ctx) error {
 	lang := pageLanguage(nil, c.Get(fiber.HeaderAcceptLanguage))
-	p := browserPage(c, lang, "signed_out", "")
+	p := h.browserPage(c, lang, "signed_out", "")
 	p.Message = p.T["signed_out_text"]
 	return renderFlowPage(c, fiber.StatusOK, p, pageCSP)
 }

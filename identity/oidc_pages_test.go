@@ -1,12 +1,15 @@
 package identity_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/text/language"
@@ -91,45 +94,51 @@ func TestSignInOffersResetAndSignUp(t *testing.T) {
 	}
 
 	// Forgot: the link mails a reset link; the new password signs in.
+	// (Addresses of this run's own: the mail catcher is shared.)
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	forgetful, newcomer := "forgetful-"+run+"@signin-pages.test", "newcomer-"+run+"@signin-pages.test"
+	e.signup("acme", forgetful, goodPassword)
 	b, p := start()
 	id := p.field(t, "id")
 	if !strings.Contains(p.body, `href="/oauth/forgot?id=`+id+`"`) || !strings.Contains(p.body, `href="/oauth/signup?id=`+id+`"`) {
 		t.Fatalf("the sign-in links to neither reset nor sign-up: %.800s", p.body)
 	}
 	form := b.get(iss + "/oauth/forgot?id=" + id)
-	sent := b.post(iss+"/oauth/forgot", url.Values{"id": {id}, "csrf": {form.field(t, "csrf")}, "email": {userEmail}})
+	sent := b.post(iss+"/oauth/forgot", url.Values{"id": {id}, "csrf": {form.field(t, "csrf")}, "email": {forgetful}})
 	if sent.status != 200 || !strings.Contains(sent.body, "a link to choose a new password is on its way") {
 		t.Fatalf("forgot: %d %.600s", sent.status, sent.body)
 	}
 	var token string
-	for _, m := range e.mails(userEmail, 2) { // the sign-up's confirmation, and this
+	for _, m := range e.mails(forgetful, 2) { // the sign-up's confirmation, and this
 		if strings.Contains(m.Text, "/account/reset-password") {
 			token = m.Token(t, "/account/reset-password")
 		}
 	}
 	const fresh = "another-Harbor-77-lantern"
-	e.send("POST", "acme", "/account/reset-password", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
-		url.Values{"token": {token}, "password": {fresh}, "confirm": {fresh}}.Encode())
-	signIn(b, sent, userEmail, fresh)
+	if r := e.send("POST", "acme", "/account/reset-password", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
+		url.Values{"token": {token}, "password": {fresh}, "confirm": {fresh}}.Encode()); r.status != 200 {
+		t.Fatalf("reset: %d %.500s", r.status, r.body)
+	}
+	signIn(b, sent, forgetful, fresh)
 
 	// Sign up: the account is made, its address confirmed by mail, and
 	// it signs in.
 	b, p = start()
 	form = b.get(iss + "/oauth/signup?id=" + p.field(t, "id"))
 	bad := b.post(iss+"/oauth/signup", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")},
-		"email": {"new@acme.test"}, "password": {"short"}, "display_name": {"New"}})
+		"email": {newcomer}, "password": {"short"}, "display_name": {"New"}})
 	if bad.status != 400 || !strings.Contains(bad.body, "The password") {
 		t.Fatalf("a short password: %d %.600s", bad.status, bad.body)
 	}
 	made := b.post(iss+"/oauth/signup", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")},
-		"email": {"new@acme.test"}, "password": {goodPassword}, "display_name": {"New"}})
+		"email": {newcomer}, "password": {goodPassword}, "display_name": {"New"}})
 	if made.status != 200 || !strings.Contains(made.body, "confirm your address") {
 		t.Fatalf("sign-up: %d %.600s", made.status, made.body)
 	}
-	verify := e.mails("new@acme.test", 1)[0].Token(t, "/account/verify-email")
+	verify := e.mails(newcomer, 1)[0].Token(t, "/account/verify-email")
 	e.send("POST", "acme", "/account/verify-email", map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
 		url.Values{"token": {verify}}.Encode())
-	signIn(b, made, "new@acme.test", goodPassword)
+	signIn(b, made, newcomer, goodPassword)
 
 	// An invitation-only tenant: no link, and the page refuses.
 	invite := tenancy.SignupInvite
@@ -260,5 +269,70 @@ func TestAccountPage(t *testing.T) {
 	}
 	if r := form(url.Values{"step": {"password"}, "current_password": {fresh}, "new_password": {goodPassword}}); r.status != 401 {
 		t.Fatalf("a form after signing out: %d", r.status)
+	}
+}
+
+// TestTenantBrandsItsPages: an admin sets the pages' name, colour, links
+// and logo; the sign-in and account pages show them (button text readable
+// on the colour), the logo is served as the image its content is. Bad
+// input names its field; SVG and oversized logos are refused; no one but
+// an admin changes any of it, and another tenant's pages show none of it.
+func TestTenantBrandsItsPages(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	e.oidcTenant("globex")
+	rp := e.webRP(tn, "web")
+	iss := issuer(tn.Tenant)
+	for field, body := range map[string]map[string]any{
+		"primary_color": {"primary_color": "red"},
+		"terms_url":     {"terms_url": "http://acme.example.com/terms"},
+		"display_name":  {"display_name": " padded "},
+	} {
+		p := e.problemOf(e.do("PUT", "acme", "/v1/admin/branding", tn.admin, body), 400)
+		if len(p.Errors) != 1 || p.Errors[0].Field != field {
+			t.Errorf("%v: %+v", body, p)
+		}
+	}
+	e.must(200, "PUT", "acme", "/v1/admin/branding", tn.admin, map[string]any{"display_name": "Acme Portal",
+		"primary_color": "#FFD400", "terms_url": "https://acme.example.com/terms", "privacy_url": "https://acme.example.com/privacy"})
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 100)...)
+	logo := func(token string, body []byte) int {
+		return e.send("PUT", "acme", "/v1/admin/branding/logo", map[string]string{"Authorization": "Bearer " + token, "Content-Type": "image/png"}, string(body)).status
+	}
+	if got := logo(tn.admin, []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`)); got != 415 {
+		t.Fatalf("an SVG logo: %d", got)
+	}
+	if got := logo(tn.admin, append(png, make([]byte, 300<<10)...)); got != 413 {
+		t.Fatalf("an oversized logo: %d", got)
+	}
+	if got := logo(tn.admin, png); got != 204 {
+		t.Fatalf("a PNG logo: %d", got)
+	}
+	user := e.login("acme", userEmail, goodPassword).AccessToken
+	if got := logo(user, png); got != 403 {
+		t.Fatalf("a user's logo: %d", got)
+	}
+	e.must(403, "PUT", "acme", "/v1/admin/branding", user, map[string]any{"display_name": "Mine"})
+
+	served := e.send("GET", "acme", "/branding/logo", nil, "")
+	if served.status != 200 || served.header["Content-Type"] != "image/png" || served.header["X-Content-Type-Options"] != "nosniff" || !bytes.Equal(served.body, png) {
+		t.Fatalf("the logo served: %d %v", served.status, served.header)
+	}
+	b := e.browser()
+	login := b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+	for _, p := range []page{b.get(iss + login.RequestURI()), b.get(iss + "/account")} {
+		for _, want := range []string{"Acme Portal", "--primary: #ffd400", "--on-primary: #000000", `<img src="/branding/logo?v=`,
+			`href="https://acme.example.com/terms"`, `href="https://acme.example.com/privacy"`} {
+			if !strings.Contains(p.body, want) {
+				t.Errorf("page %d lacks %q: %.900s", p.status, want, p.body)
+			}
+		}
+	}
+	// globex's pages know nothing of it.
+	if r := e.send("GET", "globex", "/branding/logo", nil, ""); r.status != 404 {
+		t.Fatalf("globex's logo: %d", r.status)
+	}
+	if r := e.send("GET", "globex", "/account", nil, ""); strings.Contains(string(r.body), "Acme Portal") || strings.Contains(string(r.body), "ffd400") {
+		t.Fatal("globex's page shows acme's branding")
 	}
 }

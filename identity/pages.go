@@ -25,9 +25,9 @@ var pageFS embed.FS
 
 var pageTemplate = template.Must(template.ParseFS(pageFS, "pages/page.html"))
 
-// pageCSP lets the pages use their own inline style and post their form
-// to their own origin, and nothing else.
-const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+// pageCSP lets the pages use their own inline style, show the tenant's
+// logo and post their form to their own origin, and nothing else.
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 type pageData struct {
 	Tenant, Title, Action, Button string

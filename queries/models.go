@@ -34,6 +34,17 @@ type AppAuditHead struct {
 	Hash     []byte
 }
 
+type AppBranding struct {
+	TenantID     uuid.UUID
+	DisplayName  *string
+	PrimaryColor *string
+	TermsUrl     *string
+	PrivacyUrl   *string
+	Logo         []byte
+	LogoType     *string
+	UpdatedAt    time.Time
+}
+
 type AppEmailToken struct {
 	TenantID  uuid.UUID
 	TokenHash []byte
