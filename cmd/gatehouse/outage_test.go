@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,20 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 	c.must("migrate")
 	c.must("tenant", "create", "--slug", "calm", "--name", "Calm")
 	c.must("tenant", "create", "--slug", "deep", "--name", "Deep", "--placement", "silo")
+	// A machine app of each tenant uses the OpenID Connect provider
+	// meanwhile: its grants and introspections must not look like bad
+	// client credentials either.
+	type machine struct{ slug, id, secret string }
+	var machines []machine
+	for _, slug := range []string{"calm", "deep"} {
+		out := c.must("app", "create", "--tenant", slug, "--name", "Worker", "--kind", "machine")
+		secret := regexp.MustCompile(`client secret:\s+(\S+)`).FindStringSubmatch(out)
+		id := regexp.MustCompile(`client id:\s+(\S+)`).FindStringSubmatch(out)
+		if secret == nil || id == nil {
+			t.Fatalf("app create:\n%s", out)
+		}
+		machines = append(machines, machine{slug, id[1], secret[1]})
+	}
 	addr := startServe(t, c, spicedbFlags(t))
 
 	type user struct {
@@ -87,9 +102,26 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 	do := func(u *user, method, path, bearer, body string) (int, string, map[string]any) {
 		return rawCall(t, client, addr, u.slug, method, path, bearer, body)
 	}
-	var me, refresh statuses
+	var me, refresh, oauth statuses
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	for _, m := range machines {
+		wg.Go(func() {
+			token := ""
+			for !stop.Load() {
+				code, retry, body := oauthCall(client, addr, m.slug, "/oauth/token", m.id, m.secret, "grant_type=client_credentials")
+				oauth.add(code, retry, m.slug+" client_credentials")
+				if code == 200 {
+					token = body["access_token"].(string)
+				}
+				if token != "" {
+					code, retry, _ = oauthCall(client, addr, m.slug, "/oauth/introspect", m.id, m.secret, "token="+token)
+					oauth.add(code, retry, m.slug+" introspect")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
 	for _, u := range users {
 		wg.Go(func() {
 			for !stop.Load() {
@@ -151,12 +183,15 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 		}
 	}
 
-	for _, s := range []*statuses{&me, &refresh} {
+	for _, s := range []*statuses{&me, &refresh, &oauth} {
 		if len(s.bad) > 0 {
 			t.Errorf("answers other than 200 or 503 with Retry-After (%v): %v", s.codes, s.bad)
 		}
 	}
-	t.Logf("/v1/me: %v; refresh: %v", me.codes, refresh.codes)
+	if oauth.codes[503] == 0 || oauth.codes[200] == 0 {
+		t.Errorf("the OpenID Connect calls saw no outage, or no service: %v", oauth.codes)
+	}
+	t.Logf("/v1/me: %v; refresh: %v; oauth: %v", me.codes, refresh.codes, oauth.codes)
 	// Every family lives on: its newest token refreshes.
 	for _, u := range users {
 		code, _, body := do(u, "POST", "/v1/auth/token/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, u.refresh))
@@ -182,6 +217,27 @@ func rawCall(t *testing.T, client *http.Client, addr, slug, method, path, bearer
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, res.Header.Get("Retry-After"), out
+}
+
+// oauthCall posts form to an OAuth endpoint of slug's as a client
+// (client_secret_basic) and returns the status, the Retry-After header and
+// the decoded answer (0 for a request that got no answer).
+func oauthCall(client *http.Client, addr, slug, path, clientID, secret, form string) (int, string, map[string]any) {
+	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(form))
+	if err != nil {
+		return 0, "", nil
+	}
+	req.Host = slug + ".localhost"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(clientID, secret)
 	res, err := client.Do(req)
 	if err != nil {
 		return 0, "", nil
