@@ -2,15 +2,12 @@ package identity
 
 import (
 	"bytes"
-	"crypto/subtle"
 	_ "embed"
 	"html/template"
-	"mime"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
-	"github.com/gatehouse/gatehouse/internal/httpapi"
 	"github.com/gatehouse/gatehouse/problem"
 	"github.com/gatehouse/gatehouse/tenancy"
 )
@@ -93,18 +90,8 @@ func (h *HTTP) handleAccount(c *fiber.Ctx) error {
 		}
 		return h.renderAccount(c, problem.Status(problem.CodeOf(err)), accountPage{Error: fieldText(lang, err)})
 	}
-	if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
-		return fail(problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded"))
-	}
-	if len(c.Body()) > httpapi.MaxBody {
-		return fail(problem.Errorf(problem.TooLarge, "the form is too large"))
-	}
-	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
-		return fail(problem.Errorf(problem.Forbidden, "signing in needs https"))
-	}
-	want := c.Cookies(flowCookie)
-	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(c.FormValue("csrf"))) != 1 {
-		return fail(problem.Errorf(problem.Forbidden, "this form has expired; open the page again"))
+	if err := checkForm(c, "open the page again"); err != nil {
+		return fail(err)
 	}
 	if c.FormValue("step") == "login" {
 		b, err := h.svc.BrowserLogin(ctx, t, c.FormValue("email"), c.FormValue("password"), meta)

@@ -98,25 +98,36 @@ func (f *loginFlow) mustSignIn(authTime, now time.Time) bool {
 	return f.req.MaxAge != nil && now.Sub(authTime) > time.Duration(*f.req.MaxAge)*time.Second
 }
 
-// postedFlow checks a form posted to one of the sign-in's pages (its
-// type, size, origin and CSRF token) and loads its flow.
+// postedFlow checks a form posted to one of the sign-in's pages
+// (checkForm) and loads its flow.
 func (h *HTTP) postedFlow(c *fiber.Ctx) (*loginFlow, error) {
+	if err := checkForm(c, "go back to the app and sign in again"); err != nil {
+		return nil, err
+	}
+	return h.flow(c, c.FormValue("id"))
+}
+
+// checkForm checks a form posted to a page that works on the browser
+// session: its type and size, an origin that keeps the session cookie,
+// and the browser's CSRF token (flowCookie). again says what to do when
+// the form has expired.
+func checkForm(c *fiber.Ctx, again string) error {
 	if mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType)); mt != fiber.MIMEApplicationForm {
-		return nil, problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded")
+		return problem.Errorf(problem.Unsupported, "send the form as application/x-www-form-urlencoded")
 	}
 	if len(c.Body()) > httpapi.MaxBody {
-		return nil, problem.Errorf(problem.TooLarge, "the form is too large")
+		return problem.Errorf(problem.TooLarge, "the form is too large")
 	}
-	// The sign-in sets the session cookie, which browsers keep only from
+	// Signing in sets the session cookie, which browsers keep only from
 	// https origins (and localhost, for development).
 	if c.Protocol() != "https" && !isLocalhost(c.Hostname()) {
-		return nil, problem.Errorf(problem.Forbidden, "signing in needs https")
+		return problem.Errorf(problem.Forbidden, "signing in needs https")
 	}
 	want, got := c.Cookies(flowCookie), c.FormValue("csrf")
 	if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
-		return nil, problem.Errorf(problem.Forbidden, "this form has expired; go back to the app and sign in again")
+		return problem.Errorf(problem.Forbidden, "this form has expired; %s", again)
 	}
-	return h.flow(c, c.FormValue("id"))
+	return nil
 }
 
 func (h *HTTP) handleFlow(c *fiber.Ctx) error {
@@ -348,9 +359,8 @@ func (h *HTTP) confirmLogout(c *fiber.Ctx) error {
 		return c.Next()
 	}
 	if c.Method() == fiber.MethodPost && c.FormValue("confirm") == "yes" {
-		want := c.Cookies(flowCookie)
-		if want == "" || subtle.ConstantTimeCompare([]byte(want), []byte(c.FormValue("csrf"))) != 1 {
-			return h.flowError(c, problem.Errorf(problem.Forbidden, "this form has expired; sign out again from the app"))
+		if err := checkForm(c, "sign out again from the app"); err != nil {
+			return h.flowError(c, err)
 		}
 		return c.Next()
 	}

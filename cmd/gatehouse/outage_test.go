@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -205,39 +206,32 @@ func TestDatabaseOutageNeverLooksLikeABadToken(t *testing.T) {
 // returns the status, the Retry-After header and the decoded answer (0
 // for a request that got no answer).
 func rawCall(t *testing.T, client *http.Client, addr, slug, method, path, bearer, body string) (int, string, map[string]any) {
-	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-	if err != nil {
-		t.Error(err)
-		return 0, "", nil
-	}
-	req.Host = slug + ".localhost"
+	h := http.Header{}
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		h.Set("Content-Type", "application/json")
 	}
 	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
+		h.Set("Authorization", "Bearer "+bearer)
 	}
-	res, err := client.Do(req)
-	if err != nil {
-		return 0, "", nil
-	}
-	defer res.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return res.StatusCode, res.Header.Get("Retry-After"), out
+	return sendTo(client, addr, slug, method, path, h, body)
 }
 
 // oauthCall posts form to an OAuth endpoint of slug's as a client
-// (client_secret_basic) and returns the status, the Retry-After header and
-// the decoded answer (0 for a request that got no answer).
+// (client_secret_basic); rawCall's answers.
 func oauthCall(client *http.Client, addr, slug, path, clientID, secret, form string) (int, string, map[string]any) {
-	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(form))
+	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(clientID+":"+secret)))
+	return sendTo(client, addr, slug, "POST", path, h, form)
+}
+
+// sendTo sends a request with header and body to slug's host at addr.
+func sendTo(client *http.Client, addr, slug, method, path string, header http.Header, body string) (int, string, map[string]any) {
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
 	if err != nil {
 		return 0, "", nil
 	}
 	req.Host = slug + ".localhost"
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(clientID, secret)
+	req.Header = header
 	res, err := client.Do(req)
 	if err != nil {
 		return 0, "", nil
