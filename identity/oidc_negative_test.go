@@ -594,3 +594,25 @@ func TestSignInAgainWhenTheAppAsks(t *testing.T) {
 		t.Fatalf("after signing in again: %s", back)
 	}
 }
+
+// TestCallbackAnswersOnlyTheBrowserThatSignedIn: the callback's answer
+// carries the code, so another browser that learnt the request's id gets
+// nothing from it, and the rightful browser still gets its code.
+func TestCallbackAnswersOnlyTheBrowserThatSignedIn(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.webRP(tn, "web")
+	iss := issuer(tn.Tenant)
+	b := e.browser()
+	login := b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+	form := b.get(iss + login.RequestURI())
+	callback := b.post(iss+"/oauth/login", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")}, "step": {"password"},
+		"email": {userEmail}, "password": {goodPassword}}).redirected(t)
+	stolen := e.browser().get(iss + callback.RequestURI())
+	if stolen.location != nil && stolen.location.Query().Get("code") != "" {
+		t.Fatalf("another browser got the code: %v", stolen.location)
+	}
+	if back := b.get(iss + callback.RequestURI()).redirected(t); back.Query().Get("code") == "" {
+		t.Fatalf("the rightful browser got no code: %v", back)
+	}
+}
