@@ -105,6 +105,14 @@ func newLRU[K comparable, V any](size int) *lru.Cache[K, V] {
 	return c
 }
 
+// MaxTokenLife is how long a token tenant t's keys signed may still be
+// valid after its key stopped signing: the longest of its access tokens,
+// apps' access tokens and ID tokens, plus the key caches' lag and clock
+// skew. Retire keys no sooner.
+func MaxTokenLife(t *tenancy.Tenant) time.Duration {
+	return KeyCacheTTL + max(t.AccessTokenTTL, maxAppTokenTTL, idTokenTTL) + Leeway
+}
+
 // KeyCacheTTL is how long a server keeps using an opened signing key
 // before reading the keys again, unless a change notification drops it
 // sooner: after a rotation whose notification a server missed, it may

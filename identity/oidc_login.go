@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"mime"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -90,9 +91,10 @@ func (h *HTTP) showFlow(c *fiber.Ctx) error {
 }
 
 // mustSignIn reports whether the request wants a sign-in newer than the
-// browser's, made at authTime.
+// browser's, made at authTime: one made after the request was, for
+// prompt=login; within max_age.
 func (f *loginFlow) mustSignIn(authTime, now time.Time) bool {
-	if slices.Contains(f.req.Prompt, oidc.PromptLogin) {
+	if slices.Contains(f.req.Prompt, oidc.PromptLogin) && authTime.Before(f.req.CreatedAt) {
 		return true
 	}
 	return f.req.MaxAge != nil && now.Sub(authTime) > time.Duration(*f.req.MaxAge)*time.Second
@@ -162,6 +164,10 @@ func (h *HTTP) handleFlow(c *fiber.Ctx) error {
 		}
 		if c.FormValue("step") == "deny" {
 			return h.toApp(c, f, oidc.ErrAccessDenied().WithDescription("the user did not allow the app"))
+		}
+		// Consent is no way around a sign-in the app asked for.
+		if f.mustSignIn(authTime, h.svc.now()) {
+			return h.renderFlow(c, f, fiber.StatusOK, loginPage{Login: true, Email: deref(f.req.LoginHint)})
 		}
 		if err := h.svc.completeAuthRequest(ctx, f, user, authTime, true, meta); err != nil {
 			return h.flowError(c, err)
@@ -338,11 +344,19 @@ func flowCSRF(c *fiber.Ctx) string {
 // redirect to form-action too.
 func formCSP(target string) string {
 	action := "'self'"
-	if u, err := url.Parse(target); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
+	u, err := url.Parse(target)
+	switch {
+	case err != nil:
+	case (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && safeSource.MatchString(u.Host):
 		action += " " + u.Scheme + "://" + u.Host
+	case u.Scheme != "" && safeSource.MatchString(u.Scheme): // a native app's own scheme
+		action += " " + u.Scheme + ":"
 	}
 	return "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action " + action + "; frame-ancestors 'none'; base-uri 'none'"
 }
+
+// safeSource is what a CSP source taken from a URL may contain.
+var safeSource = regexp.MustCompile(`^[A-Za-z0-9.+\-\[\]:]+$`)
 
 // confirmLogout asks the user before a logout no app vouched for: without
 // an id_token_hint, any site could send a user to end_session and sign
@@ -355,7 +369,15 @@ func (h *HTTP) confirmLogout(c *fiber.Ctx) error {
 		}
 		return c.FormValue(name)
 	}
-	if param("id_token_hint") != "" {
+	// Every id_token_hint the provider might read: a repeated one (op
+	// takes the last, fiber the first) is refused.
+	var hints [][]byte
+	hints = append(hints, c.Context().QueryArgs().PeekMulti("id_token_hint")...)
+	hints = append(hints, c.Context().PostArgs().PeekMulti("id_token_hint")...)
+	switch {
+	case len(hints) > 1:
+		return h.flowError(c, problem.InvalidField("id_token_hint", "must be given once"))
+	case len(hints) == 1 && len(hints[0]) > 0:
 		return c.Next()
 	}
 	if c.Method() == fiber.MethodPost && c.FormValue("confirm") == "yes" {

@@ -502,9 +502,12 @@ func TestPrivateKeyJWTClients(t *testing.T) {
 		"redirect_uris": []string{"https://signed.example.com/cb"}, "token_endpoint_auth_method": "private_key_jwt",
 		"jwks": jwks(edJWK(pub, "k1"))})
 	iss := issuer(tn.Tenant)
-	assertion := func(key ed25519.PrivateKey, aud string, exp time.Duration) string {
+	assertion := func(key ed25519.PrivateKey, aud string, exp time.Duration, drop ...string) string {
 		claims := jwt.MapClaims{"iss": rp.config.ClientID, "sub": rp.config.ClientID, "aud": aud, "jti": rand.Text(),
 			"iat": time.Now().Unix(), "exp": time.Now().Add(exp).Unix()}
+		for _, k := range drop {
+			delete(claims, k)
+		}
 		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 		tok.Header["kid"] = "k1"
 		s, err := tok.SignedString(key)
@@ -534,14 +537,19 @@ func TestPrivateKeyJWTClients(t *testing.T) {
 	with := func(a string) url.Values {
 		return url.Values{"client_assertion_type": {jwtBearer}, "client_assertion": {a}, "client_id": {rp.config.ClientID}}
 	}
-	if code, out := exchange(with(assertion(priv, iss, time.Minute))); code != 200 || out["id_token"] == nil {
+	good := assertion(priv, iss, time.Minute)
+	if code, out := exchange(with(good)); code != 200 || out["id_token"] == nil {
 		t.Fatalf("a good assertion: %d %v", code, out)
 	}
 	for name, auth := range map[string]url.Values{
-		"another key":      with(assertion(stranger, iss, time.Minute)),
-		"another audience": with(assertion(priv, "https://globex.gatehouse.test", time.Minute)),
-		"expired":          with(assertion(priv, iss, -time.Minute)),
-		"a secret instead": {"client_id": {rp.config.ClientID}, "client_secret": {"whatever"}},
+		"the same assertion again": with(good),
+		"another key":              with(assertion(stranger, iss, time.Minute)),
+		"another audience":         with(assertion(priv, "https://globex.gatehouse.test", time.Minute)),
+		"expired":                  with(assertion(priv, iss, -time.Minute)),
+		"valid for a year":         with(assertion(priv, iss, 365*24*time.Hour)),
+		"no iat":                   with(assertion(priv, iss, time.Minute, "iat")),
+		"no jti":                   with(assertion(priv, iss, time.Minute, "jti")),
+		"a secret instead":         {"client_id": {rp.config.ClientID}, "client_secret": {"whatever"}},
 	} {
 		if code, out := exchange(auth); code < 400 || out["access_token"] != nil {
 			t.Errorf("%s: %d %v", name, code, out)
@@ -614,5 +622,89 @@ func TestCallbackAnswersOnlyTheBrowserThatSignedIn(t *testing.T) {
 	}
 	if back := b.get(iss + callback.RequestURI()).redirected(t); back.Query().Get("code") == "" {
 		t.Fatalf("the rightful browser got no code: %v", back)
+	}
+}
+
+// TestReviewedBypassesAreClosed: a consent form is no way around the
+// fresh sign-in an app asked for; a repeated or another user's
+// id_token_hint signs no one out unasked; a session's id is no token to
+// revoke; Gatehouse's own revocation leaves apps' families alone; a
+// malformed code challenge is the app's error, not the server's.
+func TestReviewedBypassesAreClosed(t *testing.T) {
+	e := newEnv(t)
+	tn := e.oidcTenant("acme")
+	rp := e.relyingParty(tn.Tenant, tn.admin, map[string]any{"name": "Partner", "kind": "web",
+		"redirect_uris": []string{"https://partner.example.com/cb"}, "grant_types": []string{"authorization_code", "refresh_token"},
+		"scopes": []string{"openid", "email", "offline_access"}})
+	iss := issuer(tn.Tenant)
+
+	// Signed in an hour ago; the app asks for a fresh sign-in; the
+	// browser posts the consent step instead of the password.
+	b := e.browser()
+	login := b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+	form := b.get(iss + login.RequestURI())
+	b.post(iss+"/oauth/login", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")}, "step": {"password"},
+		"email": {userEmail}, "password": {goodPassword}})
+	if _, err := e.admin.Exec(context.Background(), "update app.sessions set created_at = now() - interval '1 hour' where cookie_hash is not null"); err != nil {
+		t.Fatal(err)
+	}
+	login = b.get(rp.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("max_age", "60"))).redirected(t)
+	form = b.get(iss + login.RequestURI())
+	p := b.post(iss+"/oauth/login", url.Values{"id": {form.field(t, "id")}, "csrf": {form.field(t, "csrf")}, "step": {"consent"}})
+	if p.location != nil || !strings.Contains(p.body, `name="password"`) {
+		t.Fatalf("consent instead of the fresh sign-in: %d %v", p.status, p.location)
+	}
+
+	// Logout hints: repeated, or another user's.
+	web := e.webRP(tn, "web")
+	victim, tok := e.signedIn(web)
+	e.signup("acme", "mallory@acme.test", goodPassword)
+	mallory := e.browser()
+	verifier := oauth2.GenerateVerifier()
+	back := mallory.signIn(web.config.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)), "mallory@acme.test", goodPassword)
+	mtok, err := web.config.Exchange(web.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hint, _ := mtok.Extra("id_token").(string)
+	if r := victim.get(iss + "/oauth/end_session?id_token_hint=x&id_token_hint="); r.status != 400 {
+		t.Fatalf("a repeated hint: %d %v", r.status, r.location)
+	}
+	victim.get(iss + "/oauth/end_session?" + url.Values{"id_token_hint": {hint}}.Encode())
+	if _, err := web.provider.UserInfo(web.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+		t.Fatalf("mallory's hint ended the victim's app session: %v", err)
+	}
+	login = victim.get(web.config.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).redirected(t)
+	if login.Path != "/oauth/login" {
+		t.Fatalf("authorize sent the victim to %s", login)
+	}
+	if r := victim.get(iss + login.RequestURI()); r.location == nil || r.location.Path != "/oauth/authorize/callback" {
+		t.Fatalf("mallory's hint signed the victim's browser out: %d %v", r.status, r.location)
+	}
+
+	// A session id is no token: revoking it changes nothing.
+	var claims struct{ JTI string }
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[1])
+	json.Unmarshal(payload, &claims)
+	forged := strings.Split(claims.JTI, ".")[0] + ".0.x"
+	res, err := e.env.HTTPClient().PostForm(iss+"/oauth/revoke", url.Values{"token": {forged},
+		"client_id": {web.config.ClientID}, "client_secret": {web.config.ClientSecret}})
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("revoke: %v %v", res, err)
+	}
+	if _, err := web.provider.UserInfo(web.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+		t.Fatalf("a session id revoked its session: %v", err)
+	}
+	// Gatehouse's own revocation leaves the app's family alone.
+	e.must(200, "POST", "acme", "/v1/auth/token/revoke", "", map[string]string{"token": tok.RefreshToken})
+	if _, err := web.provider.UserInfo(web.ctx, oauth2.StaticTokenSource(tok)); err != nil {
+		t.Fatalf("Gatehouse's revocation ended an app's family: %v", err)
+	}
+
+	// A challenge with a line break: the app's error.
+	p = e.browser().get(authorizeURL(tn.Tenant, map[string]string{"client_id": rp.config.ClientID, "response_type": "code", "scope": "openid",
+		"redirect_uri": rp.config.RedirectURL, "code_challenge": "\n" + strings.Repeat("a", 42), "code_challenge_method": "S256"}))
+	if p.location == nil || p.location.Query().Get("error") != "invalid_request" {
+		t.Fatalf("a challenge with a line break: %d %v", p.status, p.location)
 	}
 }

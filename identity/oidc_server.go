@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/gatehouse/gatehouse/queries"
 )
 
 // oidcServer is the provider's protocol: op's LegacyServer over the
@@ -67,8 +71,13 @@ func (s oidcServer) Introspect(ctx context.Context, r *op.Request[op.Introspecti
 	return op.NewResponse(resp), nil
 }
 
-// assertionMaxAge bounds how old a client assertion may be (iat).
-const assertionMaxAge = time.Hour
+// A client assertion is made for one request: issued (iat, required) at
+// most assertionMaxAge ago, valid for at most assertionMaxLife, its id
+// (jti, required) used once.
+const (
+	assertionMaxAge  = 5 * time.Minute
+	assertionMaxLife = 10 * time.Minute
+)
 
 // assertedClient authenticates an app by its client assertion (RFC 7523):
 // a JWT it signed with one of the keys it registered, naming itself as
@@ -101,8 +110,25 @@ func (s oidcServer) assertedClient(ctx context.Context, assertion string) (op.Cl
 	}, jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(Leeway), jwt.WithIssuer(c.Issuer), jwt.WithSubject(c.Issuer),
 		jwt.WithValidMethods([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}))
 	if err != nil || !slices.ContainsFunc(checked.Audience, func(a string) bool { return a == iss || a == iss+oauthToken }) ||
-		(checked.IssuedAt != nil && time.Since(checked.IssuedAt.Time) > assertionMaxAge) {
+		checked.IssuedAt == nil || time.Since(checked.IssuedAt.Time) > assertionMaxAge ||
+		checked.ExpiresAt.Sub(checked.IssuedAt.Time) > assertionMaxLife || checked.ID == "" || len(checked.ID) > 256 {
 		return nil, bad
+	}
+	// Once: a copy from a log or a proxy authenticates nothing.
+	var fresh int64
+	err = s.svc.db.Tx(ctx, r.t, func(q *queries.Queries) (err error) {
+		fresh, err = q.SpendClientAssertion(ctx, queries.SpendClientAssertionParams{TenantID: r.t.ID.UUID(), ClientID: c.Issuer,
+			Jti: checked.ID, ExpiresAt: checked.ExpiresAt.Time.Add(Leeway)})
+		if err == nil && rand.IntN(100) == 0 {
+			err = q.PruneClientAssertions(ctx, r.t.ID.UUID())
+		}
+		return err
+	})
+	if err != nil {
+		return nil, r.fail(fmt.Errorf("client assertion: %w", err))
+	}
+	if fresh == 0 {
+		return nil, oidc.ErrInvalidClient().WithDescription("this client assertion was used before")
 	}
 	return opStorage{s.svc}.GetClientByClientID(ctx, c.Issuer)
 }
@@ -146,4 +172,32 @@ func (s oidcServer) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.A
 		return nil, err
 	}
 	return op.NewResponse(resp), nil
+}
+
+// Revocation is RFC 7009's: a refresh token of the asking app's, or an
+// access token verified as the tenant's, ends its session. op hands a
+// token that is neither to the storage as it is, which would let a
+// session's id, read off any old token, stand for the token itself.
+func (s oidcServer) Revocation(ctx context.Context, r *op.ClientRequest[oidc.RevocationRequest]) (*op.Response, error) {
+	st := opStorage{s.svc}
+	client := r.Client.GetID()
+	if r.Data.TokenTypeHint != "access_token" {
+		user, id, err := st.GetRefreshTokenInfo(ctx, client, r.Data.Token)
+		if err == nil {
+			if err := st.RevokeToken(ctx, id, user, client); err != nil {
+				return nil, op.RevocationError(err)
+			}
+			return op.NewResponse(nil), nil
+		}
+		if !errors.Is(err, op.ErrInvalidRefreshToken) {
+			return nil, err
+		}
+	}
+	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, r.Data.Token, s.provider.AccessTokenVerifier(ctx))
+	if err == nil {
+		if err := st.RevokeToken(ctx, claims.JWTID, claims.Subject, client); err != nil {
+			return nil, op.RevocationError(err)
+		}
+	}
+	return op.NewResponse(nil), nil // an unknown token is no error (RFC 7009, section 2.2)
 }

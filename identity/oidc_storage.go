@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,8 @@ type oidcRequest struct {
 	// looked up as the request's client (ID tokens in its
 	// id_token_signed_response_alg).
 	signFor *App
+	// user is the account whose tokens this request issues, once read.
+	user *queries.AppUser
 	// err is the first failure that says nothing of the request (the
 	// database or Vault unavailable): the bridge answers 503 for it
 	// rather than the provider's server_error.
@@ -205,13 +208,10 @@ func localeTags(l oidc.Locales) []string {
 	return out
 }
 
-func validChallenge(c string) bool {
-	if len(c) != 43 {
-		return false
-	}
-	_, err := base64.RawURLEncoding.DecodeString(c)
-	return err == nil
-}
+// challengeForm is a base64url SHA-256, as the database checks it too.
+var challengeForm = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
+
+func validChallenge(c string) bool { return challengeForm.MatchString(c) }
 
 func optional(s string) *string {
 	if s == "" {
@@ -233,6 +233,9 @@ func (st opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthRequ
 		return &authRequest{row}, nil // not Done: op answers interaction_required
 	}
 	p, _, err := st.s.AuthenticateCookie(ctx, r.t, r.cookie)
+	if err != nil && problem.CodeOf(err) != problem.Unauthorized {
+		return nil, r.fail(err)
+	}
 	if err != nil || p.User != *row.UserID {
 		return nil, oidc.ErrInvalidRequest().WithDescription("this sign-in belongs to another browser")
 	}
@@ -305,6 +308,12 @@ func (st opStorage) DeleteAuthRequest(ctx context.Context, id string) error {
 func (st opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
 	switch req := req.(type) {
 	case *authRequest:
+		// The key that signs is at hand before the code is spent: after
+		// that, nothing may fail that the app's retry would take for a
+		// replay.
+		if _, err := st.SigningKey(ctx); err != nil {
+			return "", time.Time{}, err
+		}
 		sess, _, exp, err := st.exchange(ctx, req, false)
 		if err != nil {
 			return "", time.Time{}, err
@@ -322,6 +331,10 @@ func (st opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) 
 // or of a refresh: the presented token is spent and the family's next one
 // issued, as Service.Refresh does.
 func (st opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	// As CreateAccessToken: the key first, then the rotation or exchange.
+	if _, err := st.SigningKey(ctx); err != nil {
+		return "", "", time.Time{}, err
+	}
 	switch req := req.(type) {
 	case *authRequest:
 		sess, refresh, exp, err := st.exchange(ctx, req, true)
@@ -372,6 +385,13 @@ func (st opStorage) exchange(ctx context.Context, req *authRequest, withRefresh 
 		if sess, err = q.CreateAppSession(ctx, p); err != nil {
 			return err
 		}
+		// The ID token's claims, read now: after the commit nothing may
+		// need the database.
+		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: r.t.ID.UUID(), ID: sess.UserID})
+		if err != nil {
+			return err
+		}
+		r.user = &u
 		n, err := q.ExchangeAuthRequest(ctx, queries.ExchangeAuthRequestParams{TenantID: r.t.ID.UUID(), ID: req.row.ID, SessionID: &sess.ID})
 		if err != nil {
 			return err
@@ -553,13 +573,18 @@ func (st opStorage) TerminateSessionFromRequest(ctx context.Context, req *op.End
 
 func (st opStorage) endSessions(ctx context.Context, userID, clientID string) error {
 	r := reqOf(ctx)
-	if p, _, err := st.s.AuthenticateCookie(ctx, r.t, r.cookie); err == nil {
+	p, _, err := st.s.AuthenticateCookie(ctx, r.t, r.cookie)
+	switch {
+	case err != nil && problem.CodeOf(err) != problem.Unauthorized:
+		return r.fail(err)
+	// The browser's session ends for its own user's hint, or a logout
+	// the user confirmed (no hint): another user's token, however it was
+	// had, signs no one out.
+	case err == nil && (userID == "" || userID == p.User.String()):
 		if err := st.s.Logout(ctx, r.t, p, r.meta); err != nil && problem.CodeOf(err) != problem.Unauthorized {
 			return r.fail(err)
 		}
-		if userID == "" {
-			userID = p.User.String()
-		}
+		userID = p.User.String()
 	}
 	user, err := uuid.Parse(userID)
 	if err != nil || clientID == "" {
@@ -664,6 +689,10 @@ func (st opStorage) SetUserinfoFromScopes(ctx context.Context, ui *oidc.UserInfo
 	id, err := uuid.Parse(userID)
 	if err != nil {
 		return oidc.ErrInvalidRequest()
+	}
+	if r.user != nil && r.user.ID == id {
+		setUserinfo(ui, *r.user, scopes)
+		return nil
 	}
 	var u queries.AppUser
 	err = st.s.db.Once(ctx, r.t, func(q *queries.Queries) (err error) {
@@ -989,12 +1018,11 @@ func isAppToken(token string) bool {
 // Unauthorized for any token that does not pass, Unavailable.
 func (s *Service) AuthenticateApp(ctx context.Context, t *tenancy.Tenant, token string) (*Principal, error) {
 	bad := problem.Errorf(problem.Unauthorized, "invalid or expired access token")
-	keys := s.keys.TenantKeys(t)
 	var c appClaims
 	_, err := jwt.ParseWithClaims(token, &c, func(tok *jwt.Token) (any, error) {
 		kid, _ := tok.Header["kid"].(string)
-		return keys.PublicKey(ctx, kid)
-	}, jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithIssuer(s.cfg.Issuer(t)),
+		return s.keys.key(ctx, t, kid) // a key verifies only with its own method
+	}, jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg(), jwt.SigningMethodRS256.Alg()}), jwt.WithIssuer(s.cfg.Issuer(t)),
 		jwt.WithExpirationRequired(), jwt.WithLeeway(Leeway))
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenUnverifiable) && !errors.Is(err, ErrUnknownKey) {

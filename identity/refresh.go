@@ -128,7 +128,8 @@ func (s *Service) Revoke(ctx context.Context, t *tenancy.Tenant, token string, m
 			return err
 		}
 		sess, err := q.GetSession(ctx, queries.GetSessionParams{TenantID: t.ID.UUID(), ID: rt.SessionID})
-		if err != nil || sess.RevokedAt != nil {
+		// An app's family is revoked at the app's revocation endpoint.
+		if err != nil || sess.RevokedAt != nil || sess.ClientID != nil {
 			return err
 		}
 		reason := "token revoked"

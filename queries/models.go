@@ -148,6 +148,13 @@ type AppOidcAuthRequest struct {
 	ExpiresAt     time.Time
 }
 
+type AppOidcClientAssertion struct {
+	TenantID  uuid.UUID
+	ClientID  string
+	Jti       string
+	ExpiresAt time.Time
+}
+
 type AppOidcConsent struct {
 	TenantID  uuid.UUID
 	UserID    uuid.UUID

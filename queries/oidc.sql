@@ -75,3 +75,12 @@ where r.tenant_id = $1 and r.token_hash = $2;
 -- Ends a user's sessions with one app.
 update app.sessions set revoked_at = now(), revoked_reason = $4
 where tenant_id = $1 and user_id = $2 and client_id = $3 and revoked_at is null;
+
+-- name: SpendClientAssertion :execrows
+-- Records an assertion's id; no row: it was used before.
+insert into app.oidc_client_assertions (tenant_id, client_id, jti, expires_at)
+values ($1, $2, $3, $4)
+on conflict do nothing;
+
+-- name: PruneClientAssertions :exec
+delete from app.oidc_client_assertions where tenant_id = $1 and expires_at < now();

@@ -429,6 +429,15 @@ func (q *Queries) PruneAuthRequests(ctx context.Context, tenantID uuid.UUID) err
 	return err
 }
 
+const pruneClientAssertions = `-- name: PruneClientAssertions :exec
+delete from app.oidc_client_assertions where tenant_id = $1 and expires_at < now()
+`
+
+func (q *Queries) PruneClientAssertions(ctx context.Context, tenantID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, pruneClientAssertions, tenantID)
+	return err
+}
+
 const revokeAppSessions = `-- name: RevokeAppSessions :execrows
 update app.sessions set revoked_at = now(), revoked_reason = $4
 where tenant_id = $1 and user_id = $2 and client_id = $3 and revoked_at is null
@@ -497,4 +506,31 @@ func (q *Queries) SaveConsent(ctx context.Context, arg SaveConsentParams) error 
 		arg.Scopes,
 	)
 	return err
+}
+
+const spendClientAssertion = `-- name: SpendClientAssertion :execrows
+insert into app.oidc_client_assertions (tenant_id, client_id, jti, expires_at)
+values ($1, $2, $3, $4)
+on conflict do nothing
+`
+
+type SpendClientAssertionParams struct {
+	TenantID  uuid.UUID
+	ClientID  string
+	Jti       string
+	ExpiresAt time.Time
+}
+
+// Records an assertion's id; no row: it was used before.
+func (q *Queries) SpendClientAssertion(ctx context.Context, arg SpendClientAssertionParams) (int64, error) {
+	result, err := q.db.Exec(ctx, spendClientAssertion,
+		arg.TenantID,
+		arg.ClientID,
+		arg.Jti,
+		arg.ExpiresAt,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -40,6 +40,11 @@ var fixtures = map[string]func(ctx context.Context, tx queries.DBTX, tenant uuid
 			values ($1, 'Same Name', '#123456', '\x89504e47', 'image/png')`, tenant)
 		return err
 	},
+	"oidc_client_assertions": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
+		_, err := tx.Exec(ctx, `insert into app.oidc_client_assertions (tenant_id, client_id, jti, expires_at)
+			values ($1, 'sameclientidsameclientid00', 'same-jti', now() + interval '1 minute')`, tenant)
+		return err
+	},
 	"oidc_auth_requests": func(ctx context.Context, tx queries.DBTX, tenant uuid.UUID) error {
 		_, err := tx.Exec(ctx, `insert into app.oidc_auth_requests (tenant_id, id, client_id, redirect_uri, scopes, user_id, auth_time, code_hash, expires_at)
 			values ($1, '00000000-0000-4000-8000-000000000008', 'sameclientidsameclientid00', 'https://same.example.com/cb', '{openid}',

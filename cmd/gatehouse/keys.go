@@ -114,8 +114,8 @@ func runKeys(ctx context.Context, args []string, std stdio) error {
 				return fmt.Errorf("rotate %s's signing key: %w", t.Slug, err)
 			}
 			// A server may sign with a replaced key for KeyCacheTTL after it
-			// stopped signing here; its tokens live AccessTokenTTL.
-			retired, err := k.Keys.Retire(ctx, t, identity.KeyCacheTTL+t.AccessTokenTTL+identity.Leeway)
+			// stopped signing here; its tokens (apps' too) live on.
+			retired, err := k.Keys.Retire(ctx, t, identity.MaxTokenLife(t))
 			if err != nil {
 				return fmt.Errorf("retire %s's signing keys: %w", t.Slug, err)
 			}

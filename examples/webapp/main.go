@@ -131,11 +131,22 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	}
 	a.flows[state] = flow{nonce: nonce, verifier: verifier, started: time.Now()}
 	a.mu.Unlock()
+	// The sign-in belongs to this browser: the callback must come back to
+	// it, or anyone could hand a victim a link that signs them in as
+	// someone else (login CSRF).
+	http.SetCookie(w, &http.Cookie{Name: "demo_flow", Value: state, Path: "/callback", HttpOnly: true,
+		SameSite: http.SameSiteLaxMode, MaxAge: 600})
 	http.Redirect(w, r, a.config.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusFound)
 }
 
 func (a *app) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	mine, err := r.Cookie("demo_flow")
+	if err != nil || mine.Value != q.Get("state") {
+		http.Error(w, "this sign-in was not started in this browser: sign in again", http.StatusBadRequest)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: "demo_flow", Path: "/callback", MaxAge: -1})
 	a.mu.Lock()
 	f, ok := a.flows[q.Get("state")]
 	delete(a.flows, q.Get("state"))
