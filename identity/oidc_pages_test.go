@@ -3,6 +3,7 @@ package identity_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -334,5 +335,41 @@ func TestTenantBrandsItsPages(t *testing.T) {
 	}
 	if r := e.send("GET", "globex", "/account", nil, ""); strings.Contains(string(r.body), "Acme Portal") || strings.Contains(string(r.body), "ffd400") {
 		t.Fatal("globex's page shows acme's branding")
+	}
+}
+
+// TestDiscoveryDocumentIsComplete: the provider metadata names every
+// endpoint and what each supports, as the server really does it.
+func TestDiscoveryDocumentIsComplete(t *testing.T) {
+	e := newEnv(t)
+	tn := e.tenant("acme", tenancy.Shared, "")
+	iss := issuer(tn)
+	var d map[string]any
+	e.must(200, "GET", "acme", "/.well-known/openid-configuration", "", nil).json(t, &d)
+	for key, want := range map[string]any{
+		"issuer": iss, "authorization_endpoint": iss + "/oauth/authorize", "token_endpoint": iss + "/oauth/token",
+		"userinfo_endpoint": iss + "/oauth/userinfo", "introspection_endpoint": iss + "/oauth/introspect",
+		"revocation_endpoint": iss + "/oauth/revoke", "end_session_endpoint": iss + "/oauth/end_session",
+		"jwks_uri": iss + "/.well-known/jwks.json", "authorization_response_iss_parameter_supported": true,
+		"code_challenge_methods_supported": []any{"S256"}, "response_types_supported": []any{"code"},
+		"response_modes_supported":              []any{"query"},
+		"token_endpoint_auth_methods_supported": []any{"none", "client_secret_basic", "client_secret_post", "private_key_jwt"},
+		"grant_types_supported":                 []any{"authorization_code", "refresh_token", "client_credentials"},
+		"id_token_signing_alg_values_supported": []any{"EdDSA", "RS256"},
+		"scopes_supported":                      []any{"openid", "profile", "email", "offline_access"},
+		"subject_types_supported":               []any{"public"},
+		"ui_locales_supported":                  []any{"en", "de"},
+	} {
+		if got, _ := json.Marshal(d[key]); string(got) != func() string { b, _ := json.Marshal(want); return string(b) }() {
+			t.Errorf("%s: %s; want %v", key, got, want)
+		}
+	}
+	for _, key := range []string{"claims_supported", "introspection_endpoint_auth_methods_supported", "revocation_endpoint_auth_methods_supported"} {
+		if d[key] == nil {
+			t.Errorf("no %s", key)
+		}
+	}
+	if d["device_authorization_endpoint"] != nil || d["check_session_iframe"] != nil {
+		t.Errorf("endpoints that are not served: %v %v", d["device_authorization_endpoint"], d["check_session_iframe"])
 	}
 }
