@@ -73,14 +73,14 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 			fmt.Fprintf(std.out, "  http://%s.%s:%s/v1/tenant\n", p.Slug, cfg.BaseDomain, port)
 		}
 		fmt.Fprintf(std.out, "  http://%s:%s/readyz\n", cfg.BaseDomain, port)
+		if at.MetricsAddr != "" {
+			fmt.Fprintf(std.out, "  http://%s/metrics\n", at.MetricsAddr)
+		}
 		fmt.Fprintf(std.out, "Sign in to acme's demo app (%s), whose secret is new at each start:\n", demo.clientID)
 		fmt.Fprintf(std.out, "  GATEHOUSE_CLIENT_SECRET=%s go run ./examples/webapp \\\n", demo.secret)
 		fmt.Fprintf(std.out, "    -issuer http://acme.%s:%s -client-id %s\n", cfg.BaseDomain, port, demo.clientID)
 		fmt.Fprintf(std.out, "  then open %s and sign in as admin@acme.test\n", demoAppURL)
 		fmt.Fprintf(std.out, "  (choose its password from the invitation in the mail catcher first)\n")
-		if at.MetricsAddr != "" {
-			fmt.Fprintf(std.out, "  http://%s/metrics\n", at.MetricsAddr)
-		}
 		fmt.Fprintf(std.out, "Stop with Ctrl-C.\n\n")
 	})
 }
