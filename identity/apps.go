@@ -208,11 +208,18 @@ var errBadClient = problem.Errorf(problem.Unauthorized, "invalid client credenti
 // returns errNeedsAdmin when the action touches a first-party app and it
 // does not know yet, and then runs again under the administer
 // permission (the denial audited like any other).
-func (s *Service) appTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries, admin bool) error) error {
+func (s *Service) appTx(ctx context.Context, t *tenancy.Tenant, p *Principal, action string, meta Meta, fn func(q *queries.Queries, admin bool) error) (err error) {
+	// Whatever committed, the protocol endpoints of every server stop
+	// using what they kept of the tenant's apps.
+	defer func() {
+		if err == nil {
+			s.appsChanged(ctx, t.ID)
+		}
+	}()
 	if p == nil {
 		return s.db.Tx(ctx, t, func(q *queries.Queries) error { return fn(q, true) })
 	}
-	err := s.GuardedTx(ctx, t, p, action, "", "", manageApps, meta, func(q *queries.Queries) error { return fn(q, false) })
+	err = s.GuardedTx(ctx, t, p, action, "", "", manageApps, meta, func(q *queries.Queries) error { return fn(q, false) })
 	if !errors.Is(err, errNeedsAdmin) {
 		return err
 	}
@@ -506,13 +513,18 @@ func (s *Service) VerifyClientSecret(ctx context.Context, t *tenancy.Tenant, cli
 	if !validClientID(clientID) || secret == "" || len(secret) > maxClientSecretLen {
 		return errBadClient
 	}
-	var hashes [][]byte
-	err := s.db.Once(ctx, t, func(q *queries.Queries) (err error) {
-		hashes, err = q.ClientSecretHashes(ctx, queries.ClientSecretHashesParams{TenantID: t.ID.UUID(), ClientID: clientID, At: s.now()})
-		return err
-	})
-	if err != nil {
+	c, err := s.clients.get(ctx, t, clientID)
+	if err != nil && problem.CodeOf(err) != problem.NotFound {
 		return fmt.Errorf("verify client secret: %w", err)
+	}
+	var hashes [][]byte
+	if err == nil && !c.app.Disabled {
+		now := s.now()
+		for _, sec := range c.secrets {
+			if sec.ExpiresAt == nil || now.Before(*sec.ExpiresAt) {
+				hashes = append(hashes, sec.SecretHash)
+			}
+		}
 	}
 	got := sha256.Sum256([]byte(secret))
 	if len(hashes) == 0 {
@@ -531,21 +543,18 @@ func (s *Service) VerifyClientSecret(ctx context.Context, t *tenancy.Tenant, cli
 }
 
 // AppByClientID returns tenant t's app clientID, disabled or not, for the
-// protocol endpoints (which check Disabled and the redirect URIs). Returns
-// NotFound for an unknown client, Unavailable.
+// protocol endpoints (which check Disabled and the redirect URIs), as
+// kept in memory for a few seconds at most (clients). Callers must not
+// change it. Returns NotFound for an unknown client, Unavailable.
 func (s *Service) AppByClientID(ctx context.Context, t *tenancy.Tenant, clientID string) (*App, error) {
 	if !validClientID(clientID) {
 		return nil, problem.Errorf(problem.NotFound, "no such app")
 	}
-	var row queries.AppOidcApp
-	err := s.db.Once(ctx, t, func(q *queries.Queries) (err error) {
-		row, err = q.GetAppByClientID(ctx, queries.GetAppByClientIDParams{TenantID: t.ID.UUID(), ClientID: clientID})
-		return queries.NotFound(err, "no such app")
-	})
+	c, err := s.clients.get(ctx, t, clientID)
 	if err != nil {
 		return nil, err
 	}
-	return appFromRow(row), nil
+	return c.app, nil
 }
 
 // ClientKeys returns the public keys tenant t's app clientID registered

@@ -162,10 +162,19 @@ func (h *HTTP) serveProvider(c *fiber.Ctx) error {
 }
 
 // oauthErrorAsJSON turns op's plain-text refusals into OAuth error
-// answers (RFC 6749 section 5.2, RFC 6750 section 3.1).
+// answers (RFC 6749 section 5.2, RFC 6750 section 3.1), and answers a
+// client that failed to authenticate with 401 and a challenge, as RFC
+// 6749 asks (op answers 400).
 func oauthErrorAsJSON(c *fiber.Ctx) {
 	res := &c.Response().Header
-	if c.Response().StatusCode() < 400 || !strings.HasPrefix(string(res.ContentType()), "text/plain") {
+	if c.Response().StatusCode() < 400 {
+		return
+	}
+	if !strings.HasPrefix(string(res.ContentType()), "text/plain") {
+		if oauthErrorCode(c.Response().Body()) == "invalid_client" {
+			c.Status(fiber.StatusUnauthorized)
+			res.Set(fiber.HeaderWWWAuthenticate, `Basic realm="gatehouse"`)
+		}
 		return
 	}
 	code := "invalid_request"
@@ -254,4 +263,14 @@ func oauthDescription(body string) string {
 		return e.Error
 	}
 	return body
+}
+
+// oauthErrorCode is the error code of an OAuth error answer ("" if body
+// is none).
+func oauthErrorCode(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	return e.Error
 }

@@ -218,6 +218,9 @@ func TestClientAuthenticationAndDisabledApps(t *testing.T) {
 	wrong.ClientSecret = "not-the-secret"
 	_, err := wrong.Exchange(rp.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
 	oauthError(t, err, "invalid_client")
+	if re := err.(*oauth2.RetrieveError); re.Response.StatusCode != 401 || re.Response.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("a wrong secret: %d, WWW-Authenticate %q; want 401 with a challenge (RFC 6749, 5.2)", re.Response.StatusCode, re.Response.Header.Get("WWW-Authenticate"))
+	}
 	tok, err := rp.config.Exchange(rp.ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatalf("the right secret after a wrong one: %v", err)

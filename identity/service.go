@@ -54,11 +54,12 @@ type Config struct {
 // knows nothing of HTTP (HTTP serves it). Every method works inside the
 // tenant the caller resolved; none takes a tenant from user input.
 type Service struct {
-	db     *tenancy.DB
-	hasher *Hasher
-	keys   *Keys
-	cfg    Config
-	now    func() time.Time
+	db      *tenancy.DB
+	hasher  *Hasher
+	keys    *Keys
+	clients *clients
+	cfg     Config
+	now     func() time.Time
 }
 
 // NewService returns the identity service.
@@ -79,7 +80,9 @@ func NewService(db *tenancy.DB, hasher *Hasher, keys *Keys, cfg Config) *Service
 	cfg.ResetTTL = cmp.Or(cfg.ResetTTL, 30*time.Minute)
 	cfg.VerifyTTL = cmp.Or(cfg.VerifyTTL, 24*time.Hour)
 	cfg.InviteTTL = cmp.Or(cfg.InviteTTL, 7*24*time.Hour)
-	return &Service{db: db, hasher: hasher, keys: keys, cfg: cfg, now: time.Now}
+	s := &Service{db: db, hasher: hasher, keys: keys, cfg: cfg, now: time.Now}
+	s.clients = newClients(db, func() time.Time { return s.now() })
+	return s
 }
 
 // Keys returns the signing-key store.

@@ -75,12 +75,11 @@ where tenant_id = sqlc.arg(tenant_id)
   and (expires_at is null or expires_at > sqlc.arg(at)::timestamptz)
 order by app_id, created_at desc;
 
--- name: ClientSecretHashes :many
--- The hashes a client may authenticate with at the given time: none for
--- an unknown client, a disabled app, an app without secrets (public, or
--- private_key_jwt) or secrets past their expiry.
-select s.secret_hash from app.oidc_apps a
+-- name: ClientSecretsOf :many
+-- The secrets a client may authenticate with, and until when: none for an
+-- unknown client or an app without secrets (public, or private_key_jwt).
+-- (Whether the app is disabled is the caller's to check.)
+select s.secret_hash, s.expires_at from app.oidc_apps a
 join app.oidc_app_secrets s on s.tenant_id = a.tenant_id and s.app_id = a.id
-where a.tenant_id = sqlc.arg(tenant_id) and a.client_id = sqlc.arg(client_id) and not a.disabled
-  and a.token_endpoint_auth_method in ('client_secret_basic', 'client_secret_post')
-  and (s.expires_at is null or s.expires_at > sqlc.arg(at)::timestamptz);
+where a.tenant_id = $1 and a.client_id = $2
+  and a.token_endpoint_auth_method in ('client_secret_basic', 'client_secret_post');

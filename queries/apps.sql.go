@@ -33,36 +33,39 @@ func (q *Queries) AddAppSecret(ctx context.Context, arg AddAppSecretParams) erro
 	return err
 }
 
-const clientSecretHashes = `-- name: ClientSecretHashes :many
-select s.secret_hash from app.oidc_apps a
+const clientSecretsOf = `-- name: ClientSecretsOf :many
+select s.secret_hash, s.expires_at from app.oidc_apps a
 join app.oidc_app_secrets s on s.tenant_id = a.tenant_id and s.app_id = a.id
-where a.tenant_id = $1 and a.client_id = $2 and not a.disabled
+where a.tenant_id = $1 and a.client_id = $2
   and a.token_endpoint_auth_method in ('client_secret_basic', 'client_secret_post')
-  and (s.expires_at is null or s.expires_at > $3::timestamptz)
 `
 
-type ClientSecretHashesParams struct {
+type ClientSecretsOfParams struct {
 	TenantID uuid.UUID
 	ClientID string
-	At       time.Time
 }
 
-// The hashes a client may authenticate with at the given time: none for
-// an unknown client, a disabled app, an app without secrets (public, or
-// private_key_jwt) or secrets past their expiry.
-func (q *Queries) ClientSecretHashes(ctx context.Context, arg ClientSecretHashesParams) ([][]byte, error) {
-	rows, err := q.db.Query(ctx, clientSecretHashes, arg.TenantID, arg.ClientID, arg.At)
+type ClientSecretsOfRow struct {
+	SecretHash []byte
+	ExpiresAt  *time.Time
+}
+
+// The secrets a client may authenticate with, and until when: none for an
+// unknown client or an app without secrets (public, or private_key_jwt).
+// (Whether the app is disabled is the caller's to check.)
+func (q *Queries) ClientSecretsOf(ctx context.Context, arg ClientSecretsOfParams) ([]ClientSecretsOfRow, error) {
+	rows, err := q.db.Query(ctx, clientSecretsOf, arg.TenantID, arg.ClientID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items [][]byte
+	var items []ClientSecretsOfRow
 	for rows.Next() {
-		var secret_hash []byte
-		if err := rows.Scan(&secret_hash); err != nil {
+		var i ClientSecretsOfRow
+		if err := rows.Scan(&i.SecretHash, &i.ExpiresAt); err != nil {
 			return nil, err
 		}
-		items = append(items, secret_hash)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -149,8 +149,12 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		a.Silos.Forget(id)
 		a.Sealer.Forget(id)
 		a.Keys.Forget(id)
+		a.Accounts.ForgetClients(id)
 	}
-	a.Resolver.OnResync = a.Keys.ForgetAll
+	a.Resolver.OnResync = func() {
+		a.Keys.ForgetAll()
+		a.Accounts.ForgetAllClients()
+	}
 	relayOpts := rebac.RelayOptions{Sweep: cfg.Sweep, Backoff: cfg.Backoff, Log: cfg.Log}
 	if cfg.SpiceDB != nil {
 		a.Relay = rebac.NewRelay(a.Data, a.Resolver.Live, cfg.SpiceDB, relayOpts)
