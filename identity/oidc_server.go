@@ -150,22 +150,17 @@ func algFits(k ClientKey, alg string) bool {
 	return false
 }
 
-// CodeExchange is op's, but a code asked for with a PKCE challenge needs
-// its verifier whatever the app (op checks confidential apps' only when
-// they send one, which would let a stolen code through without it).
+// CodeExchange redeems the code (opStorage.redeem: every check and the
+// session in one transaction, the signing key at hand first, so that
+// nothing fails after the code is spent), then makes the tokens.
 func (s oidcServer) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
-	authReq, err := op.AuthRequestByCode(ctx, s.provider.Storage(), r.Data.Code)
+	st := opStorage{s.svc}
+	if _, err := st.SigningKey(ctx); err != nil {
+		return nil, err
+	}
+	authReq, err := st.redeem(ctx, r.Data.Code, r.Client.GetID(), r.Data.RedirectURI, r.Data.CodeVerifier)
 	if err != nil {
 		return nil, err
-	}
-	if err := op.AuthorizeCodeChallenge(r.Data.CodeVerifier, authReq.GetCodeChallenge()); err != nil {
-		return nil, err
-	}
-	if r.Client.GetID() != authReq.GetClientID() {
-		return nil, oidc.ErrInvalidGrant().WithDescription("the code is another app's")
-	}
-	if r.Data.RedirectURI != authReq.GetRedirectURI() {
-		return nil, oidc.ErrInvalidGrant().WithDescription("redirect_uri does not correspond")
 	}
 	resp, err := op.CreateTokenResponse(ctx, authReq, r.Client, s.provider, true, r.Data.Code, "")
 	if err != nil {

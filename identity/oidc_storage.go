@@ -65,6 +65,8 @@ type oidcRequest struct {
 	// looked up as the request's client (ID tokens in its
 	// id_token_signed_response_alg).
 	signFor *App
+	// redeemed is what this request's code exchange opened (redeem).
+	redeemed *redeemed
 	// user is the account whose tokens this request issues, once read.
 	user *queries.AppUser
 	// err is the first failure that says nothing of the request (the
@@ -294,7 +296,7 @@ func (st opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
 func (st opStorage) DeleteAuthRequest(ctx context.Context, id string) error {
 	r := reqOf(ctx)
 	rid, err := uuid.Parse(id)
-	if err != nil {
+	if err != nil || r.redeemed != nil { // an exchanged request stays, to catch a replay
 		return nil
 	}
 	return r.fail(st.s.db.Tx(ctx, r.t, func(q *queries.Queries) error {
@@ -308,17 +310,11 @@ func (st opStorage) DeleteAuthRequest(ctx context.Context, id string) error {
 func (st opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
 	switch req := req.(type) {
 	case *authRequest:
-		// The key that signs is at hand before the code is spent: after
-		// that, nothing may fail that the app's retry would take for a
-		// replay.
-		if _, err := st.SigningKey(ctx); err != nil {
-			return "", time.Time{}, err
+		done := reqOf(ctx).redeemed
+		if done == nil {
+			return "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the code was not exchanged")
 		}
-		sess, _, exp, err := st.exchange(ctx, req, false)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		return tokenID(sess.String(), exp), exp, nil
+		return tokenID(done.session.String(), done.exp), done.exp, nil
 	case *appTokenRequest:
 		exp := st.s.now().Add(req.ttl)
 		return tokenID("app", exp), exp, nil
@@ -331,18 +327,20 @@ func (st opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) 
 // or of a refresh: the presented token is spent and the family's next one
 // issued, as Service.Refresh does.
 func (st opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
-	// As CreateAccessToken: the key first, then the rotation or exchange.
-	if _, err := st.SigningKey(ctx); err != nil {
-		return "", "", time.Time{}, err
-	}
 	switch req := req.(type) {
 	case *authRequest:
-		sess, refresh, exp, err := st.exchange(ctx, req, true)
-		if err != nil {
+		done := reqOf(ctx).redeemed
+		if done == nil || done.refresh == "" {
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the code was not exchanged")
+		}
+		return tokenID(done.session.String(), done.exp), done.refresh, done.exp, nil
+	case *opRefresh:
+		// The key that signs is at hand before the token is spent:
+		// after that, nothing may fail that the app's retry would take
+		// for reuse.
+		if _, err := st.SigningKey(ctx); err != nil {
 			return "", "", time.Time{}, err
 		}
-		return tokenID(sess.String(), exp), refresh, exp, nil
-	case *opRefresh:
 		r := reqOf(ctx)
 		_, _, next, err := st.s.rotate(ctx, r.t, current, req.session.ClientID, r.meta)
 		if err != nil {
@@ -357,32 +355,76 @@ func (st opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Tok
 	return "", "", time.Time{}, oidc.ErrUnsupportedGrantType()
 }
 
-// exchange spends req's code for a new session of its user with its app,
-// with a refresh token if asked. Of two exchanges of one code, one wins;
-// the other is a replay, and ends the winner's session.
-func (st opStorage) exchange(ctx context.Context, req *authRequest, withRefresh bool) (uuid.UUID, string, time.Time, error) {
+// redeemed is what a code's exchange opened: the session, its first
+// refresh token (if any) and the access token's expiry.
+type redeemed struct {
+	session uuid.UUID
+	refresh string
+	exp     time.Time
+}
+
+// redeem exchanges a code of clientID's, in one transaction: it finds the
+// code's request (locked), checks it is unspent and unexpired, bound to
+// clientID, redirectURI and verifier (PKCE), and opens the user's session
+// with the app, with a refresh token if the app asked for offline_access
+// and may refresh. A code presented again is a replay: the session its
+// first exchange opened ends, because only a copy of a stolen code is
+// ever presented twice. The outcome waits in the request for the tokens'
+// creation (CreateAccessToken).
+func (st opStorage) redeem(ctx context.Context, code, clientID, redirectURI, verifier string) (*authRequest, error) {
 	r := reqOf(ctx)
-	a, err := st.app(ctx, req.row.ClientID)
+	if code == "" || len(code) > 128 {
+		return nil, oidc.ErrInvalidGrant().WithDescription("invalid code")
+	}
+	a, err := st.app(ctx, clientID)
 	if err != nil {
-		return uuid.Nil, "", time.Time{}, err
+		return nil, err
 	}
 	now := st.s.now()
-	p := queries.CreateAppSessionParams{
-		TenantID: r.t.ID.UUID(), UserID: *req.row.UserID, ExpiresAt: now.Add(st.s.cfg.RefreshLifetime),
-		ClientID: &a.ClientID, Scopes: req.row.Scopes, AuthTime: req.row.AuthTime, Amr: req.row.Amr,
-	}
-	if r.meta.IP.IsValid() {
-		p.Ip = &r.meta.IP
-	}
-	if r.meta.UserAgent != "" {
-		ua := truncate(r.meta.UserAgent, 512)
-		p.UserAgent = &ua
-	}
-	var refresh string
-	var sess queries.AppSession
-	replayed := false
+	var row queries.AppOidcAuthRequest
+	var refusal error
+	var out redeemed
 	err = st.s.db.Tx(ctx, r.t, func(q *queries.Queries) (err error) {
-		if sess, err = q.CreateAppSession(ctx, p); err != nil {
+		row, err = q.LockAuthRequestByCode(ctx, queries.LockAuthRequestByCodeParams{TenantID: r.t.ID.UUID(), CodeHash: hashToken(code)})
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			refusal = oidc.ErrInvalidGrant().WithDescription("invalid code")
+			return nil
+		case err != nil:
+			return err
+		case row.ExchangedAt != nil:
+			refusal = oidc.ErrInvalidGrant().WithDescription("the code was used already; what it issued is revoked")
+			if row.SessionID == nil {
+				return nil
+			}
+			return st.s.endFamily(ctx, q, r.t, *row.SessionID, "authorization code replayed", r.meta)
+		case !now.Before(row.ExpiresAt):
+			refusal = oidc.ErrInvalidGrant().WithDescription("the code has expired")
+			return nil
+		case row.ClientID != clientID:
+			refusal = oidc.ErrInvalidGrant().WithDescription("the code is another app's")
+			return nil
+		case row.RedirectUri != redirectURI:
+			refusal = oidc.ErrInvalidGrant().WithDescription("redirect_uri does not correspond")
+			return nil
+		}
+		// PKCE: a challenge needs its verifier, whatever the app.
+		if refusal = op.AuthorizeCodeChallenge(verifier, (&authRequest{row}).GetCodeChallenge()); refusal != nil {
+			return nil
+		}
+		p := queries.CreateAppSessionParams{
+			TenantID: r.t.ID.UUID(), UserID: *row.UserID, ExpiresAt: now.Add(st.s.cfg.RefreshLifetime),
+			ClientID: &a.ClientID, Scopes: row.Scopes, AuthTime: row.AuthTime, Amr: row.Amr,
+		}
+		if r.meta.IP.IsValid() {
+			p.Ip = &r.meta.IP
+		}
+		if r.meta.UserAgent != "" {
+			ua := truncate(r.meta.UserAgent, 512)
+			p.UserAgent = &ua
+		}
+		sess, err := q.CreateAppSession(ctx, p)
+		if err != nil {
 			return err
 		}
 		// The ID token's claims, read now: after the commit nothing may
@@ -392,17 +434,13 @@ func (st opStorage) exchange(ctx context.Context, req *authRequest, withRefresh 
 			return err
 		}
 		r.user = &u
-		n, err := q.ExchangeAuthRequest(ctx, queries.ExchangeAuthRequestParams{TenantID: r.t.ID.UUID(), ID: req.row.ID, SessionID: &sess.ID})
-		if err != nil {
+		if _, err := q.ExchangeAuthRequest(ctx, queries.ExchangeAuthRequestParams{TenantID: r.t.ID.UUID(), ID: row.ID, SessionID: &sess.ID}); err != nil {
 			return err
 		}
-		if n == 0 {
-			replayed = true
-			return errReplayed
-		}
-		if withRefresh {
+		out = redeemed{session: sess.ID, exp: now.Add(a.tokenTTL(r.t))}
+		if slices.Contains(row.Scopes, oidc.ScopeOfflineAccess) && slices.Contains(a.GrantTypes, GrantRefreshToken) {
 			var hash []byte
-			refresh, hash = newRefreshToken()
+			out.refresh, hash = newRefreshToken()
 			if err := q.CreateRefreshToken(ctx, queries.CreateRefreshTokenParams{
 				TenantID: r.t.ID.UUID(), TokenHash: hash, SessionID: sess.ID,
 				IdleExpiresAt: minTime(now.Add(st.s.cfg.RefreshIdle), sess.ExpiresAt),
@@ -412,30 +450,18 @@ func (st opStorage) exchange(ctx context.Context, req *authRequest, withRefresh 
 		}
 		return appendAudit(ctx, q, r.t.ID.UUID(), now, Event{
 			Actor: sess.UserID, Action: "oidc.code", Target: "app:" + a.ClientID, Outcome: Success,
-			Details: map[string]string{"session": sess.ID.String(), "scope": strings.Join(req.row.Scopes, " ")}, Meta: r.meta,
+			Details: map[string]string{"session": sess.ID.String(), "scope": strings.Join(row.Scopes, " ")}, Meta: r.meta,
 		})
 	})
-	if replayed {
-		// The winner's session is ended, in a transaction of its own.
-		err = st.s.db.Tx(ctx, r.t, func(q *queries.Queries) error {
-			row, err := q.GetAuthRequestByCode(ctx, queries.GetAuthRequestByCodeParams{TenantID: r.t.ID.UUID(), CodeHash: req.row.CodeHash})
-			if err != nil || row.SessionID == nil {
-				return err
-			}
-			return st.s.endFamily(ctx, q, r.t, *row.SessionID, "authorization code replayed", r.meta)
-		})
-		if err != nil {
-			return uuid.Nil, "", time.Time{}, r.fail(err)
-		}
-		return uuid.Nil, "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the code was used already; what it issued is revoked")
-	}
 	if err != nil {
-		return uuid.Nil, "", time.Time{}, r.fail(fmt.Errorf("exchange code: %w", err))
+		return nil, r.fail(fmt.Errorf("exchange code: %w", err))
 	}
-	return sess.ID, refresh, now.Add(a.tokenTTL(r.t)), nil
+	if refusal != nil {
+		return nil, refusal
+	}
+	r.redeemed = &out
+	return &authRequest{row}, nil
 }
-
-var errReplayed = errors.New("code replayed")
 
 // tokenTTL is the lifetime of a's access tokens.
 func (a *App) tokenTTL(t *tenancy.Tenant) time.Duration {

@@ -84,3 +84,8 @@ on conflict do nothing;
 
 -- name: PruneClientAssertions :exec
 delete from app.oidc_client_assertions where tenant_id = $1 and expires_at < now();
+
+-- name: LockAuthRequestByCode :one
+-- The request a code was issued for, locked until commit: of two
+-- exchanges of one code, the second waits, then finds it spent.
+select * from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2 for update;

@@ -420,6 +420,47 @@ func (q *Queries) GetRefreshSession(ctx context.Context, arg GetRefreshSessionPa
 	return i, err
 }
 
+const lockAuthRequestByCode = `-- name: LockAuthRequestByCode :one
+select tenant_id, id, client_id, redirect_uri, scopes, state, nonce, response_mode, code_challenge, prompt, max_age, login_hint, ui_locales, acr_values, user_id, auth_time, amr, code_hash, session_id, exchanged_at, created_at, expires_at from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2 for update
+`
+
+type LockAuthRequestByCodeParams struct {
+	TenantID uuid.UUID
+	CodeHash []byte
+}
+
+// The request a code was issued for, locked until commit: of two
+// exchanges of one code, the second waits, then finds it spent.
+func (q *Queries) LockAuthRequestByCode(ctx context.Context, arg LockAuthRequestByCodeParams) (AppOidcAuthRequest, error) {
+	row := q.db.QueryRow(ctx, lockAuthRequestByCode, arg.TenantID, arg.CodeHash)
+	var i AppOidcAuthRequest
+	err := row.Scan(
+		&i.TenantID,
+		&i.ID,
+		&i.ClientID,
+		&i.RedirectUri,
+		&i.Scopes,
+		&i.State,
+		&i.Nonce,
+		&i.ResponseMode,
+		&i.CodeChallenge,
+		&i.Prompt,
+		&i.MaxAge,
+		&i.LoginHint,
+		&i.UiLocales,
+		&i.AcrValues,
+		&i.UserID,
+		&i.AuthTime,
+		&i.Amr,
+		&i.CodeHash,
+		&i.SessionID,
+		&i.ExchangedAt,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+	)
+	return i, err
+}
+
 const pruneAuthRequests = `-- name: PruneAuthRequests :exec
 delete from app.oidc_auth_requests where tenant_id = $1 and expires_at < now()
 `
