@@ -37,13 +37,26 @@
 //     alone.
 //   - idle: the server's CPU while nobody sends it a request (its
 //     background work over every tenant), from its metrics.
+//   - cc: POST /oauth/token client_credentials (a JWT access token) of a
+//     machine app of the first host's tenant, against /healthz.
+//   - introspect: POST /oauth/introspect of that app's access token, by
+//     the app, against /healthz; every answer must say "active": true.
+//   - code: POST /oauth/token authorization_code (PKCE) of a first-party
+//     web app of the first host's tenant, each client a browser signed in
+//     once whose every authorization the bench runs before the exchange,
+//     unmeasured; against one tenant-scoped write transaction (DB.Tx as
+//     gatehouse_app, updating a row) measured in the same run.
 //
 // The login, refresh, me and fairness scenarios sign up accounts first;
 // run the server with --rate-limits off, or the per-IP limits stop the
 // load within seconds. The tenants, cold and silos scenarios create their
 // tenants first if they are missing, as an operator would (the bench
 // reads GATEHOUSE_DATABASE_URL and GATEHOUSE_VAULT_* like gatehouse's
-// commands), and sign in to an account of each. It only targets loopback
+// commands), and sign in to an account of each. The cc, introspect and
+// code scenarios register their apps the first time as an operator would
+// (gatehouse app create, run with the same environment; --gatehouse-bin)
+// and give them a new secret on every run; code also reads
+// GATEHOUSE_DATABASE_URL for its baseline. It only targets loopback
 // addresses: it is for measuring, not for testing someone else's server.
 package main
 
@@ -75,7 +88,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "the server's address (loopback only)")
 	hosts := flag.String("hosts", "acme.localhost,globex.localhost", "comma-separated tenant hosts to spread requests over")
-	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me, fairness, tenants, cold, silos, idle")
+	scenarios := flag.String("scenarios", "resolve", "comma-separated: resolve, login, refresh, me, fairness, tenants, cold, silos, idle, cc, introspect, code")
 	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
 	concurrency := flag.Int("concurrency", 8, "concurrent clients")
 	maxRequests := flag.Int("max-requests", 1_000_000, "upper bound of requests per scenario")
@@ -88,10 +101,11 @@ func main() {
 	rate := flag.Float64("rate", 60, "silos: shared tenants' GET /v1/me a second")
 	baseDomain := flag.String("base-domain", "localhost", "the server's --base-domain: tenants are <slug>.<base domain>")
 	setupParallel := flag.Int("setup-parallel", 8, "tenants created at once")
+	gatehouseBin := flag.String("gatehouse-bin", "", "cc, introspect, code: the gatehouse binary that registers the apps (default: gatehouse on the PATH, else .cache/bin/gatehouse)")
 	flag.Parse()
 	b := &bench{addr: *addr, hosts: strings.Split(*hosts, ","), d: *duration, conc: *concurrency, maxReq: *maxRequests, flood: *flood,
 		metricsAddr: *metricsAddr, nTenants: *tenants, nSilos: *silos, rounds: *rounds, rate: *rate,
-		baseDomain: *baseDomain, setupParallel: max(1, *setupParallel)}
+		baseDomain: *baseDomain, setupParallel: max(1, *setupParallel), gatehouseBin: *gatehouseBin}
 	if *moreAddrs != "" {
 		b.moreAddrs = strings.Split(*moreAddrs, ",")
 	}
@@ -130,6 +144,11 @@ type bench struct {
 	baseDomain    string
 	setupParallel int
 	op            *operator // setup access, connected on first need
+
+	// The OpenID Connect scenarios (cc, introspect, code).
+	gatehouseBin string
+	apps         map[string]oidcClient // by name, registered or given a new secret in this run
+	stepClient   *http.Client          // client, stopping at redirects
 }
 
 func (b *bench) run(names []string) error {
@@ -168,8 +187,14 @@ func (b *bench) run(names []string) error {
 			err = b.silos()
 		case "idle":
 			err = b.idle()
+		case "cc":
+			err = b.cc()
+		case "introspect":
+			err = b.introspect()
+		case "code":
+			err = b.code()
 		default:
-			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me, fairness, tenants, cold, silos, idle)", name)
+			err = fmt.Errorf("unknown scenario %q (want resolve, login, refresh, me, fairness, tenants, cold, silos, idle, cc, introspect, code)", name)
 		}
 		if err != nil {
 			return err
@@ -384,13 +409,15 @@ func (b *bench) refresh() error {
 		tok := tokens[w]
 		mu.Unlock()
 		return b.jsonRequest(b.hosts[w%len(b.hosts)], "/v1/auth/token/refresh", map[string]string{"refresh_token": tok}, "")
-	}, func(w int, body []byte) {
+	}, func(w int, body []byte) error {
 		var t identity.Tokens
-		if json.Unmarshal(body, &t) == nil && t.RefreshToken != "" {
-			mu.Lock()
-			tokens[w] = t.RefreshToken
-			mu.Unlock()
+		if err := json.Unmarshal(body, &t); err != nil || t.RefreshToken == "" {
+			return errors.New("no refresh token")
 		}
+		mu.Lock()
+		tokens[w] = t.RefreshToken
+		mu.Unlock()
+		return nil
 	}, b.d)
 	b.compare(r, base)
 	return nil
@@ -543,12 +570,43 @@ func (b *bench) measure(name string, newReq func(worker, i int) (*http.Request, 
 }
 
 // measureWith runs newReq's requests from conc clients for d and collects
-// the latencies of the 2xx answers; seen, if set, gets each 2xx body.
-func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Request, error), seen func(worker int, body []byte), d time.Duration) result {
+// the latencies of the 2xx answers (newReq's own time not included); seen,
+// if set, gets each 2xx body, and an answer it refuses is a failure.
+func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Request, error), seen func(worker int, body []byte) error, d time.Duration) result {
+	return b.loop(name, d, func(ctx context.Context, w, i int) (time.Duration, error) {
+		req, err := newReq(w, i)
+		if err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		resp, err := b.client.Do(req.WithContext(ctx))
+		if err != nil {
+			return 0, err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lat := time.Since(t0)
+		if resp.StatusCode/100 != 2 {
+			return 0, fmt.Errorf("%s %s: %d %.300s", req.Method, req.URL.Path, resp.StatusCode, body)
+		}
+		if seen != nil {
+			if err := seen(w, body); err != nil {
+				return 0, fmt.Errorf("%s %s: %w: %.300s", req.Method, req.URL.Path, err, body)
+			}
+		}
+		return lat, nil
+	})
+}
+
+// loop calls one from conc clients for d (at most --max-requests calls in
+// all) and collects the latencies it reports. An error is a failure,
+// unless d was up when it came; the first one is printed below the row.
+func (b *bench) loop(name string, d time.Duration, one func(ctx context.Context, worker, i int) (time.Duration, error)) result {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var mu sync.Mutex
 	res := result{name: name}
+	var first error
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range b.conc {
@@ -556,29 +614,19 @@ func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Reque
 			var lat []time.Duration
 			var errs int
 			for i := 0; ctx.Err() == nil && i < b.maxReq/b.conc; i++ {
-				req, err := newReq(w, i)
-				if err != nil {
-					errs++
-					continue
-				}
-				t0 := time.Now()
-				resp, err := b.client.Do(req.WithContext(ctx))
+				l, err := one(ctx, w, i)
 				if err != nil {
 					if ctx.Err() == nil {
 						errs++
+						mu.Lock()
+						if first == nil {
+							first = err
+						}
+						mu.Unlock()
 					}
 					continue
 				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 != 2 {
-					errs++
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-				if seen != nil {
-					seen(w, body)
-				}
+				lat = append(lat, l)
 			}
 			mu.Lock()
 			res.latencies = append(res.latencies, lat...)
@@ -592,6 +640,9 @@ func (b *bench) measureWith(name string, newReq func(worker, i int) (*http.Reque
 	if name != "warm-up" {
 		b.print(res)
 		b.failures += res.errors
+		if first != nil {
+			fmt.Printf("  first failure: %v\n", first)
+		}
 	}
 	return res
 }
