@@ -195,9 +195,16 @@ func (a *App) Run(ctx context.Context) {
 		wg.Go(func() { a.Resolver.Run(ctx) })
 	}
 	if a.Relay != nil {
-		wg.Go(func() { a.Relay.Run(ctx) })
+		// Relationships are delivered once the schema that takes them is
+		// in place: after an upgrade, queued ones may name what only the
+		// new schema has.
+		wg.Go(func() {
+			ensureSchema(ctx, a.cfg.SpiceDB, a.cfg.Log)
+			if ctx.Err() == nil {
+				a.Relay.Run(ctx)
+			}
+		})
 		wg.Go(func() { rebac.NewPurger(a.Pool, a.cfg.SpiceDB, a.cfg.Log).Run(ctx, time.Minute) })
-		wg.Go(func() { ensureSchema(ctx, a.cfg.SpiceDB, a.cfg.Log) })
 	}
 	if a.mailRelay != nil {
 		wg.Go(func() { a.mailRelay.Run(ctx) })
