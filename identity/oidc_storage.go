@@ -384,8 +384,11 @@ func (st opStorage) redeem(ctx context.Context, code, clientID, redirectURI, ver
 	var row queries.AppOidcAuthRequest
 	var refusal error
 	var out redeemed
-	err = st.s.db.Tx(ctx, r.t, func(q *queries.Queries) (err error) {
-		row, err = q.LockAuthRequestByCode(ctx, queries.LockAuthRequestByCodeParams{TenantID: r.t.ID.UUID(), CodeHash: hashToken(code)})
+	// Three round trips: the request with its user (with BEGIN), the
+	// writes, the audit record (then COMMIT).
+	err = st.s.db.Tx(ctx, r.t, func(q *queries.Queries) error {
+		locked, err := q.LockAuthRequestByCode(ctx, queries.LockAuthRequestByCodeParams{TenantID: r.t.ID.UUID(), CodeHash: hashToken(code)})
+		row = locked.AppOidcAuthRequest
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			refusal = oidc.ErrInvalidGrant().WithDescription("invalid code")
@@ -412,9 +415,13 @@ func (st opStorage) redeem(ctx context.Context, code, clientID, redirectURI, ver
 		if refusal = op.AuthorizeCodeChallenge(verifier, (&authRequest{row}).GetCodeChallenge()); refusal != nil {
 			return nil
 		}
-		p := queries.CreateAppSessionParams{
+		// The ID token's claims are read with the request: after the
+		// commit nothing may need the database.
+		r.user = &locked.AppUser
+		p := queries.OpenCodeSessionParams{
 			TenantID: r.t.ID.UUID(), UserID: *row.UserID, ExpiresAt: now.Add(st.s.cfg.RefreshLifetime),
-			ClientID: &a.ClientID, Scopes: row.Scopes, AuthTime: row.AuthTime, Amr: row.Amr,
+			ClientID: a.ClientID, Scopes: row.Scopes, AuthTime: row.AuthTime, Amr: nonNil(row.Amr), RequestID: row.ID,
+			IdleUntil: now.Add(st.s.cfg.RefreshIdle),
 		}
 		if r.meta.IP.IsValid() {
 			p.Ip = &r.meta.IP
@@ -423,33 +430,16 @@ func (st opStorage) redeem(ctx context.Context, code, clientID, redirectURI, ver
 			ua := truncate(r.meta.UserAgent, 512)
 			p.UserAgent = &ua
 		}
-		sess, err := q.CreateAppSession(ctx, p)
-		if err != nil {
-			return err
-		}
-		// The ID token's claims, read now: after the commit nothing may
-		// need the database.
-		u, err := q.GetUser(ctx, queries.GetUserParams{TenantID: r.t.ID.UUID(), ID: sess.UserID})
-		if err != nil {
-			return err
-		}
-		r.user = &u
-		if _, err := q.ExchangeAuthRequest(ctx, queries.ExchangeAuthRequestParams{TenantID: r.t.ID.UUID(), ID: row.ID, SessionID: &sess.ID}); err != nil {
-			return err
-		}
-		out = redeemed{session: sess.ID, exp: now.Add(a.tokenTTL(r.t))}
 		if slices.Contains(row.Scopes, oidc.ScopeOfflineAccess) && slices.Contains(a.GrantTypes, GrantRefreshToken) {
-			var hash []byte
-			out.refresh, hash = newRefreshToken()
-			if err := q.CreateRefreshToken(ctx, queries.CreateRefreshTokenParams{
-				TenantID: r.t.ID.UUID(), TokenHash: hash, SessionID: sess.ID,
-				IdleExpiresAt: minTime(now.Add(st.s.cfg.RefreshIdle), sess.ExpiresAt),
-			}); err != nil {
-				return err
-			}
+			out.refresh, p.RefreshHash = newRefreshToken()
 		}
+		sess, err := q.OpenCodeSession(ctx, p)
+		if err != nil {
+			return err
+		}
+		out.session, out.exp = sess.ID, now.Add(a.tokenTTL(r.t))
 		return appendAudit(ctx, q, r.t.ID.UUID(), now, Event{
-			Actor: sess.UserID, Action: "oidc.code", Target: "app:" + a.ClientID, Outcome: Success,
+			Actor: *row.UserID, Action: "oidc.code", Target: "app:" + a.ClientID, Outcome: Success,
 			Details: map[string]string{"session": sess.ID.String(), "scope": strings.Join(row.Scopes, " ")}, Meta: r.meta,
 		})
 	})

@@ -28,11 +28,6 @@ where tenant_id = $1 and id = $2 and user_id is not null and code_hash is null a
 -- Exchanged and expired ones too: the caller tells them apart.
 select * from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2;
 
--- name: ExchangeAuthRequest :execrows
--- Spends a code for the session it opens; of two exchanges one wins.
-update app.oidc_auth_requests set exchanged_at = now(), session_id = $3
-where tenant_id = $1 and id = $2 and code_hash is not null and exchanged_at is null and expires_at > now();
-
 -- name: DeleteAuthRequest :exec
 -- Exchanged requests stay until they expire, to catch a replayed code.
 delete from app.oidc_auth_requests where tenant_id = $1 and id = $2 and exchanged_at is null;
@@ -47,11 +42,6 @@ select scopes from app.oidc_consents where tenant_id = $1 and user_id = $2 and c
 insert into app.oidc_consents (tenant_id, user_id, client_id, scopes)
 values ($1, $2, $3, $4)
 on conflict (tenant_id, user_id, client_id) do update set scopes = excluded.scopes, granted_at = now();
-
--- name: CreateAppSession :one
-insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent, client_id, scopes, auth_time, amr)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-returning *;
 
 -- name: GetLiveAppSession :one
 -- An app's session that stands, with its account: not revoked, the
@@ -86,6 +76,31 @@ on conflict do nothing;
 delete from app.oidc_client_assertions where tenant_id = $1 and expires_at < now();
 
 -- name: LockAuthRequestByCode :one
--- The request a code was issued for, locked until commit: of two
--- exchanges of one code, the second waits, then finds it spent.
-select * from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2 for update;
+-- The request a code was issued for, with its user, the request locked
+-- until commit: of two exchanges of one code, the second waits, then
+-- finds it spent.
+select sqlc.embed(r), sqlc.embed(u)
+from app.oidc_auth_requests r
+join app.users u on u.tenant_id = r.tenant_id and u.id = r.user_id
+where r.tenant_id = $1 and r.code_hash = $2
+for update of r;
+
+-- name: OpenCodeSession :one
+-- What a code's exchange writes, in one round trip: the session it opens
+-- with the app, the spent mark on its request, and, when a hash is
+-- given, the family's first refresh token.
+with sess as (
+    insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent, client_id, scopes, auth_time, amr)
+    values (sqlc.arg(tenant_id)::uuid, sqlc.arg(user_id)::uuid, sqlc.arg(expires_at)::timestamptz, sqlc.narg(ip)::inet,
+            sqlc.narg(user_agent)::text, sqlc.arg(client_id)::text, sqlc.arg(scopes)::text[], sqlc.narg(auth_time)::timestamptz,
+            sqlc.arg(amr)::text[])
+    returning id, expires_at
+), spent as (
+    update app.oidc_auth_requests r set exchanged_at = now(), session_id = (select id from sess)
+    where r.tenant_id = sqlc.arg(tenant_id)::uuid and r.id = sqlc.arg(request_id)::uuid
+), refresh as (
+    insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
+    select sqlc.arg(tenant_id)::uuid, sqlc.narg(refresh_hash)::bytea, sess.id, least(sqlc.arg(idle_until)::timestamptz, sess.expires_at)
+    from sess where sqlc.narg(refresh_hash)::bytea is not null
+)
+select id, expires_at from sess;

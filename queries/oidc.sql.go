@@ -41,58 +41,6 @@ func (q *Queries) CompleteAuthRequest(ctx context.Context, arg CompleteAuthReque
 	return result.RowsAffected(), nil
 }
 
-const createAppSession = `-- name: CreateAppSession :one
-insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent, client_id, scopes, auth_time, amr)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-returning tenant_id, id, user_id, created_at, last_seen_at, expires_at, revoked_at, revoked_reason, ip, user_agent, cookie_hash, csrf_hash, client_id, scopes, auth_time, amr
-`
-
-type CreateAppSessionParams struct {
-	TenantID  uuid.UUID
-	UserID    uuid.UUID
-	ExpiresAt time.Time
-	Ip        *netip.Addr
-	UserAgent *string
-	ClientID  *string
-	Scopes    []string
-	AuthTime  *time.Time
-	Amr       []string
-}
-
-func (q *Queries) CreateAppSession(ctx context.Context, arg CreateAppSessionParams) (AppSession, error) {
-	row := q.db.QueryRow(ctx, createAppSession,
-		arg.TenantID,
-		arg.UserID,
-		arg.ExpiresAt,
-		arg.Ip,
-		arg.UserAgent,
-		arg.ClientID,
-		arg.Scopes,
-		arg.AuthTime,
-		arg.Amr,
-	)
-	var i AppSession
-	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.UserID,
-		&i.CreatedAt,
-		&i.LastSeenAt,
-		&i.ExpiresAt,
-		&i.RevokedAt,
-		&i.RevokedReason,
-		&i.Ip,
-		&i.UserAgent,
-		&i.CookieHash,
-		&i.CsrfHash,
-		&i.ClientID,
-		&i.Scopes,
-		&i.AuthTime,
-		&i.Amr,
-	)
-	return i, err
-}
-
 const createAuthRequest = `-- name: CreateAuthRequest :one
 
 insert into app.oidc_auth_requests (tenant_id, client_id, redirect_uri, scopes, state, nonce, response_mode,
@@ -179,26 +127,6 @@ type DeleteAuthRequestParams struct {
 func (q *Queries) DeleteAuthRequest(ctx context.Context, arg DeleteAuthRequestParams) error {
 	_, err := q.db.Exec(ctx, deleteAuthRequest, arg.TenantID, arg.ID)
 	return err
-}
-
-const exchangeAuthRequest = `-- name: ExchangeAuthRequest :execrows
-update app.oidc_auth_requests set exchanged_at = now(), session_id = $3
-where tenant_id = $1 and id = $2 and code_hash is not null and exchanged_at is null and expires_at > now()
-`
-
-type ExchangeAuthRequestParams struct {
-	TenantID  uuid.UUID
-	ID        uuid.UUID
-	SessionID *uuid.UUID
-}
-
-// Spends a code for the session it opens; of two exchanges one wins.
-func (q *Queries) ExchangeAuthRequest(ctx context.Context, arg ExchangeAuthRequestParams) (int64, error) {
-	result, err := q.db.Exec(ctx, exchangeAuthRequest, arg.TenantID, arg.ID, arg.SessionID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
 }
 
 const getAuthRequest = `-- name: GetAuthRequest :one
@@ -421,7 +349,11 @@ func (q *Queries) GetRefreshSession(ctx context.Context, arg GetRefreshSessionPa
 }
 
 const lockAuthRequestByCode = `-- name: LockAuthRequestByCode :one
-select tenant_id, id, client_id, redirect_uri, scopes, state, nonce, response_mode, code_challenge, prompt, max_age, login_hint, ui_locales, acr_values, user_id, auth_time, amr, code_hash, session_id, exchanged_at, created_at, expires_at from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2 for update
+select r.tenant_id, r.id, r.client_id, r.redirect_uri, r.scopes, r.state, r.nonce, r.response_mode, r.code_challenge, r.prompt, r.max_age, r.login_hint, r.ui_locales, r.acr_values, r.user_id, r.auth_time, r.amr, r.code_hash, r.session_id, r.exchanged_at, r.created_at, r.expires_at, u.tenant_id, u.id, u.email, u.display_name, u.status, u.created_at, u.updated_at, u.password_hash, u.email_verified_at, u.role, u.last_login_at, u.failed_logins, u.first_failed_at, u.locked_until, u.lockouts
+from app.oidc_auth_requests r
+join app.users u on u.tenant_id = r.tenant_id and u.id = r.user_id
+where r.tenant_id = $1 and r.code_hash = $2
+for update of r
 `
 
 type LockAuthRequestByCodeParams struct {
@@ -429,35 +361,117 @@ type LockAuthRequestByCodeParams struct {
 	CodeHash []byte
 }
 
-// The request a code was issued for, locked until commit: of two
-// exchanges of one code, the second waits, then finds it spent.
-func (q *Queries) LockAuthRequestByCode(ctx context.Context, arg LockAuthRequestByCodeParams) (AppOidcAuthRequest, error) {
+type LockAuthRequestByCodeRow struct {
+	AppOidcAuthRequest AppOidcAuthRequest
+	AppUser            AppUser
+}
+
+// The request a code was issued for, with its user, the request locked
+// until commit: of two exchanges of one code, the second waits, then
+// finds it spent.
+func (q *Queries) LockAuthRequestByCode(ctx context.Context, arg LockAuthRequestByCodeParams) (LockAuthRequestByCodeRow, error) {
 	row := q.db.QueryRow(ctx, lockAuthRequestByCode, arg.TenantID, arg.CodeHash)
-	var i AppOidcAuthRequest
+	var i LockAuthRequestByCodeRow
 	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.ClientID,
-		&i.RedirectUri,
-		&i.Scopes,
-		&i.State,
-		&i.Nonce,
-		&i.ResponseMode,
-		&i.CodeChallenge,
-		&i.Prompt,
-		&i.MaxAge,
-		&i.LoginHint,
-		&i.UiLocales,
-		&i.AcrValues,
-		&i.UserID,
-		&i.AuthTime,
-		&i.Amr,
-		&i.CodeHash,
-		&i.SessionID,
-		&i.ExchangedAt,
-		&i.CreatedAt,
-		&i.ExpiresAt,
+		&i.AppOidcAuthRequest.TenantID,
+		&i.AppOidcAuthRequest.ID,
+		&i.AppOidcAuthRequest.ClientID,
+		&i.AppOidcAuthRequest.RedirectUri,
+		&i.AppOidcAuthRequest.Scopes,
+		&i.AppOidcAuthRequest.State,
+		&i.AppOidcAuthRequest.Nonce,
+		&i.AppOidcAuthRequest.ResponseMode,
+		&i.AppOidcAuthRequest.CodeChallenge,
+		&i.AppOidcAuthRequest.Prompt,
+		&i.AppOidcAuthRequest.MaxAge,
+		&i.AppOidcAuthRequest.LoginHint,
+		&i.AppOidcAuthRequest.UiLocales,
+		&i.AppOidcAuthRequest.AcrValues,
+		&i.AppOidcAuthRequest.UserID,
+		&i.AppOidcAuthRequest.AuthTime,
+		&i.AppOidcAuthRequest.Amr,
+		&i.AppOidcAuthRequest.CodeHash,
+		&i.AppOidcAuthRequest.SessionID,
+		&i.AppOidcAuthRequest.ExchangedAt,
+		&i.AppOidcAuthRequest.CreatedAt,
+		&i.AppOidcAuthRequest.ExpiresAt,
+		&i.AppUser.TenantID,
+		&i.AppUser.ID,
+		&i.AppUser.Email,
+		&i.AppUser.DisplayName,
+		&i.AppUser.Status,
+		&i.AppUser.CreatedAt,
+		&i.AppUser.UpdatedAt,
+		&i.AppUser.PasswordHash,
+		&i.AppUser.EmailVerifiedAt,
+		&i.AppUser.Role,
+		&i.AppUser.LastLoginAt,
+		&i.AppUser.FailedLogins,
+		&i.AppUser.FirstFailedAt,
+		&i.AppUser.LockedUntil,
+		&i.AppUser.Lockouts,
 	)
+	return i, err
+}
+
+const openCodeSession = `-- name: OpenCodeSession :one
+with sess as (
+    insert into app.sessions (tenant_id, user_id, expires_at, ip, user_agent, client_id, scopes, auth_time, amr)
+    values ($1::uuid, $2::uuid, $3::timestamptz, $4::inet,
+            $5::text, $6::text, $7::text[], $8::timestamptz,
+            $9::text[])
+    returning id, expires_at
+), spent as (
+    update app.oidc_auth_requests r set exchanged_at = now(), session_id = (select id from sess)
+    where r.tenant_id = $1::uuid and r.id = $10::uuid
+), refresh as (
+    insert into app.refresh_tokens (tenant_id, token_hash, session_id, idle_expires_at)
+    select $1::uuid, $11::bytea, sess.id, least($12::timestamptz, sess.expires_at)
+    from sess where $11::bytea is not null
+)
+select id, expires_at from sess
+`
+
+type OpenCodeSessionParams struct {
+	TenantID    uuid.UUID
+	UserID      uuid.UUID
+	ExpiresAt   time.Time
+	Ip          *netip.Addr
+	UserAgent   *string
+	ClientID    string
+	Scopes      []string
+	AuthTime    *time.Time
+	Amr         []string
+	RequestID   uuid.UUID
+	RefreshHash []byte
+	IdleUntil   time.Time
+}
+
+type OpenCodeSessionRow struct {
+	ID        uuid.UUID
+	ExpiresAt time.Time
+}
+
+// What a code's exchange writes, in one round trip: the session it opens
+// with the app, the spent mark on its request, and, when a hash is
+// given, the family's first refresh token.
+func (q *Queries) OpenCodeSession(ctx context.Context, arg OpenCodeSessionParams) (OpenCodeSessionRow, error) {
+	row := q.db.QueryRow(ctx, openCodeSession,
+		arg.TenantID,
+		arg.UserID,
+		arg.ExpiresAt,
+		arg.Ip,
+		arg.UserAgent,
+		arg.ClientID,
+		arg.Scopes,
+		arg.AuthTime,
+		arg.Amr,
+		arg.RequestID,
+		arg.RefreshHash,
+		arg.IdleUntil,
+	)
+	var i OpenCodeSessionRow
+	err := row.Scan(&i.ID, &i.ExpiresAt)
 	return i, err
 }
 
