@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	_ "embed"
 	"html/template"
 
@@ -17,10 +16,7 @@ import (
 // (apps' included). It runs on the browser session like the hosted
 // sign-in, its forms guarded by the same CSRF cookie.
 
-//go:embed pages/account.html
-var accountHTML string
-
-var accountTemplate = template.Must(template.New("account").Parse(accountHTML))
+var accountTemplate = template.Must(template.ParseFS(flowPages, "pages/account.html", "pages/brand.html"))
 
 // accountPage is what the account page shows.
 type accountPage struct {
@@ -58,16 +54,7 @@ func (h *HTTP) renderAccount(c *fiber.Ctx, status int, p accountPage) error {
 			return err
 		}
 	}
-	var b bytes.Buffer
-	if err := accountTemplate.Execute(&b, p); err != nil {
-		return err
-	}
-	c.Set("Content-Security-Policy", pageCSP)
-	c.Set(fiber.HeaderContentLanguage, p.Lang)
-	c.Set(fiber.HeaderVary, fiber.HeaderAcceptLanguage)
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-	return c.Status(status).Send(b.Bytes())
+	return renderHTML(c, status, accountTemplate, p, p.Lang, pageCSP)
 }
 
 // accountRefused answers a form refused by the rate limit.

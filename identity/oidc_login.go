@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
-	_ "embed"
+	"embed"
 	"errors"
 	"fmt"
 	"html/template"
@@ -41,10 +41,10 @@ import (
 // the flow at the first step that would need the user, with the error
 // the app asked for.
 
-//go:embed pages/login.html
-var loginHTML string
+//go:embed pages/login.html pages/account.html pages/brand.html
+var flowPages embed.FS
 
-var loginTemplate = template.Must(template.New("login").Parse(loginHTML))
+var loginTemplate = template.Must(template.ParseFS(flowPages, "pages/login.html", "pages/brand.html"))
 
 // loginPage is what the sign-in page shows.
 type loginPage struct {
@@ -433,12 +433,19 @@ func (h *HTTP) showLoggedOut(c *fiber.Ctx) error {
 }
 
 func renderFlowPage(c *fiber.Ctx, status int, p loginPage, csp string) error {
+	return renderHTML(c, status, loginTemplate, p, p.Lang, csp)
+}
+
+// renderHTML answers with a page of the browser session (sign-in,
+// account): tmpl filled with data, in language lang, under policy csp,
+// never cached.
+func renderHTML(c *fiber.Ctx, status int, tmpl *template.Template, data any, lang, csp string) error {
 	var b bytes.Buffer
-	if err := loginTemplate.Execute(&b, p); err != nil {
+	if err := tmpl.Execute(&b, data); err != nil {
 		return err
 	}
 	c.Set("Content-Security-Policy", csp)
-	c.Set(fiber.HeaderContentLanguage, p.Lang)
+	c.Set(fiber.HeaderContentLanguage, lang)
 	c.Set(fiber.HeaderVary, fiber.HeaderAcceptLanguage)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
