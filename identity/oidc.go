@@ -134,7 +134,7 @@ func (h *HTTP) oidcRoutes(r fiber.Router) {
 // 503 (with Retry-After), whatever op made of it: an outage must not look
 // like a bad client or token.
 func (h *HTTP) serveProvider(c *fiber.Ctx) error {
-	req := &oidcRequest{t: tenancy.Of(c), meta: MetaOf(c), cookie: c.Cookies(sessionCookie), apps: map[string]*App{}}
+	req := &oidcRequest{t: tenancy.Of(c), meta: MetaOf(c), cookie: c.Cookies(sessionCookie)}
 	ctx := context.WithValue(c.UserContext(), oidcRequestKey{}, req)
 	fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(op.ContextWithIssuer(ctx, h.svc.cfg.Issuer(req.t)))
@@ -226,7 +226,7 @@ func (h *HTTP) addIssuer(c *fiber.Ctx, t *tenancy.Tenant) {
 // does not offer (plain PKCE, the device flow).
 func (h *HTTP) handleDiscovery(c *fiber.Ctx) error {
 	t := tenancy.Of(c)
-	req := &oidcRequest{t: t, apps: map[string]*App{}}
+	req := &oidcRequest{t: t}
 	ctx := op.ContextWithIssuer(context.WithValue(c.UserContext(), oidcRequestKey{}, req), h.svc.cfg.Issuer(t))
 	d := op.CreateDiscoveryConfig(ctx, h.provider, h.provider.Storage())
 	d.DeviceAuthorizationEndpoint = ""

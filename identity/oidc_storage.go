@@ -54,13 +54,12 @@ const (
 )
 
 // oidcRequest is what the provider's storage needs of the HTTP request
-// beyond its tenant: who sent it, the browser's session cookie, and the
-// apps already read for it. Put in the context by the fiber bridge.
+// beyond its tenant: who sent it and the browser's session cookie. Put in
+// the context by the fiber bridge.
 type oidcRequest struct {
 	t      *tenancy.Tenant
 	meta   Meta
 	cookie string
-	apps   map[string]*App
 	// signFor is the app whose tokens this request signs: the last one op
 	// looked up as the request's client (ID tokens in its
 	// id_token_signed_response_alg).
@@ -93,17 +92,14 @@ func (r *oidcRequest) fail(err error) error {
 	return err
 }
 
-// app returns the request tenant's app clientID, read once per request.
+// app returns the request tenant's app clientID (kept in memory for a
+// few seconds: clients).
 func (st opStorage) app(ctx context.Context, clientID string) (*App, error) {
 	r := reqOf(ctx)
-	if a, ok := r.apps[clientID]; ok {
-		return a, nil
-	}
 	a, err := st.s.AppByClientID(ctx, r.t, clientID)
 	if err != nil {
 		return nil, r.fail(err)
 	}
-	r.apps[clientID] = a
 	return a, nil
 }
 
@@ -244,33 +240,10 @@ func (st opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthRequ
 	return &authRequest{row}, nil
 }
 
-// AuthRequestByCode returns the request a code was issued for. A code
-// presented again is a replay: the session its exchange opened is ended,
-// because only a copy of a stolen code is ever presented twice.
-func (st opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
-	r := reqOf(ctx)
-	if code == "" || len(code) > 128 {
-		return nil, oidc.ErrInvalidGrant().WithDescription("invalid code")
-	}
-	var row queries.AppOidcAuthRequest
-	err := st.s.db.Tx(ctx, r.t, func(q *queries.Queries) (err error) {
-		row, err = q.GetAuthRequestByCode(ctx, queries.GetAuthRequestByCodeParams{TenantID: r.t.ID.UUID(), CodeHash: hashToken(code)})
-		if err != nil || row.ExchangedAt == nil || row.SessionID == nil {
-			return err
-		}
-		return st.s.endFamily(ctx, q, r.t, *row.SessionID, "authorization code replayed", r.meta)
-	})
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, oidc.ErrInvalidGrant().WithDescription("invalid code")
-	case err != nil:
-		return nil, r.fail(fmt.Errorf("auth request by code: %w", err))
-	case row.ExchangedAt != nil:
-		return nil, oidc.ErrInvalidGrant().WithDescription("the code was used already; what it issued is revoked")
-	case !st.s.now().Before(row.ExpiresAt):
-		return nil, oidc.ErrInvalidGrant().WithDescription("the code has expired")
-	}
-	return &authRequest{row}, nil
+// AuthRequestByCode is not reached: codes are exchanged by
+// oidcServer.CodeExchange, which redeems them (redeem).
+func (opStorage) AuthRequestByCode(context.Context, string) (op.AuthRequest, error) {
+	return nil, oidc.ErrInvalidGrant().WithDescription("invalid code")
 }
 
 func (st opStorage) SaveAuthCode(ctx context.Context, id, code string) error {

@@ -24,10 +24,6 @@ where tenant_id = $1 and id = $2 and user_id is null and expires_at > now();
 update app.oidc_auth_requests set code_hash = $3, expires_at = now() + interval '60 seconds'
 where tenant_id = $1 and id = $2 and user_id is not null and code_hash is null and expires_at > now();
 
--- name: GetAuthRequestByCode :one
--- Exchanged and expired ones too: the caller tells them apart.
-select * from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2;
-
 -- name: DeleteAuthRequest :exec
 -- Exchanged requests stay until they expire, to catch a replayed code.
 delete from app.oidc_auth_requests where tenant_id = $1 and id = $2 and exchanged_at is null;

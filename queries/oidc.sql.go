@@ -170,46 +170,6 @@ func (q *Queries) GetAuthRequest(ctx context.Context, arg GetAuthRequestParams) 
 	return i, err
 }
 
-const getAuthRequestByCode = `-- name: GetAuthRequestByCode :one
-select tenant_id, id, client_id, redirect_uri, scopes, state, nonce, response_mode, code_challenge, prompt, max_age, login_hint, ui_locales, acr_values, user_id, auth_time, amr, code_hash, session_id, exchanged_at, created_at, expires_at from app.oidc_auth_requests where tenant_id = $1 and code_hash = $2
-`
-
-type GetAuthRequestByCodeParams struct {
-	TenantID uuid.UUID
-	CodeHash []byte
-}
-
-// Exchanged and expired ones too: the caller tells them apart.
-func (q *Queries) GetAuthRequestByCode(ctx context.Context, arg GetAuthRequestByCodeParams) (AppOidcAuthRequest, error) {
-	row := q.db.QueryRow(ctx, getAuthRequestByCode, arg.TenantID, arg.CodeHash)
-	var i AppOidcAuthRequest
-	err := row.Scan(
-		&i.TenantID,
-		&i.ID,
-		&i.ClientID,
-		&i.RedirectUri,
-		&i.Scopes,
-		&i.State,
-		&i.Nonce,
-		&i.ResponseMode,
-		&i.CodeChallenge,
-		&i.Prompt,
-		&i.MaxAge,
-		&i.LoginHint,
-		&i.UiLocales,
-		&i.AcrValues,
-		&i.UserID,
-		&i.AuthTime,
-		&i.Amr,
-		&i.CodeHash,
-		&i.SessionID,
-		&i.ExchangedAt,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-	)
-	return i, err
-}
-
 const getConsent = `-- name: GetConsent :one
 select scopes from app.oidc_consents where tenant_id = $1 and user_id = $2 and client_id = $3
 `
